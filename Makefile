@@ -1,0 +1,39 @@
+# Two set-up commands: `make demo` and `make test`. Each creates .venv, installs torch==2.13.0 FIRST (a bare
+# `torch` requirement would pull a multi-GB CUDA build), then the project with its test extras, then (as root)
+# Debian's WordNet for EDA synonyms.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow venv wordnet lint clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP) wordnet
+
+wordnet:
+	@if [ "$$(id -u)" = "0" ] && [ ! -f /usr/share/wordnet/data.noun ]; then \
+		(apt-get install -y -q wordnet-base wordnet-sense-index >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null && apt-get install -y -q wordnet-base wordnet-sense-index >/dev/null)); \
+	fi
+
+test: venv
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
+
+test-slow: venv
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
+
+demo: venv
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 bash scripts/demo.sh
+
+lint: venv
+	$(BIN)/hadolint --failure-threshold warning Dockerfile
+
+clean:
+	rm -rf $(VENV) demo

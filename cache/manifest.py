@@ -1,0 +1,137 @@
+"""The manifest: one JSON file per cache describing what the cache holds and how it was made.
+
+Written at the start of a job with every planned shard (`complete: false`), re-published (atomically) as shards
+land and at the end with `complete: true`. A reader trusts only complete caches unless told otherwise.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from cache.keys import key_dir_name
+from cache.publish import publish_json
+
+MANIFEST_NAME = "manifest.json"
+FAILURES_NAME = "failures.jsonl"
+KINDS = ("audio", "captions")
+
+
+class CacheNotFoundError(Exception):
+    """No (complete) cache matches the request; the message says what exists."""
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.h5"
+
+
+@dataclass
+class ShardEntry:
+    """One planned shard: clips `clip_ids[start:start+count]` of the manifest, in sorted-id order."""
+
+    file: str
+    start: int
+    count: int
+    complete: bool = False
+    sha256: str | None = None  # checksum of the shard's payload, recorded at publish time
+    n_frames: int | None = None  # audio shards: rows of the features dataset
+    n_failed: int = 0
+
+
+@dataclass
+class Manifest:
+    kind: str  # "audio" | "captions"
+    key: str  # full sha256 hex
+    name: str  # dataset name given at prep (default: the dataset kind)
+    dataset: str  # "clotho", "manifest", "audiocaps", ...
+    splits: list[str]
+    clip_ids: list[str]  # sorted; shard membership is fixed by this order and the shard size
+    clip_splits: list[str]  # split of each clip id, aligned with clip_ids
+    shard_size: int
+    shards: list[ShardEntry]
+    config: dict
+    code_version: str
+    versions: dict = field(default_factory=dict)
+    created: str = field(default_factory=now_iso)
+    complete: bool = False
+    extra: dict = field(default_factory=dict)  # kind-specific (audio: durations per clip id)
+
+    @property
+    def dir_name(self) -> str:
+        return key_dir_name(self.key)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Manifest":
+        d = dict(d)
+        d["shards"] = [ShardEntry(**s) for s in d.get("shards", [])]
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def write(self, directory: str | Path) -> Path:
+        return publish_json(Path(directory) / MANIFEST_NAME, self.to_dict())
+
+    @classmethod
+    def read(cls, directory: str | Path) -> "Manifest":
+        path = Path(directory) / MANIFEST_NAME
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+
+def plan_shards(n_clips: int, shard_size: int) -> list[ShardEntry]:
+    """Shard membership from the sorted clip order and the shard size alone (never from the worker count)."""
+    if shard_size < 1:
+        raise ValueError("shard size must be >= 1")
+    return [
+        ShardEntry(file=shard_name(i), start=start, count=min(shard_size, n_clips - start))
+        for i, start in enumerate(range(0, n_clips, shard_size))
+    ]
+
+
+def cache_dir_for(cache_root: str | Path, kind: str, key: str) -> Path:
+    return Path(cache_root) / kind / key_dir_name(key)
+
+
+def iter_caches(cache_root: str | Path, kind: str | None = None) -> Iterator[tuple[Path, Manifest | None]]:
+    """Every cache directory under `cache_root` (of `kind`), with its manifest or None if unreadable/missing."""
+    for k in (kind,) if kind else KINDS:
+        base = Path(cache_root) / k
+        if not base.is_dir():
+            continue
+        for d in sorted(p for p in base.iterdir() if p.is_dir()):
+            try:
+                yield d, Manifest.read(d)
+            except (OSError, ValueError, TypeError, KeyError):
+                yield d, None
+
+
+def resolve_cache(cache_root: str | Path, kind: str, name: str | None = None, key: str | None = None) -> Path:
+    """The directory of the newest complete `kind` cache named `name`, or the one whose key starts with `key`."""
+    found = [(d, m) for d, m in iter_caches(cache_root, kind) if m is not None]
+    if key:
+        hits = [(d, m) for d, m in found if m.key.startswith(key) or d.name.startswith(key)]
+        if not hits:
+            raise CacheNotFoundError(f"{cache_root}: no {kind} cache with key {key}")
+        if len(hits) > 1:
+            raise CacheNotFoundError(f"{cache_root}: key prefix {key} is ambiguous ({len(hits)} {kind} caches)")
+        d, m = hits[0]
+        if not m.complete:
+            raise CacheNotFoundError(f"{d}: {kind} cache {key} is incomplete; re-run prep to finish it")
+        return d
+    named = [(d, m) for d, m in found if name is None or m.name == name]
+    complete = [(d, m) for d, m in named if m.complete]
+    if not complete:
+        names = sorted({m.name for _, m in found}) or ["none"]
+        state = "only incomplete ones" if named else "none"
+        raise CacheNotFoundError(
+            f"{cache_root}: no complete {kind} cache named {name!r} ({state}); names present: {', '.join(names)}"
+        )
+    return max(complete, key=lambda dm: dm[1].created)[0]

@@ -1,0 +1,62 @@
+"""Decoding and resampling: any file soundfile reads (WAV/FLAC/OGG/MP3), any rate, any channel count → mono 32 kHz.
+
+Errors are raised as `AudioDecodeError` with a one-line message naming the problem, so `prep audio` can list the
+file in its failure report and carry on with the rest.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.features import DEFAULT_CONFIG, LogMelConfig
+
+
+class AudioDecodeError(Exception):
+    """A file that cannot become a waveform: unreadable, not audio, empty, or corrupt."""
+
+
+def decoder_versions() -> dict:
+    """Versions of everything between the file and the waveform; part of the audio cache key."""
+    import librosa
+    import soundfile
+    import soxr
+
+    return {
+        "soundfile": soundfile.__version__,
+        "libsndfile": soundfile.__libsndfile_version__,
+        "librosa": librosa.__version__,
+        "soxr": soxr.__version__,
+    }
+
+
+def load_mono(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Decode `path`, average the channels and resample to `config.sample_rate` with `config.resampler`."""
+    import librosa
+    import soundfile
+
+    path = Path(path)
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except FileNotFoundError:
+        raise AudioDecodeError("file not found") from None
+    except PermissionError:
+        raise AudioDecodeError("permission denied") from None
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
+        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise AudioDecodeError(f"cannot decode: {msg}") from None
+    if data.shape[0] == 0:
+        raise AudioDecodeError("zero-length audio (no samples)")
+    y = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if not np.all(np.isfinite(y)):
+        raise AudioDecodeError("decoded samples contain NaN or inf")
+    if rate != config.sample_rate:
+        y = librosa.resample(y, orig_sr=rate, target_sr=config.sample_rate, res_type=config.resampler)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def file_log_mel(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Decode + resample + log-mel for one file: the whole per-clip feature path, float32 (frames, n_mels)."""
+    from pipeline.features import log_mel
+
+    return log_mel(load_mono(path, config), config)

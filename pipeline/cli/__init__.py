@@ -1,0 +1,17 @@
+"""The `audioret` command line: groups live in `groups.py`, each command in the module of its stage.
+
+Importing a command module registers its commands on the groups; `main` is the console-script entry point.
+"""
+from pipeline.cli.groups import main  # noqa: F401
+
+# Each module below attaches its commands to the groups when imported.
+from pipeline.cli import (  # noqa: F401,E402
+    prep_audio_cmd,
+    cache_cmd,
+    prep_captions_cmd,
+    train_cmd,
+    search_cmd,
+    download_cmd,
+)
+
+__all__ = ["main"]

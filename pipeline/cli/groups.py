@@ -1,0 +1,71 @@
+"""The Click groups every command module attaches to.
+
+Exit codes across the CLI: 0 ok, 1 failure, 2 usage (Click's default), 3 partial (some inputs failed; the
+failures are listed in a report file named on stderr).
+"""
+from __future__ import annotations
+
+import click
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="audioret", prog_name="audioret")
+def main() -> None:
+    """audioret: language-based audio retrieval (text query → ranked recordings).
+
+    \b
+    Typical session:
+      audioret download clotho --root data/clotho
+      audioret prep audio    --dataset clotho --root data/clotho --cache cache/
+      audioret prep captions --dataset clotho --root data/clotho --cache cache/ --translator marian
+      audioret train --cache cache/ --name clotho --out runs/base
+      audioret eval runs/base
+      audioret retrieve runs/base "a dog barks while rain falls"
+    """
+
+
+@main.group(context_settings=CONTEXT)
+def prep() -> None:
+    """Precompute deterministic work once (log-mels, back-translations) into HDF5 shards.
+
+    \b
+    Example:
+      audioret prep audio --dataset clotho --root data/clotho --cache cache/
+    """
+
+
+@main.group("cache", context_settings=CONTEXT)
+def cache_group() -> None:
+    """List, verify and clean shard caches.
+
+    \b
+    Example:
+      audioret cache ls cache/
+    """
+
+
+@main.group(context_settings=CONTEXT)
+def preview() -> None:
+    """Show what training will see (augmented captions or log-mels).
+
+    \b
+    Example:
+      audioret preview captions --cache cache/ --name clotho -n 5
+    """
+
+
+@main.group(context_settings=CONTEXT)
+def download() -> None:
+    """Fetch public datasets into the layout `prep` reads.
+
+    \b
+    Example:
+      audioret download clotho --root data/clotho
+    """

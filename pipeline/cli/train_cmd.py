@@ -1,0 +1,1 @@
+"""(placeholder: this stage's commands land here)."""

@@ -1,0 +1,53 @@
+"""Shared test helpers: run the real CLI in a subprocess, and find the bundled real audio clips."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "tests" / "data"
+AUDIO = DATA / "audio"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def cli_env(extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    env["PYTHONUNBUFFERED"] = "1"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def cli_cmd(*args: str) -> list[str]:
+    """argv for `audioret ARGS` run from this checkout (`python -m pipeline`)."""
+    return [sys.executable, "-m", "pipeline", *map(str, args)]
+
+
+def run_cli(*args: str, check: bool = False, timeout: float = 300, env: dict | None = None,
+            cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+    """Run `audioret ARGS` in a real subprocess and capture its output."""
+    proc = subprocess.run(cli_cmd(*args), capture_output=True, text=True, timeout=timeout,
+                          env=cli_env(env), cwd=cwd)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"audioret {' '.join(map(str, args))} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def audio_dir() -> Path:
+    """Real CC0 / CC BY-SA clips (MP3, FLAC incl. stereo, 8 kHz WAV) with their licence files."""
+    return AUDIO
+
+
+def real_clips() -> list[Path]:
+    return sorted(p for p in AUDIO.rglob("*") if p.suffix.lower() in {".mp3", ".flac", ".wav", ".ogg"})
