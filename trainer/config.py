@@ -1,0 +1,236 @@
+"""One plain training configuration (nanoGPT style): a dataclass, a TOML file, `key=value` overrides.
+
+Why one flat dataclass: every knob a run or a hyperparameter search can turn is visible in one place, is saved
+whole into RUN_DIR/config.toml (so a run can be repeated or resumed), and is validated once, up front: an unknown
+key or an out-of-range value is a usage error (`ConfigError`, CLI exit 2) before any model is built.
+
+The augmentation ranges are the paper's search space (DESIGN.md, Table 4); the defaults are its best trial.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from cache.publish import publish_file
+
+
+class ConfigError(ValueError):
+    """A bad configuration (unknown key, wrong type, value out of range): a usage error."""
+
+
+@dataclass
+class TrainConfig:
+    # optimisation (DESIGN.md: Adam, batch 30, 50 epochs, ×1/3 every 10 epochs, patience 10)
+    epochs: int = 50
+    batch_size: int = 30
+    lr: float = 2e-5
+    text_lr: float | None = None  # None → lr; 0 freezes the pretrained text transformer (no backward through it)
+    lr_step: int = 10
+    lr_gamma: float = 1.0 / 3.0
+    patience: int = 10  # epochs without a better validation mAP@10 before stopping; 0 = never stop early
+    grad_clip: float = 0.0  # max global grad norm; 0 = off
+    seed: int = 0
+    # hardware / data path
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_workers: int = 2  # DataLoader workers in streamed mode
+    resident: str = "auto"  # auto | ram | gpu | stream
+    memory_budget_gb: float = 8.0  # resident features (float16) must fit this budget in "auto" mode
+    max_seconds: float = 30.0  # random training crop; evaluation always embeds whole clips
+    eval_batch_size: int = 64
+    # model
+    audio_width: float = 1.0
+    audio_checkpoint: str = ""  # PANNs Cnn10 state dict; "" = train the CNN from scratch
+    text_model: str = "bert-base-uncased"
+    max_tokens: int = 32
+    embed_dim: int = 1024
+    temperature: float = 0.07
+    learn_temperature: bool = False
+    # text augmentation: back-translation substitution, then EDA (paper's best trial)
+    p_bt: float = 0.1812
+    p_eda: float = 0.9936
+    p_syn: float = 0.2962
+    p_swp: float = 0.0085
+    p_del: float = 0.1944
+    p_ins: float = 0.0
+    # audio augmentation: SpecAugment, gain, Freq-MixStyle (paper's best trial)
+    n_f: int = 1
+    w_f: int = 4
+    n_t: int = 7
+    w_t: int = 58
+    g_max: float = 3.0
+    p_ms: float = 0.1045
+    ms_alpha: float = 0.8286
+
+    def effective_text_lr(self) -> float:
+        return self.lr if self.text_lr is None else self.text_lr
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# (min, max) inclusive; None = unbounded on that side. Augmentation bounds are Table 4's search space.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "epochs": (1, None), "batch_size": (2, None), "lr": (0.0, None), "text_lr": (0.0, None),
+    "lr_step": (1, None), "lr_gamma": (0.0, 1.0), "patience": (0, None), "grad_clip": (0.0, None),
+    "seed": (0, 2**63 - 1), "num_workers": (0, 64), "memory_budget_gb": (0.0, None), "max_seconds": (0.01, 3600.0),
+    "eval_batch_size": (1, None), "audio_width": (0.01, 4.0), "max_tokens": (2, 512), "embed_dim": (1, 65536),
+    "temperature": (1e-4, 10.0),
+    "p_bt": (0.0, 1.0), "p_eda": (0.0, 1.0), "p_syn": (0.0, 0.3), "p_swp": (0.0, 0.3), "p_del": (0.0, 0.3),
+    "p_ins": (0.0, 0.3), "n_f": (0, 1), "w_f": (1, 32), "n_t": (0, 8), "w_t": (1, 64), "g_max": (0.0, 6.0),
+    "p_ms": (0.0, 1.0), "ms_alpha": (0.0, 1.0),
+}
+STRICTLY_POSITIVE = {"lr", "lr_gamma", "temperature"}
+CHOICES: dict[str, tuple[str, ...]] = {"resident": ("auto", "ram", "gpu", "stream")}
+
+# Split names the trainer accepts per role (Clotho's names first; manifests may use the short ones).
+SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
+    "train": ("development", "train"),
+    "validation": ("validation", "val"),
+    "evaluation": ("evaluation", "test"),
+}
+
+
+def resolve_split(role_or_name: str, available: list[str] | set[str]) -> str:
+    """The split name present in a cache for a role ("train"/"validation"/"evaluation") or an alias of one."""
+    available = set(available)
+    for role, names in SPLIT_ALIASES.items():
+        if role_or_name == role or role_or_name in names:
+            for n in names:
+                if n in available:
+                    return n
+    if role_or_name in available:
+        return role_or_name
+    raise ConfigError(f"split {role_or_name!r} not found; the cache has {sorted(available)}")
+
+
+def _field_types() -> dict[str, str]:
+    return {f.name: str(f.type) for f in fields(TrainConfig)}
+
+
+def _coerce(key: str, value: Any, type_name: str) -> Any:
+    """Convert a TOML value or a `--set` string to the field's type; raise ConfigError naming the key."""
+    optional = "None" in type_name
+    if optional and (value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", ""))):
+        return None
+    base = type_name.replace("| None", "").strip()
+    try:
+        if base == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+                return value.strip().lower() in ("true", "1", "yes", "on")
+            raise ValueError
+        if base == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
+                return int(value)
+            return int(str(value).strip())
+        if base == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, str) and "/" in value:  # e.g. lr_gamma=1/3
+                num, den = value.split("/", 1)
+                out = float(num) / float(den)
+            else:
+                out = float(value)
+            if not math.isfinite(out):
+                raise ValueError
+            return out
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"config key {key!r}: {value!r} is not a valid {base}") from None
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Range and choice checks; returns cfg unchanged or raises ConfigError with the first problem."""
+    for key, (lo, hi) in RANGES.items():
+        v = getattr(cfg, key)
+        if v is None:
+            continue
+        if (lo is not None and v < lo) or (hi is not None and v > hi) or (key in STRICTLY_POSITIVE and v <= 0):
+            lo_s = "-inf" if lo is None else f"{lo:g}"
+            hi_s = "inf" if hi is None else f"{hi:g}"
+            raise ConfigError(f"config key {key!r}: {v!r} is out of range [{lo_s}, {hi_s}]"
+                              + (" (must be > 0)" if key in STRICTLY_POSITIVE else ""))
+    for key, choices in CHOICES.items():
+        if getattr(cfg, key) not in choices:
+            raise ConfigError(f"config key {key!r}: {getattr(cfg, key)!r} is not one of {', '.join(choices)}")
+    dev = cfg.device
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ConfigError(f"config key 'device': {dev!r} is not auto, cpu, cuda or cuda:N")
+    if not cfg.text_model.strip():
+        raise ConfigError("config key 'text_model' is empty")
+    return cfg
+
+
+def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
+    """TrainConfig from a mapping of known keys (unknown keys → ConfigError naming the source)."""
+    types = _field_types()
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise ConfigError(f"{source}: unknown config key(s) {', '.join(unknown)}; known: {', '.join(types)}")
+    cfg = TrainConfig(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
+    return validate(cfg)
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def load_config(toml_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Defaults ← TOML file (flat table, or a [train] table) ← `key=value` overrides, validated."""
+    values: dict[str, Any] = {}
+    if toml_path is not None:
+        path = Path(toml_path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        if set(data) == {"train"} and isinstance(data["train"], dict):
+            data = data["train"]
+        nested = [k for k, v in data.items() if isinstance(v, dict)]
+        if nested:
+            raise ConfigError(f"{path}: unexpected table(s) {', '.join(nested)}; use flat keys")
+        values.update(data)
+        from_dict(values, str(path))  # name the file in errors before overrides mask them
+    over = parse_overrides(overrides)
+    types = _field_types()
+    unknown = sorted(set(over) - set(types))
+    if unknown:
+        raise ConfigError(f"--set: unknown config key(s) {', '.join(unknown)}; known: {', '.join(types)}")
+    values.update(over)
+    return from_dict(values, "--set")
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> Path:
+    """Write the whole config as TOML, atomically. Keys whose value is None (text_lr) are omitted = default."""
+    text = tomli_w.dumps({k: v for k, v in cfg.to_dict().items() if v is not None})
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+    return publish_file(path, write)
+
+
+def diff(a: TrainConfig, b: TrainConfig, ignore: set[str] = frozenset()) -> dict[str, tuple[Any, Any]]:
+    """Keys whose values differ (for refusing a resume with a changed config)."""
+    da, db = a.to_dict(), b.to_dict()
+    return {k: (da[k], db[k]) for k in da if k not in ignore and da[k] != db[k]}
