@@ -16,10 +16,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cache.audio_shards import AudioCache
-from cache.keys import cache_key
-from cache.manifest import Manifest, cache_dir_for, plan_shards
-from cache.audio_shards import write_audio_shard
+from cache.audio_shards import AudioCache, build_audio_cache
+from cache.manifest import cache_dir_for
 from pipeline.features import DEFAULT_CONFIG
 
 
@@ -27,19 +25,9 @@ def build(root: Path, n: int, shard_size: int, rng: np.random.Generator) -> tupl
     ids = [f"clip_{i:06d}.wav" for i in range(n)]
     lengths = rng.integers(1000, 3001, size=n)
     feats = {c: rng.normal(-40, 20, size=(int(t), 64)).astype(np.float16) for c, t in zip(ids, lengths)}
-    key = cache_key("audio", DEFAULT_CONFIG.to_dict(), "bench", {}, [{"path": c} for c in ids])
-    d = cache_dir_for(root, "audio", key)
-    d.mkdir(parents=True)
-    m = Manifest(kind="audio", key=key, name="bench", dataset="bench", splits=["development"], clip_ids=ids,
-                 clip_splits=["development"] * n, shard_size=shard_size, shards=plan_shards(n, shard_size),
-                 config=DEFAULT_CONFIG.to_dict(), code_version="bench")
-    for s in m.shards:
-        part = ids[s.start:s.start + s.count]
-        s.sha256, s.n_frames = write_audio_shard(d / s.file, part, ["development"] * len(part),
-                                                 [feats[c] for c in part], [10.0] * len(part), key, m.config)
-        s.complete = True
-    m.complete = True
-    m.write(d)
+    m = build_audio_cache(root, feats, DEFAULT_CONFIG.to_dict(), name="bench", dataset="bench",
+                          durations={c: 10.0 for c in ids}, shard_size=shard_size)
+    d = cache_dir_for(root, "audio", m.key)
     per_clip = root / "per_clip.h5"
     with h5py.File(per_clip, "w") as f:
         for c in ids:
