@@ -1,0 +1,267 @@
+"""Training batches from the shard caches: which captions go together, crops, padding, text augmentation.
+
+Why the epoch plan is computed up front in the main process from (seed, epoch): the batch composition (every
+caption exactly once per epoch, never two captions of one clip in a batch, so no true match is a negative), the
+crop offsets and the text-augmentation seeds are then the same whether the features come from a memmap through
+DataLoader workers ("stream") or from one resident tensor in RAM / on the GPU ("ram" / "gpu"), and a resumed run
+replays exactly the epochs an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import random
+import warnings
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from trainer.augment import FLOOR_DB
+from trainer.config import TrainConfig
+
+EXPECTED_FEATURES = {"n_mels": 64, "sample_rate": 32000, "hop_length": 320}
+
+
+class DataError(ValueError):
+    """The caches cannot feed this model (wrong features, no captions for a split, ...)."""
+
+
+def check_audio_config(config: dict, source: str) -> float:
+    """Refuse a cache whose log-mels differ from what the model is built for; returns frames per second."""
+    for key, want in EXPECTED_FEATURES.items():
+        got = config.get(key)
+        if got is None or int(got) != want:
+            raise DataError(f"{source}: audio cache has {key}={got!r}, the model needs {key}={want} "
+                            f"(re-run `audioret prep audio` with the default log-mel config)")
+    return float(config["sample_rate"]) / float(config["hop_length"])
+
+
+@dataclass
+class CaptionTable:
+    """The captions of one split aligned with the audio cache: row r is caption `caption_index[r]` of clip
+    `clip_ids[r]`, whose features are audio-cache index `clip_pos[r]`."""
+
+    clip_pos: np.ndarray
+    clip_ids: list[str]
+    caption_index: np.ndarray
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def caption_table(audio, captions, split: str) -> CaptionTable:
+    """Join the caption cache with the audio cache for one split; captions whose clip has no audio are dropped
+    with a warning (a clip that failed to decode at prep time)."""
+    rows = captions.all_captions(split)
+    pos, ids, idx, texts, missing = [], [], [], [], set()
+    for cid, ci, text in rows:
+        try:
+            p = audio.index_of(cid)
+        except KeyError:
+            missing.add(cid)
+            continue
+        pos.append(p), ids.append(cid), idx.append(ci), texts.append(text)
+    if missing:
+        warnings.warn(f"split {split!r}: {len(missing)} clip(s) with captions but no audio features are skipped "
+                      f"(e.g. {sorted(missing)[0]!r})", stacklevel=2)
+    if not texts:
+        raise DataError(f"split {split!r}: no captions with audio features")
+    return CaptionTable(np.asarray(pos, dtype=np.int64), ids, np.asarray(idx, dtype=np.int64), texts)
+
+
+def plan_batches(clip_of_row: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffle the rows, then fill batches greedily, deferring a row whose clip is already in the batch.
+
+    Every row lands in exactly one batch and no batch holds two rows of one clip. Deferred rows go first into the
+    next batch, so they wait at most a batch or two; only the very end of an epoch can leave small batches when
+    the remaining rows share few clips.
+    """
+    order = rng.permutation(len(clip_of_row))
+    batches: list[np.ndarray] = []
+    deferred: list[int] = []
+    pos = 0
+    while pos < len(order) or deferred:
+        batch: list[int] = []
+        clips: set[int] = set()
+        still: list[int] = []
+        for r in deferred:
+            c = int(clip_of_row[r])
+            if len(batch) < batch_size and c not in clips:
+                batch.append(r), clips.add(c)
+            else:
+                still.append(r)
+        while len(batch) < batch_size and pos < len(order):
+            r = int(order[pos])
+            pos += 1
+            c = int(clip_of_row[r])
+            if c in clips:
+                still.append(r)
+            else:
+                batch.append(r), clips.add(c)
+        deferred = still
+        batches.append(np.asarray(batch, dtype=np.int64))
+    return batches
+
+
+def crop_windows(lengths: np.ndarray, crop: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(start, length) per clip: a uniform random `crop`-frame window of longer clips, whole shorter clips."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    room = np.maximum(lengths - crop, 0)
+    starts = np.floor(rng.random(len(lengths)) * (room + 1)).astype(np.int64)
+    return np.minimum(starts, room), np.minimum(lengths, crop)
+
+
+def pad_arrays(arrays: list[np.ndarray], n_mels: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Stack (T_i, n_mels) arrays into (B, max T, n_mels) float32 padded with the −100 dB floor, plus lengths."""
+    lengths = np.asarray([a.shape[0] for a in arrays], dtype=np.int64)
+    out = np.full((len(arrays), max(1, int(lengths.max(initial=1))), n_mels), FLOOR_DB, dtype=np.float32)
+    for i, a in enumerate(arrays):
+        out[i, :a.shape[0]] = a
+    return out, lengths
+
+
+def example_seed(seed: int, epoch: int, batch: int) -> int:
+    """A seed per (run seed, epoch, batch) for text augmentation: independent of worker count and order."""
+    return int(np.random.SeedSequence([seed, epoch, batch, 0x7E47]).generate_state(1, dtype=np.uint64)[0])
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # (B, T, n_mels) float32 dB, floor-padded
+    lengths: torch.Tensor  # (B,) long
+    clip_pos: torch.Tensor  # (B,) long, audio-cache index (for the same-clip mask)
+    texts: list[str]
+
+
+@dataclass
+class EpochPlan:
+    batches: list[np.ndarray]  # caption-table rows per batch
+    starts: np.ndarray  # crop start per caption-table row
+    sizes: np.ndarray  # crop length per caption-table row
+    seeds: list[int]  # text-augmentation seed per batch
+
+
+class TextSide:
+    """Picks the training text of each row: back-translation substitution (p_bt) then EDA, seeded per batch."""
+
+    def __init__(self, table: CaptionTable, augmenter) -> None:
+        self.table, self.augmenter = table, augmenter
+
+    def texts(self, rows: np.ndarray, seed: int) -> list[str]:
+        if self.augmenter is None:
+            return [self.table.texts[r] for r in rows]
+        rng = random.Random(seed)
+        return [self.augmenter.pick(self.table.clip_ids[r], int(self.table.caption_index[r]), rng) for r in rows]
+
+
+def build_text_side(table: CaptionTable, captions, cfg: TrainConfig) -> TextSide:
+    """TextAugmenter over the caption cache; p_bt is treated as 0 (with a warning) without back-translations."""
+    if cfg.p_bt <= 0 and cfg.p_eda <= 0:
+        return TextSide(table, None)
+    from trainer.eda import EDA, TextAugmenter, vocabulary_of
+
+    p_bt = cfg.p_bt
+    if p_bt > 0 and (captions.backend == "none" or not captions.pivots):
+        warnings.warn(f"caption cache {captions.directory} has no back-translations (translator "
+                      f"{captions.backend!r}): p_bt={p_bt} is treated as 0", stacklevel=2)
+        p_bt = 0.0
+    eda = None
+    if cfg.p_eda > 0:
+        eda = EDA(vocabulary_of(table.texts), cfg.p_eda, cfg.p_syn, cfg.p_swp, cfg.p_del, cfg.p_ins, seed=cfg.seed)
+    return TextSide(table, TextAugmenter(captions, p_bt, eda))
+
+
+class ResidentAudio:
+    """The features of some clips as one float16 tensor (RAM or GPU); batches gathered by index where it lives."""
+
+    def __init__(self, audio, indices: np.ndarray, device: torch.device) -> None:
+        feats, offsets, _ = audio.load_all(np.asarray(indices, dtype=np.int64))
+        self.device = device
+        self.features = torch.from_numpy(feats).to(device)
+        self.offsets = torch.from_numpy(offsets[:-1].copy()).to(device)
+        self.row_of = np.full(len(audio), -1, dtype=np.int64)
+        self.row_of[np.asarray(indices, dtype=np.int64)] = np.arange(len(indices))
+
+    def gather(self, clip_pos: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.from_numpy(self.row_of[clip_pos]).to(self.device)
+        start = torch.from_numpy(starts).to(self.device)
+        size = torch.from_numpy(sizes).to(self.device)
+        t = torch.arange(int(sizes.max()), device=self.device)
+        valid = t.unsqueeze(0) < size.unsqueeze(1)
+        index = torch.where(valid, self.offsets[rows].unsqueeze(1) + start.unsqueeze(1) + t, 0)
+        x = self.features[index].float()
+        return x.masked_fill_(~valid.unsqueeze(-1), FLOOR_DB), size
+
+
+class StreamedBatches(torch.utils.data.Dataset):
+    """One item = one whole planned batch, read from the memmapped shards (in a DataLoader worker)."""
+
+    def __init__(self, audio, table: CaptionTable, text: TextSide, plan: EpochPlan) -> None:
+        self.audio, self.table, self.text, self.plan = audio, table, text, plan
+
+    def __len__(self) -> int:
+        return len(self.plan.batches)
+
+    def __getitem__(self, k: int) -> dict:
+        rows = self.plan.batches[k]
+        arrays = [self.audio.get(int(self.table.clip_pos[r]))[s:s + n]
+                  for r, s, n in zip(rows, self.plan.starts[rows], self.plan.sizes[rows])]
+        x, lengths = pad_arrays(arrays, self.audio.n_mels)
+        return {"x": torch.from_numpy(x), "lengths": torch.from_numpy(lengths),
+                "clip_pos": torch.from_numpy(self.table.clip_pos[rows]), "texts": self.text.texts(rows, self.plan.seeds[k])}
+
+
+def choose_mode(cfg: TrainConfig, audio, indices: np.ndarray, device: torch.device) -> str:
+    """"auto" → resident ("gpu" on CUDA, else "ram") when the split's float16 features fit the memory budget."""
+    if cfg.resident != "auto":
+        if cfg.resident == "gpu" and device.type != "cuda":
+            raise DataError("resident=gpu needs a CUDA device")
+        return cfg.resident
+    nbytes = int(audio.lengths()[indices].sum()) * audio.n_mels * 2
+    if nbytes > cfg.memory_budget_gb * 2**30:
+        return "stream"
+    return "gpu" if device.type == "cuda" else "ram"
+
+
+class TrainData:
+    """Batches for training epochs in one of the modes "ram", "gpu" (resident) or "stream" (memmap + workers)."""
+
+    def __init__(self, audio, captions, split: str, cfg: TrainConfig, device: torch.device) -> None:
+        self.fps = check_audio_config(audio.config, str(audio.directory))
+        self.audio, self.cfg, self.device = audio, cfg, device
+        self.table = caption_table(audio, captions, split)
+        self.text = build_text_side(self.table, captions, cfg)
+        self.crop = max(1, int(round(cfg.max_seconds * self.fps)))
+        self.clip_indices = np.unique(self.table.clip_pos)
+        self.mode = choose_mode(cfg, audio, self.clip_indices, device)
+        self.resident = (ResidentAudio(audio, self.clip_indices, device if self.mode == "gpu" else torch.device("cpu"))
+                         if self.mode in ("ram", "gpu") else None)
+
+    def plan(self, epoch: int) -> EpochPlan:
+        rng = np.random.default_rng([self.cfg.seed, epoch, 0xDA7A])
+        batches = plan_batches(self.table.clip_pos, self.cfg.batch_size, rng)
+        starts, sizes = crop_windows(self.audio.lengths()[self.table.clip_pos], self.crop, rng)
+        return EpochPlan(batches, starts, sizes, [example_seed(self.cfg.seed, epoch, k) for k in range(len(batches))])
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """The batches of one epoch (epoch numbers start at 1), features already on the training device."""
+        plan = self.plan(epoch)
+        if self.resident is not None:
+            for k, rows in enumerate(plan.batches):
+                clip_pos = self.table.clip_pos[rows]
+                x, lengths = self.resident.gather(clip_pos, plan.starts[rows], plan.sizes[rows])
+                yield Batch(x.to(self.device, non_blocking=True), lengths.to(self.device),
+                            torch.from_numpy(clip_pos).to(self.device), self.text.texts(rows, plan.seeds[k]))
+            return
+        workers = self.cfg.num_workers
+        loader = torch.utils.data.DataLoader(
+            StreamedBatches(self.audio, self.table, self.text, plan), batch_size=None, shuffle=False,
+            num_workers=workers, pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if workers > 0 else None, multiprocessing_context="fork" if workers > 0 else None)
+        for item in loader:
+            yield Batch(item["x"].to(self.device, non_blocking=True), item["lengths"].to(self.device),
+                        item["clip_pos"].to(self.device), item["texts"])
+
+    def n_batches(self, epoch: int) -> int:
+        return len(self.plan(epoch).batches)
