@@ -1,1 +1,199 @@
-"""(placeholder: this stage's commands land here)."""
+"""`audioret train`, `eval`, `retrieve` and `preview audio`: the command-line face of the trainer.
+
+Why the CLI computes log-mels for `retrieve --audio-dir`: the trainer never decodes audio, and new files must get
+exactly the features `prep audio` cached (pipeline.audio_io.file_log_mel, the single definition). The CLI also
+normalises free-text queries with pipeline.text.normalise_caption, as `prep captions` did for training captions.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE, main, preview
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aiff", ".aif"}
+
+
+def _fail(msg: str, code: int = EXIT_FAILURE) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(code)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from cache.manifest import CacheNotFoundError
+    from trainer.data import DataError
+
+    errors: list[type[BaseException]] = [CacheNotFoundError, DataError, FileNotFoundError, RuntimeError, ValueError,
+                                         KeyError]
+    return tuple(errors)
+
+
+@main.command("train", context_settings=CONTEXT)
+@click.option("--cache", "cache_root", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Cache root holding audio/ and captions/ caches (from `prep audio` / `prep captions`).")
+@click.option("--name", default=None, help="Dataset name given at prep (default: the newest caches of any name).")
+@click.option("--out", "run_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Run directory: config.toml, metrics.csv, checkpoints/{last,best}.pt.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="TOML file of config keys (flat). With --resume, default: RUN_DIR/config.toml.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one config key (repeatable).")
+@click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from checkpoints/last.pt.")
+@click.option("--audio-key", default=None, help="Pin the audio cache by key (prefix) instead of the newest.")
+@click.option("--caption-key", default=None, help="Pin the captions cache by key (prefix) instead of the newest.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm bars and epoch lines on stderr.")
+def train_command(cache_root: Path, name: str | None, run_dir: Path, config_file: Path | None,
+                  overrides: tuple[str, ...], resume: bool, audio_key: str | None, caption_key: str | None,
+                  progress: bool) -> None:
+    """Train the audio–text bi-encoder on cached features; the best checkpoint by validation mAP@10 is kept.
+
+    \b
+    Examples:
+      audioret train --cache cache/ --name clotho --out runs/base
+      audioret train --cache cache/ --name clotho --out runs/small --set audio_width=0.5 --set epochs=20
+      audioret train --cache cache/ --name clotho --out runs/base --resume
+    """
+    from trainer.config import ConfigError, load_config
+    from trainer.loop import RunExistsError, train
+
+    if resume and config_file is None and (run_dir / "config.toml").exists():
+        config_file = run_dir / "config.toml"
+    try:
+        cfg = load_config(config_file, list(overrides))
+        summary = train(cfg, cache_root, name, run_dir, resume=resume, audio_key=audio_key, caption_key=caption_key,
+                        progress=progress)
+    except (ConfigError, RunExistsError) as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except _known_errors() as exc:
+        _fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    click.echo(f"best validation mAP@10 {summary['best_map10']:.4f} at epoch {summary['best_epoch']} "
+               f"({summary['epochs_run']} epochs); run in {summary['run_dir']}")
+
+
+@main.command("eval", context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--split", default="evaluation", show_default=True, help="Split to score (aliases: test, val, ...).")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--device", default=None, help="Override the run's device (cpu, cuda, ...).")
+def eval_command(run_dir: Path, split: str, checkpoint: str, device: str | None) -> None:
+    """Score a run: mAP@10, R@1/5/10; writes RUN_DIR/eval-SPLIT.json and the DCASE submission-SPLIT.csv.
+
+    \b
+    Example:
+      audioret eval runs/base --split evaluation --checkpoint best
+    """
+    from trainer.config import ConfigError
+    from trainer.evaluate import evaluate_run
+
+    try:
+        r = evaluate_run(run_dir, split, checkpoint, device)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except _known_errors() as exc:
+        _fail(str(exc).strip().splitlines()[0])
+    click.echo(f"{run_dir} · {r['split']} · {checkpoint} checkpoint (epoch {r['epoch']})")
+    click.echo(f"{'captions':>10} {'clips':>7} {'mAP@10':>8} {'R@1':>7} {'R@5':>7} {'R@10':>7} {'chance mAP@10':>14}")
+    click.echo(f"{r['n_captions']:>10} {r['n_clips']:>7} {r['map10']:>8.4f} {r['r1']:>7.4f} {r['r5']:>7.4f} "
+               f"{r['r10']:>7.4f} {r['chance_map10']:>14.4f}")
+    click.echo(f"wrote {run_dir / f'eval-{split}.json'} and {run_dir / f'submission-{split}.csv'}")
+
+
+def _audio_dir_features(audio_dir: Path, run_dir: Path) -> tuple[list[str], list, list[dict]]:
+    """Log-mels of every audio file under audio_dir (same definition as `prep audio`); failures are listed."""
+    from pipeline.audio_io import AudioDecodeError, file_log_mel
+
+    files = sorted(p for p in audio_dir.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    names, feats, failed = [], [], []
+    for p in files:
+        try:
+            feats.append(file_log_mel(p))
+            names.append(str(p.relative_to(audio_dir)))
+        except (AudioDecodeError, OSError, ValueError) as exc:
+            failed.append({"file": str(p), "error": str(exc).strip().splitlines()[0]})
+    return names, feats, failed
+
+
+@main.command("retrieve", context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.argument("queries", nargs=-1, required=True)
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results per query.")
+@click.option("--split", default="evaluation", show_default=True, help="Search this split of the run's cache.")
+@click.option("--audio-dir", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
+              help="Search the audio files in this folder instead (log-mels computed now).")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--device", default=None, help="Override the run's device (cpu, cuda, ...).")
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str, audio_dir: Path | None,
+                     checkpoint: str, device: str | None, as_json: bool) -> None:
+    """Rank clips for free-text queries, best first, with cosine scores.
+
+    \b
+    Examples:
+      audioret retrieve runs/base "a dog barks while rain falls" -k 5
+      audioret retrieve runs/base "a bird sings" --audio-dir my_recordings/
+    """
+    from pipeline.text import normalise_caption
+    from trainer.evaluate import LoadedRun
+
+    failed: list[dict] = []
+    try:
+        run = LoadedRun(run_dir, checkpoint, device)
+        if audio_dir is not None:
+            names, feats, failed = _audio_dir_features(audio_dir, run_dir)
+            if not names:
+                _fail(f"{audio_dir}: no decodable audio files ({len(failed)} failed)")
+            emb = run.embed_features(feats)
+        else:
+            names, emb = run.clip_embeddings(split)
+        normalised = [normalise_caption(q) for q in queries]
+        results = run.retrieve(normalised, names, emb, k)
+    except _known_errors() as exc:
+        _fail(str(exc).strip().splitlines()[0])
+    if as_json:
+        click.echo(json.dumps([{"query": q, "results": [{"clip": n, "score": s} for n, s in r]}
+                               for q, r in zip(queries, results)], indent=1, ensure_ascii=False))
+    else:
+        for q, r in zip(queries, results):
+            click.echo(f"query: {q}")
+            for rank, (n, s) in enumerate(r, start=1):
+                click.echo(f"  {rank:>3}  {s:+.4f}  {n}")
+    if failed:
+        from cache.publish import publish_json
+
+        report = publish_json(run_dir / "retrieve-failures.json", failed)
+        click.echo(f"{len(failed)} file(s) could not be decoded; see {report}", err=True)
+        sys.exit(EXIT_PARTIAL)
+
+
+@preview.command("audio", context_settings=CONTEXT)
+@click.option("--cache", "cache_root", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--name", default=None, help="Dataset name given at `prep audio`.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override (repeatable).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option("--out", "out_file", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="PNG file to write.")
+@click.option("-n", "n_clips", type=click.IntRange(1, 16), default=4, show_default=True, help="Clips to show.")
+@click.option("--split", default="train", show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed (default: the config's).")
+def preview_audio_command(cache_root: Path, name: str | None, overrides: tuple[str, ...], config_file: Path | None,
+                          out_file: Path, n_clips: int, split: str, seed: int | None) -> None:
+    """Plot a few clips' log-mels before and after the augmentation chain (crop → gain → Freq-MixStyle →
+    SpecAugment), side by side.
+
+    \b
+    Example:
+      audioret preview audio --cache cache/ --name clotho --set g_max=6 --set n_t=8 --out aug.png
+    """
+    from trainer.config import ConfigError, load_config
+    from trainer.preview import render_audio_preview
+
+    try:
+        cfg = load_config(config_file, list(overrides))
+        path = render_audio_preview(cfg, cache_root, name, out_file, n_clips, split, seed)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except _known_errors() as exc:
+        _fail(str(exc).strip().splitlines()[0])
+    click.echo(f"wrote {path}")

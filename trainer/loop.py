@@ -1,0 +1,244 @@
+"""The training loop, readable top to bottom: caches → data → model → epochs of (train, validate, checkpoint).
+
+Why resumes are exact: everything random in an epoch is either derived from (seed, epoch) — batch composition,
+crops, text augmentation, the audio-augmentation generator — or restored from the checkpoint written at the end
+of the previous epoch (torch/CUDA/numpy/Python global RNG states for dropout and DataLoader seeds, Adam moments,
+the scheduler). A run killed at any point and resumed therefore writes the same metrics.csv rows as one that was
+never interrupted.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cache.publish import publish_file, publish_json
+from trainer.augment import augment_batch
+from trainer.checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from trainer.config import ConfigError, TrainConfig, diff, from_dict, resolve_split, save_config
+from trainer.data import TrainData, check_audio_config
+from trainer.evaluate import RUN_INFO, autocast, build_model, resolve_device, score_split
+from trainer.loss import mask_from_clip_ids, nt_xent
+
+METRICS_CSV = "metrics.csv"
+METRIC_FIELDS = ["epoch", "loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr", "seconds", "data_wait_share"]
+# Keys that may change between a run and its resume without changing what is computed (or that extend it).
+RESUME_FREE = {"epochs", "patience", "device", "num_workers", "resident", "memory_budget_gb", "eval_batch_size"}
+
+
+class RunExistsError(RuntimeError):
+    """RUN_DIR already holds a run and --resume was not given."""
+
+
+def _log(progress: bool, msg: str) -> None:
+    if progress:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam with two groups: the pretrained text transformer at text_lr, everything else (CNN10, projection
+    heads, a learned temperature) at lr. text_lr = 0 freezes the transformer (no gradients computed for it)."""
+    text_params = list(model.text.transformer.parameters())
+    text_ids = {id(p) for p in text_params}
+    other = [p for p in model.parameters() if id(p) not in text_ids and p.requires_grad]
+    groups = [{"params": other, "lr": cfg.lr, "name": "main"}]
+    if cfg.effective_text_lr() > 0:
+        groups.append({"params": text_params, "lr": cfg.effective_text_lr(), "name": "text"})
+    else:
+        for p in text_params:
+            p.requires_grad_(False)
+    return torch.optim.Adam(groups, foreach=True)  # one fused pass over all tensors: much faster on CPU
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, 0xA06]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def open_caches(cache_root: Path, name: str, audio_key: str | None, caption_key: str | None):
+    from cache.audio_shards import AudioCache
+    from cache.caption_shards import CaptionCache
+
+    audio = AudioCache.open(cache_root, name=None if audio_key else name, key=audio_key)
+    check_audio_config(audio.config, str(audio.directory))
+    captions = CaptionCache.open(cache_root, name=None if caption_key else name, key=caption_key)
+    return audio, captions
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional; metrics.csv always exists
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+def _rewrite_metrics(path: Path, keep_until: int) -> None:
+    """On resume: drop rows of epochs after the checkpoint (written before a kill, about to be redone)."""
+    rows = []
+    if path.exists():
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= keep_until]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, METRIC_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+    publish_file(path, write)
+
+
+def train_epoch(model, data: TrainData, optimizer, cfg: TrainConfig, epoch: int, generator: torch.Generator,
+                device: torch.device, progress: bool) -> dict[str, float]:
+    """One pass over every training caption; returns mean loss, seconds and the share spent waiting for data."""
+    from tqdm import tqdm
+
+    model.train()
+    generator.manual_seed(epoch_seed(cfg.seed, epoch))
+    total, count, wait = 0.0, 0, 0.0
+    start = time.perf_counter()
+    batches = data.epoch(epoch)
+    bar = tqdm(total=data.n_batches(epoch), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False,
+               disable=not progress, file=sys.stderr)
+    while True:
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        wait += time.perf_counter() - t0
+        if batch is None:
+            break
+        x = augment_batch(batch.x, batch.lengths, cfg, generator)  # gain → Freq-MixStyle (SpecAugment in model)
+        tokens = model.text.tokenize(batch.texts)
+        with autocast(device):
+            audio_emb, text_emb, scale = model(x, batch.lengths, tokens, generator=generator)
+        loss = nt_xent(audio_emb.float(), text_emb.float(), scale, mask_from_clip_ids(batch.clip_pos))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        total += float(loss.detach()) * len(batch.texts)
+        count += len(batch.texts)
+        bar.update(1)
+        bar.set_postfix(loss=f"{total / count:.3f}")
+    bar.close()
+    seconds = time.perf_counter() - start
+    return {"loss": total / max(1, count), "seconds": seconds, "data_wait_share": wait / max(seconds, 1e-9)}
+
+
+def train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume: bool = False,
+          audio_key: str | None = None, caption_key: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) one run in `run_dir`; returns a summary (best_map10, best_epoch, epochs_run, run_dir, ...).
+
+    Writes RUN_DIR/{run.json, config.toml, metrics.csv, summary.json, checkpoints/{last,best}.pt}.
+    """
+    run_dir, cache_root = Path(run_dir), Path(cache_root)
+    last_path = checkpoint_path(run_dir, "last")
+    state = None
+    if last_path.exists():
+        if not resume:
+            raise RunExistsError(f"{run_dir}: already holds a run; pass --resume to continue it or use another --out")
+        state = load_checkpoint(last_path)
+        changed = diff(from_dict(state["config"], f"{last_path} config"), cfg, ignore=RESUME_FREE)
+        if changed:
+            raise ConfigError(f"--resume with a changed config: " + ", ".join(
+                f"{k} {a!r} → {b!r}" for k, (a, b) in sorted(changed.items())))
+        info = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))
+        audio_key, caption_key = audio_key or info["audio_key"], caption_key or info["caption_key"]
+        if state["stopped"] or int(state["epoch"]) >= cfg.epochs:
+            _log(progress, f"{run_dir}: run already finished at epoch {state['epoch']}")
+            return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+
+    # 1. Seeds, device, caches, data.
+    torch.manual_seed(cfg.seed), np.random.seed(cfg.seed % 2**32), random.seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    audio, captions = open_caches(cache_root, name, audio_key, caption_key)
+    train_split = resolve_split("train", set(audio.splits))
+    val_split = resolve_split("validation", set(audio.splits))
+    data = TrainData(audio, captions, train_split, cfg, device)
+    _log(progress, f"train: {len(data.table)} captions of {len(data.clip_indices)} clips ({train_split}), "
+                   f"validation: {val_split}; data {data.mode}, device {device}")
+
+    # 2. Model, optimiser, schedule.
+    model = build_model(cfg, audio.n_mels)
+    if cfg.audio_checkpoint and state is None:
+        report = model.audio.load_panns_checkpoint(cfg.audio_checkpoint)
+        _log(progress, f"audio checkpoint {cfg.audio_checkpoint}: {len(report['loaded'])} tensors loaded, "
+                       f"{len(report['missing'])} missing, {len(report['mismatched'])} mismatched")
+    model.to(device)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+    generator = torch.Generator(device=device)
+    best, best_epoch, bad_epochs, start_epoch = -1.0, 0, 0, 1
+
+    # 3. Fresh run: record what it uses. Resume: restore everything from the last checkpoint.
+    metrics_path = run_dir / METRICS_CSV
+    if state is None:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        publish_json(run_dir / RUN_INFO, {"cache_root": str(cache_root.resolve()), "name": name,
+                                          "audio_key": audio.key, "caption_key": captions.key,
+                                          "audio_dir": str(audio.directory), "caption_dir": str(captions.directory)})
+        save_config(cfg, run_dir / "config.toml")
+        _rewrite_metrics(metrics_path, 0)
+    else:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"], {"augment": generator})
+        best, best_epoch, bad_epochs = float(state["best_map10"]), int(state["best_epoch"]), int(state["bad_epochs"])
+        start_epoch = int(state["epoch"]) + 1
+        save_config(cfg, run_dir / "config.toml")
+        _rewrite_metrics(metrics_path, int(state["epoch"]))
+        _log(progress, f"resuming {run_dir} after epoch {state['epoch']} (best mAP@10 {best:.4f} @ {best_epoch})")
+    writer = _tensorboard(run_dir)
+
+    # 4. Epochs: train, validate, log, checkpoint, stop early.
+    t_run = time.perf_counter()
+    epoch, stopped = start_epoch - 1, False
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        stats = train_epoch(model, data, optimizer, cfg, epoch, generator, device, progress)
+        val = score_split(model, audio, captions, val_split, device, cfg.eval_batch_size).metrics
+        scheduler.step()
+        row = {"epoch": epoch, "loss": f"{stats['loss']:.6f}", "val_map10": f"{val['map10']:.6f}",
+               "val_r1": f"{val['r1']:.6f}", "val_r5": f"{val['r5']:.6f}", "val_r10": f"{val['r10']:.6f}",
+               "lr": f"{lr:.3e}", "seconds": f"{time.perf_counter() - t0:.2f}",
+               "data_wait_share": f"{stats['data_wait_share']:.4f}"}
+        improved = val["map10"] > best
+        if improved:
+            best, best_epoch, bad_epochs = val["map10"], epoch, 0
+        else:
+            bad_epochs += 1
+        stopped = cfg.patience > 0 and bad_epochs >= cfg.patience
+        payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                   "scheduler": scheduler.state_dict(), "rng": rng_state({"augment": generator}), "epoch": epoch,
+                   "config": cfg.to_dict(), "best_map10": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                   "val": val, "stopped": stopped}
+        with open(metrics_path, "a", newline="", encoding="utf-8") as f:  # before the checkpoint: a kill in
+            csv.DictWriter(f, METRIC_FIELDS).writerow(row)  # between redoes this epoch and rewrites its row
+        if improved:
+            save_checkpoint(checkpoint_path(run_dir, "best"), payload)
+        save_checkpoint(last_path, payload)
+        if writer is not None:
+            for k in ("loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr", "data_wait_share"):
+                writer.add_scalar(k, float(row[k]), epoch)
+            writer.flush()
+        _log(progress, f"epoch {epoch}/{cfg.epochs}  loss {stats['loss']:.4f}  val mAP@10 {val['map10']:.4f}  "
+                       f"R@1 {val['r1']:.3f}  best {best:.4f} @{best_epoch}  {row['seconds']} s  "
+                       f"data wait {100 * stats['data_wait_share']:.1f}%")
+        if stopped:
+            _log(progress, f"early stop: no better validation mAP@10 for {cfg.patience} epochs")
+            break
+    if writer is not None:
+        writer.close()
+    summary = {"best_map10": best, "best_epoch": best_epoch, "epochs_run": epoch, "stopped_early": stopped,
+               "run_dir": str(run_dir), "mode": data.mode, "device": str(device), "audio_key": audio.key,
+               "caption_key": captions.key, "seconds": time.perf_counter() - t_run}
+    publish_json(run_dir / "summary.json", summary)
+    return summary

@@ -1,0 +1,65 @@
+"""A picture of what the audio encoder sees: cached log-mels before and after the augmentation chain.
+
+Why: augmentation bugs (wrong axis, gain on padding, stripes wider than asked) are invisible in a loss curve but
+obvious in a spectrogram. The chain is the training one — the config's random crop, then `augment_batch` (gain →
+Freq-MixStyle) and SpecAugment's stripes — except that the stripes, which the model zero-fills after bn0 (i.e. at
+the per-bin mean), are drawn here at each clip's per-bin mean in dB so the picture stays readable.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainer.augment import augment_batch, spec_augment
+from trainer.config import TrainConfig, resolve_split
+from trainer.data import check_audio_config, crop_windows, pad_arrays
+
+
+def render_audio_preview(cfg: TrainConfig, cache_root: Path, name: str | None, out_file: Path, n_clips: int = 4,
+                         split: str = "train", seed: int | None = None) -> Path:
+    """Write a PNG with one row per clip: original (cropped) log-mel | augmented log-mel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cache.audio_shards import AudioCache
+
+    audio = AudioCache.open(cache_root, name=name)
+    fps = check_audio_config(audio.config, str(audio.directory))
+    seed = cfg.seed if seed is None else seed
+    rng = np.random.default_rng(seed)
+    idx = audio.indices_for_split(resolve_split(split, set(audio.splits)))
+    pick = np.sort(rng.choice(idx, size=min(n_clips, len(idx)), replace=False))
+    starts, sizes = crop_windows(audio.lengths()[pick], max(1, int(round(cfg.max_seconds * fps))), rng)
+    arrays = [np.asarray(audio.get(int(i))[s:s + n], dtype=np.float32) for i, s, n in zip(pick, starts, sizes)]
+    x_np, lengths_np = pad_arrays(arrays, audio.n_mels)
+    x, lengths = torch.from_numpy(x_np), torch.from_numpy(lengths_np)
+    gen = torch.Generator().manual_seed(seed)
+    aug = augment_batch(x, lengths, cfg, gen)
+    keep = spec_augment(torch.ones_like(aug), cfg.n_t, cfg.w_t, cfg.n_f, cfg.w_f, gen, lengths=lengths)
+    valid = (torch.arange(x.shape[1]).view(1, -1) < lengths.view(-1, 1)).unsqueeze(-1)
+    mean = (aug * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp(min=1)
+    shown = torch.where(keep > 0, aug, mean.expand_as(aug))
+
+    fig, axes = plt.subplots(len(pick), 2, figsize=(12, 2.2 * len(pick)), squeeze=False)
+    for row, i in enumerate(pick):
+        n = int(lengths[row])
+        for col, (data, title) in enumerate(((x[row, :n], "cached"), (shown[row, :n], "augmented"))):
+            ax = axes[row, col]
+            ax.imshow(data.T.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=-100, vmax=max(0.0, float(x.max())),
+                      extent=(0, n / fps, 0, audio.n_mels))
+            ax.set_title(f"{audio.clip_ids[int(i)]} — {title}", fontsize=8)
+            ax.set_ylabel("mel bin")
+    for ax in axes[-1]:
+        ax.set_xlabel("seconds")
+    fig.suptitle(f"g_max={cfg.g_max} p_ms={cfg.p_ms} α={cfg.ms_alpha} n_t={cfg.n_t} w_t={cfg.w_t} "
+                 f"n_f={cfg.n_f} w_f={cfg.w_f} max_seconds={cfg.max_seconds}", fontsize=9)
+    fig.tight_layout()
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_file, dpi=80)
+    plt.close(fig)
+    return out_file
