@@ -258,7 +258,8 @@ class TrainData:
         loader = torch.utils.data.DataLoader(
             StreamedBatches(self.audio, self.table, self.text, plan), batch_size=None, shuffle=False,
             num_workers=workers, pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if workers > 0 else None, multiprocessing_context="fork" if workers > 0 else None)
+            prefetch_factor=4 if workers > 0 else None, multiprocessing_context="fork" if workers > 0 else None,
+            generator=torch.Generator().manual_seed(epoch))  # not the global RNG: stream ≡ resident, bit for bit
         for item in loader:
             yield Batch(item["x"].to(self.device, non_blocking=True), item["lengths"].to(self.device),
                         item["clip_pos"].to(self.device), item["texts"])

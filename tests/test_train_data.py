@@ -1,0 +1,111 @@
+"""Training batches: every caption once per epoch, never two captions of one clip per batch, crops and padding,
+and the resident and streamed paths producing the same batches from real caches."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from cache.audio_shards import AudioCache
+from cache.caption_shards import CaptionCache
+from trainer.augment import FLOOR_DB
+from trainer.config import load_config
+from trainer.data import (DataError, StreamedBatches, TrainData, check_audio_config, crop_windows, pad_arrays,
+                          plan_batches)
+from trainer_fixtures import demo_cache
+
+
+@pytest.mark.parametrize("n_clips,per_clip,batch", [(100, 5, 30), (7, 5, 4), (3, 10, 8), (50, 1, 16), (1, 3, 5)])
+def test_plan_covers_every_caption_once_without_same_clip_pairs(n_clips, per_clip, batch):
+    clip_of_row = np.repeat(np.arange(n_clips), per_clip)
+    batches = plan_batches(clip_of_row, batch, np.random.default_rng(1))
+    rows = np.concatenate(batches)
+    assert sorted(rows.tolist()) == list(range(len(clip_of_row)))  # every caption exactly once
+    for b in batches:
+        assert 1 <= len(b) <= batch
+        assert len(set(clip_of_row[b].tolist())) == len(b)  # no clip twice in a batch
+    full = sum(len(b) == batch for b in batches)
+    assert full >= len(clip_of_row) // batch - per_clip  # only the epoch's tail may hold small batches
+
+
+def test_plan_is_seeded_and_varies_by_epoch():
+    clip_of_row = np.repeat(np.arange(40), 5)
+    a = plan_batches(clip_of_row, 30, np.random.default_rng([0, 1]))
+    b = plan_batches(clip_of_row, 30, np.random.default_rng([0, 1]))
+    c = plan_batches(clip_of_row, 30, np.random.default_rng([0, 2]))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_crop_windows_stay_inside_clips_and_are_uniform():
+    rng = np.random.default_rng(0)
+    lengths = np.array([50, 100, 101, 3000] * 500)
+    starts, sizes = crop_windows(lengths, 100, rng)
+    assert np.all(starts >= 0) and np.all(starts + sizes <= lengths)
+    assert np.array_equal(sizes, np.minimum(lengths, 100))
+    assert np.all(starts[lengths <= 100] == 0)
+    assert set(starts[lengths == 101].tolist()) == {0, 1}
+    long = starts[lengths == 3000]
+    assert long.max() <= 2900 and 1200 < long.mean() < 1700  # uniform over 0..2900
+
+
+def test_pad_arrays_floor_and_lengths():
+    a = np.ones((3, 64), np.float16)
+    b = np.full((5, 64), -20.0, np.float32)
+    x, lengths = pad_arrays([a, b])
+    assert x.shape == (2, 5, 64) and x.dtype == np.float32 and lengths.tolist() == [3, 5]
+    assert np.all(x[0, 3:] == FLOOR_DB) and np.all(x[0, :3] == 1.0) and np.all(x[1] == -20.0)
+
+
+def test_foreign_feature_config_is_refused():
+    with pytest.raises(DataError, match="n_mels=128.*needs n_mels=64"):
+        check_audio_config({"n_mels": 128, "sample_rate": 32000, "hop_length": 320}, "some/cache")
+    with pytest.raises(DataError, match="sample_rate"):
+        check_audio_config({"n_mels": 64, "sample_rate": 16000, "hop_length": 320}, "some/cache")
+    assert check_audio_config({"n_mels": 64, "sample_rate": 32000, "hop_length": 320}, "x") == 100.0
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory):
+    root = demo_cache(tmp_path_factory.getbasetemp())
+    return AudioCache.open(root, name="demo"), CaptionCache.open(root, name="demo")
+
+
+def test_resident_and_streamed_batches_are_identical(caches):
+    audio, captions = caches
+    cfg = load_config(None, ["max_seconds=0.7", "batch_size=8", "p_eda=0.5", "p_syn=0", "p_bt=0", "seed=3"])
+    data = TrainData(audio, captions, "development", cfg, torch.device("cpu"))
+    assert data.mode == "ram"
+    plan = data.plan(2)
+    rows = np.concatenate(plan.batches)
+    assert sorted(rows.tolist()) == list(range(len(data.table)))
+    streamed = StreamedBatches(audio, data.table, data.text, plan)
+    for k, batch in enumerate(data.epoch(2)):
+        item = streamed[k]
+        assert torch.equal(batch.x, item["x"]) and torch.equal(batch.lengths, item["lengths"])
+        assert batch.texts == item["texts"]
+        assert torch.equal(batch.clip_pos, item["clip_pos"])
+        assert len(set(batch.clip_pos.tolist())) == len(batch.texts)
+        assert int(batch.lengths.max()) <= 70 and batch.x.shape[1] == int(batch.lengths.max())
+        for i, n in enumerate(batch.lengths.tolist()):  # valid frames are a window of the cached clip
+            clip = np.asarray(audio.get(int(batch.clip_pos[i])), np.float32)
+            s = int(plan.starts[plan.batches[k][i]])
+            assert np.array_equal(batch.x[i, :n].numpy(), clip[s:s + n])
+            assert torch.all(batch.x[i, n:] == FLOOR_DB)
+
+
+def test_text_augmentation_is_seeded_and_changes_some_captions(caches):
+    audio, captions = caches
+    cfg = load_config(None, ["p_eda=1", "p_syn=0", "p_del=0.3", "p_bt=0.5", "seed=1"])
+    with pytest.warns(UserWarning, match="p_bt=0.5 is treated as 0"):
+        data = TrainData(audio, captions, "development", cfg, torch.device("cpu"))
+    first = [t for b in data.epoch(1) for t in b.texts]
+    again = [t for b in data.epoch(1) for t in b.texts]
+    assert first == again
+    plan_rows = np.concatenate(data.plan(1).batches)
+    originals = [data.table.texts[r] for r in plan_rows]
+    changed = sum(a != b for a, b in zip(first, originals))
+    assert 0 < changed < len(first)
+    assert Counter(data.table.clip_ids[r] for r in plan_rows) == Counter(data.table.clip_ids)
