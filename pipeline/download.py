@@ -16,6 +16,7 @@ Why each step is shaped the way it is:
 from __future__ import annotations
 
 import json
+import lzma
 import os
 import shutil
 import sys
@@ -209,7 +210,7 @@ def extract_split(archive: Path, root: Path, remote: RemoteFile, opts: FetchOpti
             temp.mkdir()
             _note(f"{archive.name}: extracting {len(members)} entries into {final}")
             z.extractall(path=temp)
-    except (py7zr.exceptions.ArchiveError, EOFError, ValueError) as exc:
+    except (py7zr.exceptions.ArchiveError, lzma.LZMAError, EOFError, ValueError) as exc:
         raise DownloadError(f"{archive.name}: cannot extract ({exc}); archive kept, temp folder {temp}") from None
     entries = [p for p in temp.iterdir()]
     inner = entries[0] if len(entries) == 1 and entries[0].is_dir() else temp

@@ -14,11 +14,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import requests
+import urllib3
 from tqdm import tqdm
 
-CHUNK = 1 << 16
+CHUNK = 1 << 14  # small enough that a killed run leaves most of what it received on disk
 TIMEOUT = (15.0, 60.0)  # (connect, read) seconds: a stalled read is retried, not waited for forever
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -137,7 +139,7 @@ def fetch(session: requests.Session, url: str, dest: Path, remote: RemoteFile, o
             _stream_to_part(session, url, part, remote, opts)
             break
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                _RetryableStatus) as exc:
+                urllib3.exceptions.HTTPError, _RetryableStatus) as exc:
             have = part.stat().st_size if part.exists() else 0
             attempt = 1 if have > best >= 0 else attempt + 1  # a drop after progress starts a fresh count
             best = max(best, have)
@@ -211,12 +213,27 @@ def _stream_to_part(session: requests.Session, url: str, part: Path, remote: Rem
         with open(part, mode) as out, tqdm(total=total, initial=have, unit="B", unit_scale=True,
                                            unit_divisor=1024, desc=remote.name, disable=not opts.progress,
                                            file=sys.stderr, leave=False) as bar:
-            for block in resp.iter_content(CHUNK):
+            got = 0
+            for block in _blocks(resp):
                 out.write(block)
                 out.flush()  # a killed process leaves a valid prefix on disk, which the next run resumes
+                got += len(block)
                 bar.update(len(block))
             out.flush()
             os.fsync(out.fileno())
+        if length and length.isdigit() and got < int(length):
+            raise requests.exceptions.ChunkedEncodingError(f"connection dropped after {got} of {length} bytes")
+
+
+def _blocks(resp: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives. urllib3 2's read1 hands over whatever is there, so bytes received before a
+    dropped connection reach the .part file instead of dying in a half-filled read buffer."""
+    raw = resp.raw
+    if not hasattr(raw, "read1"):  # urllib3 1.26
+        yield from resp.iter_content(CHUNK)
+        return
+    while block := raw.read1(CHUNK):
+        yield block
 
 
 def _range_start(content_range: str) -> int:
