@@ -27,7 +27,7 @@ from pathlib import Path
 import py7zr
 
 from cache.locks import CacheLock, CacheLockedError
-from cache.publish import publish_json
+from cache.publish import fsync_dir, publish_json
 from pipeline.fetch import (ChecksumError, DiskSpaceError, DownloadError, FetchOptions, NetworkError, RemoteFile,
                             fetch, make_session, require_free)
 
@@ -140,9 +140,9 @@ def download_clotho(root: Path, splits: list[str] | None = None, keep_archives: 
         return result
     try:
         _run(root, splits, keep_archives, base_url, table, opts, result)
+        _write_report(root, result)
     finally:
         lock.release()
-    _write_report(root, result)
     return result
 
 
@@ -155,8 +155,8 @@ def _run(root: Path, splits: list[str], keep_archives: bool, base_url: str, tabl
     for remote in wanted:
         is_archive = remote.name.endswith(".7z")
         dest = root / remote.name
-        if is_archive and split_done(root, remote.split) and not dest.exists():
-            state = split_done(root, remote.split)
+        state = split_done(root, remote.split) if is_archive else None
+        if state:  # extracted before (or by the user): the archive is not needed, kept or not
             result.files[remote.name] = "skipped"
             result.splits[remote.split] = state
             if state == "foreign":
@@ -189,7 +189,8 @@ def _run(root: Path, splits: list[str], keep_archives: bool, base_url: str, tabl
 def extract_split(archive: Path, root: Path, remote: RemoteFile, opts: FetchOptions) -> str:
     """Extract `archive` into ROOT/<split>/ atomically; returns "extracted" or "present".
 
-    Clotho archives hold a top-level folder named after the split; an archive of bare files works too.
+    Clotho archives hold one top-level folder (named after the split) whose content becomes ROOT/<split>/;
+    an archive of bare files (a mirror repacked without it) works too.
     """
     split = remote.split
     state = split_done(root, split)
@@ -220,6 +221,7 @@ def extract_split(archive: Path, root: Path, remote: RemoteFile, opts: FetchOpti
     if final.exists():
         final.rmdir()  # an empty folder (split_done treats it as absent); a non-empty one was returned above
     os.rename(inner, final)
+    fsync_dir(root)  # the rename is the commit point: make it durable before the archive may be deleted
     if inner != temp:
         shutil.rmtree(temp)
     return "extracted"
