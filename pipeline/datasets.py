@@ -8,6 +8,7 @@ a 6,000-clip dataset must not stop the other 5,999. Readers for further datasets
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -52,7 +53,8 @@ def load_records(dataset: str, root: str | Path, manifest: str | Path | None = N
     """Records of `dataset` sorted by clip id, plus problem entries for rows that cannot be used.
 
     Duplicate clip ids are reported (the first row wins) because shard membership and caption lookup both key on
-    the id; `splits` (None: all) filters after loading so every reader honours it the same way.
+    the id; duplicates are judged before the `splits` filter so a clip id never changes meaning with the filter.
+    `splits` (None: all) filters after loading so every reader honours it the same way.
     """
     if dataset not in DATASET_KINDS:
         raise DatasetError(f"unknown dataset kind {dataset!r}; known: {', '.join(sorted(DATASET_KINDS))}")
@@ -60,14 +62,13 @@ def load_records(dataset: str, root: str | Path, manifest: str | Path | None = N
     wanted = set(splits) if splits else None
     seen: dict[str, ClipRecord] = {}
     for rec in records:
-        if wanted is not None and rec.split not in wanted:
-            continue
         if rec.clip_id in seen:
             problems.append(problem(rec.path, rec.split, f"duplicate clip id {rec.clip_id!r} "
                                                          f"(already in split {seen[rec.clip_id].split!r})"))
             continue
         seen[rec.clip_id] = rec
-    return sorted(seen.values(), key=lambda r: r.clip_id), problems
+    kept = [r for r in seen.values() if wanted is None or r.split in wanted]
+    return sorted(kept, key=lambda r: r.clip_id), problems
 
 
 def _captions_of(row: dict) -> list[str]:
@@ -82,17 +83,21 @@ def _captions_of(row: dict) -> list[str]:
     return [text for _, text in sorted(numbered)]
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
-    """(header, [(line number, row)]) of a UTF-8 CSV (BOM tolerated); quoted commas/newlines handled by csv."""
+def _read_text(path: Path) -> str:
+    """A whole UTF-8 text file (BOM tolerated) or a one-line DatasetError naming the file."""
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f)
-            rows = [(reader.line_num, row) for row in reader]
-            return [h.strip() for h in (reader.fieldnames or [])], rows
+        return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _read_csv(path: Path, text: str | None = None) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(header, [(line number, row)]) of a UTF-8 CSV; quoted commas/newlines in names handled by csv."""
+    reader = csv.DictReader(io.StringIO(_read_text(path) if text is None else text, newline=""))
+    rows = [(reader.line_num, row) for row in reader]
+    return [h.strip() for h in (reader.fieldnames or [])], rows
 
 
 def _check_audio(path: Path, split: str | None, problems: Problems) -> bool:
@@ -136,29 +141,24 @@ def load_clotho(root: Path, manifest: Path | None = None,
 
 def _manifest_rows(path: Path) -> list[tuple[str, dict]]:
     """(location, row) of a CSV or JSONL manifest; JSONL when the suffix says so or the first byte is `{`."""
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            head = f.read(1)
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read manifest ({exc.strerror})") from None
-    if path.suffix.lower() not in {".jsonl", ".ndjson"} and head != "{":
-        header, rows = _read_csv(path)
+    text = _read_text(path)
+    if path.suffix.lower() not in {".jsonl", ".ndjson"} and not text.lstrip().startswith("{"):
+        header, rows = _read_csv(path, text)
         for col in ("split", "file_name"):
             if col not in header:
                 raise DatasetError(f"{path}: manifest has no {col} column (header: {', '.join(header)})")
         return [(f"{path}:{line}", row) for line, row in rows]
     out = []
-    with open(path, encoding="utf-8-sig") as f:
-        for i, text in enumerate(f, 1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                row = {"__error__": f"invalid JSON ({exc.msg})"}
-            if not isinstance(row, dict):
-                row = {"__error__": "line is not a JSON object"}
-            out.append((f"{path}:{i}", row))
+    for i, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may sit inside a JSON string
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            row = {"__error__": f"invalid JSON ({exc.msg})"}
+        if not isinstance(row, dict):
+            row = {"__error__": "line is not a JSON object"}
+        out.append((f"{path}:{i}", row))
     return out
 
 

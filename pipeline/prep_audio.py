@@ -23,7 +23,7 @@ from cache.executor import make_executor, map_unordered
 from cache.keys import cache_key, canonical_json, source_fingerprint
 from cache.locks import CacheLock
 from cache.manifest import FAILURES_NAME, Manifest, ShardEntry, cache_dir_for, plan_shards
-from cache.publish import publish_file
+from cache.publish import publish_file, stale_temp_files
 from pipeline.datasets import CLOTHO_SPLITS, ClipRecord, load_records
 
 KIND = "audio"
@@ -201,6 +201,8 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
                 raise ValueError("key mismatch")
         except (OSError, ValueError, TypeError, KeyError):
             m = _new_manifest(key, name, dataset, records, shard_size)
+        for tmp in stale_temp_files(cache_dir):  # half-written shards of a killed run: never read, now removed
+            tmp.unlink(missing_ok=True)
         m.extra["problems"] = problems
         m.complete = False
         m.write(cache_dir)
