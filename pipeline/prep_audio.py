@@ -11,7 +11,6 @@ Why it is shaped this way (DESIGN.md, "Shard format"):
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -24,7 +23,7 @@ from cache.keys import cache_key, canonical_json, source_fingerprint
 from cache.locks import CacheLock
 from cache.manifest import FAILURES_NAME, Manifest, ShardEntry, cache_dir_for, plan_shards
 from cache.publish import publish_file, stale_temp_files
-from pipeline.datasets import CLOTHO_SPLITS, ClipRecord, load_records
+from pipeline.datasets import CLOTHO_SPLITS, ClipRecord, DatasetError, load_records
 
 KIND = "audio"
 
@@ -181,6 +180,10 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
     root = Path(root)
     name = name or dataset
     records, problems = load_records(dataset, root, manifest, splits)
+    if not records:
+        for p in problems:
+            (report or _stderr)(f"{p['file']}: {p['error']}")
+        raise DatasetError(f"{manifest or root}: no usable audio clips ({len(problems)} problem rows)")
     key = compute_key(records, root, dataset, name, content_hash)
     cache_dir = cache_dir_for(cache_root, KIND, key)
 
@@ -269,13 +272,3 @@ def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers
         pool.shutdown()
         bar.close()
     return result
-
-
-def failures_path(cache_dir: Path) -> Path:
-    return cache_dir / FAILURES_NAME
-
-
-def summary_json(result: PrepResult) -> str:
-    return json.dumps({"cache_dir": str(result.cache_dir), "key": result.key, "clips": result.n_clips,
-                       "failed": len(result.failures), "shards_done": result.shards_done,
-                       "shards_skipped": result.shards_skipped, "noop": result.noop})

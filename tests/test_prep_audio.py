@@ -140,6 +140,10 @@ def test_usage_errors_name_the_problem(tmp_path: Path) -> None:
     assert bad_kind.returncode == 2 and "unknown dataset 'nope'" in bad_kind.stderr
     no_csv = run_cli("prep", "audio", "--dataset", "clotho", "--root", tmp_path, "--cache", tmp_path / "c")
     assert no_csv.returncode == 1 and "clotho_captions_" in no_csv.stderr
+    (tmp_path / "none.csv").write_text("split,file_name\ndevelopment,gone.wav\n")
+    empty = prep(tmp_path / "none.csv", tmp_path / "c")
+    assert empty.returncode == 1 and "gone.wav: audio file missing" in empty.stderr
+    assert "no usable audio clips" in empty.stderr
     assert "Example" in run_cli("prep", "audio", "--help").stdout
 
 
