@@ -74,6 +74,7 @@ def test_bad_inputs_are_reported_and_the_rest_completes(messy: Path, tmp_path: P
     assert by_name["gone.wav"] == "audio file missing" and "zero-length" in by_name["zero.wav"]
 
     m = check_cache(cache_dir)
+    assert run_cli("cache", "verify", cache).returncode == 0
     assert sorted(f["file"] for f in m.extra["failures"] + m.extra["problems"]) == sorted(f["file"]
                                                                                           for f in failures)
     ac = AudioCache(cache_dir)
@@ -207,6 +208,8 @@ def test_kill9_at_several_moments_then_resume_is_bit_identical(tmp_path: Path) -
     final = prep(man, tmp_path / "cache", "--shard-size", "2", "--workers", "2")
     assert final.returncode == 0, final.stderr
     assert printed_dir(final) == cache_dir
+    verify = run_cli("cache", "verify", tmp_path / "cache", cache_dir.name)
+    assert verify.returncode == 0 and "ok" in verify.stdout, verify.stdout + verify.stderr
     m, m_ref = check_cache(cache_dir), check_cache(ref_dir)
     assert [s.sha256 for s in m.shards] == [s.sha256 for s in m_ref.shards]
     assert m.extra["durations"] == m_ref.extra["durations"]
