@@ -167,3 +167,41 @@ class AudioCache:
             for j, i in enumerate(idx):
                 out[offsets[j]:offsets[j + 1]] = self.get(int(i))
         return out, offsets, [self.clip_ids[i] for i in idx]
+
+
+def build_audio_cache(
+    cache_root: str | Path,
+    features: dict[str, np.ndarray],
+    config: dict,
+    name: str,
+    dataset: str = "memory",
+    splits: dict[str, str] | None = None,
+    durations: dict[str, float] | None = None,
+    shard_size: int = 256,
+    code_version: str = "memory",
+) -> Manifest:
+    """Write a complete audio cache from features already in memory (tests, benchmarks, imported features).
+
+    The key covers the config, the code version and the clip ids, so distinct inputs land in distinct caches.
+    """
+    from cache.keys import cache_key
+    from cache.manifest import cache_dir_for, plan_shards
+
+    ids = sorted(features)
+    split_of = splits or {c: "development" for c in ids}
+    dur = durations or {c: features[c].shape[0] / 100.0 for c in ids}
+    key = cache_key(KIND, config, code_version, {}, [{"path": c, "split": split_of[c]} for c in ids])
+    directory = cache_dir_for(cache_root, KIND, key)
+    directory.mkdir(parents=True, exist_ok=True)
+    m = Manifest(kind=KIND, key=key, name=name, dataset=dataset, splits=sorted(set(split_of.values())),
+                 clip_ids=ids, clip_splits=[split_of[c] for c in ids], shard_size=shard_size,
+                 shards=plan_shards(len(ids), shard_size), config=config, code_version=code_version,
+                 extra={"durations": {c: float(dur[c]) for c in ids}})
+    for s in m.shards:
+        part = ids[s.start:s.start + s.count]
+        s.sha256, s.n_frames = write_audio_shard(directory / s.file, part, [split_of[c] for c in part],
+                                                 [features[c] for c in part], [dur[c] for c in part], key, config)
+        s.complete = True
+    m.complete = True
+    m.write(directory)
+    return m

@@ -7,9 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from cache.audio_shards import AudioCache, CacheIntegrityError, write_audio_shard
-from cache.keys import cache_key
-from cache.manifest import Manifest, cache_dir_for, plan_shards, resolve_cache, CacheNotFoundError
+from cache.audio_shards import AudioCache, CacheIntegrityError, build_audio_cache
+from cache.manifest import CacheNotFoundError, Manifest, cache_dir_for, resolve_cache
 from cache.shards import file_checksum
 from conftest import real_clips
 from pipeline.audio_io import file_log_mel
@@ -17,21 +16,7 @@ from pipeline.features import DEFAULT_CONFIG
 
 
 def build_cache(root, feats: dict[str, np.ndarray], shard_size: int = 2, name: str = "t") -> Manifest:
-    ids = sorted(feats)
-    key = cache_key("audio", DEFAULT_CONFIG.to_dict(), "test", {}, [{"path": i} for i in ids])
-    d = cache_dir_for(root, "audio", key)
-    d.mkdir(parents=True)
-    m = Manifest(kind="audio", key=key, name=name, dataset="manifest", splits=["development"], clip_ids=ids,
-                 clip_splits=["development"] * len(ids), shard_size=shard_size,
-                 shards=plan_shards(len(ids), shard_size), config=DEFAULT_CONFIG.to_dict(), code_version="test")
-    for s in m.shards:
-        part = ids[s.start:s.start + s.count]
-        s.sha256, s.n_frames = write_audio_shard(d / s.file, part, ["development"] * len(part),
-                                                 [feats[c] for c in part], [1.0] * len(part), key, m.config)
-        s.complete = True
-    m.complete = True
-    m.write(d)
-    return m
+    return build_audio_cache(root, feats, DEFAULT_CONFIG.to_dict(), name=name, shard_size=shard_size)
 
 
 @pytest.fixture(scope="module")
