@@ -80,11 +80,12 @@ def launched_distributed(environ: dict[str, str] | None = None) -> bool:
 _INFO = DistInfo()
 
 
-def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> DistInfo:
+def init_distributed(backend: str | None = None, timeout_s: float = 1800.0, device: str = "auto") -> DistInfo:
     """Join the process group described by the environment (no-op for one process); returns this rank's info.
 
     SLURM jobs get MASTER_ADDR from the first node of SLURM_JOB_NODELIST and a job-specific MASTER_PORT when the
-    batch script did not export them. On CUDA the rank uses GPU LOCAL_RANK with NCCL; otherwise gloo (CPU).
+    batch script did not export them. On CUDA the rank uses GPU LOCAL_RANK with NCCL; otherwise (no GPU, or
+    `device="cpu"`) gloo.
     """
     global _INFO
     info = env_world()
@@ -99,7 +100,7 @@ def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> D
         os.environ["MASTER_ADDR"] = first_slurm_host(nodelist) if nodelist else "127.0.0.1"
     if "MASTER_PORT" not in os.environ:
         os.environ["MASTER_PORT"] = str(20000 + int(os.environ.get("SLURM_JOB_ID", "9500")) % 20000)
-    use_cuda = torch.cuda.is_available()
+    use_cuda = torch.cuda.is_available() and not device.startswith("cpu")
     backend = backend or ("nccl" if use_cuda else "gloo")
     if use_cuda:
         torch.cuda.set_device(info.local_rank % torch.cuda.device_count())
@@ -169,6 +170,34 @@ def cleanup() -> None:
     """Leave the process group so the launcher sees a clean exit."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def launch_local(nproc: int, argv: Sequence[str], module: str = "pipeline", nnodes: str = "1",
+                 rdzv_endpoint: str = "", max_restarts: int = 0) -> int:
+    """Re-run `python -m MODULE ARGV` as `nproc` ranks through torch's elastic launcher (what `torchrun` does).
+
+    Why in-process instead of exec'ing `torchrun`: the console script may not be on PATH (tests, `python -m`),
+    and the same interpreter is guaranteed. Single node uses `--standalone` (rendezvous on a free port, so two
+    jobs on one machine never collide); multi-node passes `nnodes` and `rdzv_endpoint` (c10d rendezvous).
+    The children find RANK/WORLD_SIZE in their environment, so `launched_distributed()` stops recursion.
+    Returns the exit status to use (0 ok, 1 when any rank failed).
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    opts = [f"--nproc-per-node={nproc}", f"--nnodes={nnodes}", f"--max-restarts={max_restarts}"]
+    if rdzv_endpoint:
+        opts += ["--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}"]
+    else:
+        opts += ["--standalone"]
+    args = get_args_parser().parse_args([*opts, "--module", module, *argv])
+    try:
+        run(args)
+    except ChildFailedError as exc:
+        first = next(iter(exc.failures.values()), None)
+        code = getattr(first, "exitcode", 1) if first is not None else 1
+        return code if isinstance(code, int) and code > 0 else 1
+    return 0
 
 
 class _GatherWithGrad(torch.autograd.Function):
