@@ -187,3 +187,22 @@ def test_sharded_batch_sampler_partitions_global_batches() -> None:
             assert len(per_rank[0][step]) == len(per_rank[1][step])
     with pytest.raises(ValueError):
         D.ShardedBatchSampler(Base(), 2, 2)
+
+
+def test_shard_plan_splits_global_batches_and_decorrelates_seeds() -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class Plan:  # the fields of trainer.data.EpochPlan that sharding touches
+        batches: list
+        starts: np.ndarray
+        sizes: np.ndarray
+        seeds: list
+
+    plan = Plan([np.arange(0, 6), np.arange(6, 9), np.arange(9, 10)], np.zeros(10), np.ones(10), [7, 8, 9])
+    parts = [D.shard_plan(plan, r, 2) for r in range(2)]
+    assert [b.tolist() for b in parts[0].batches] == [[0, 1, 2], [6]]  # 3 rows → 1 each, 1 row → dropped
+    assert [b.tolist() for b in parts[1].batches] == [[3, 4, 5], [7]]
+    assert parts[0].seeds != parts[1].seeds and len(parts[0].seeds) == 2
+    assert parts[0].starts is plan.starts  # crops are per row: unchanged
+    assert D.shard_plan(plan, 0, 1) is plan

@@ -295,6 +295,54 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
+def rank_slice(batch: Sequence[Any], rank: int, world_size: int) -> Sequence[Any] | None:
+    """Rank's equal share of one global batch (trimmed to a multiple of W); None when shorter than W."""
+    per = len(batch) // world_size
+    return batch[rank * per:(rank + 1) * per] if per else None
+
+
+def global_batch_size(per_rank: int) -> int:
+    """Pairs per optimisation step over all ranks: `batch_size` in the config is per rank (issue 6)."""
+    return per_rank * current().world_size
+
+
+def shard_plan(plan: Any, rank: int | None = None, world_size: int | None = None) -> Any:
+    """This rank's part of a trainer epoch plan built for the *global* batch size (trainer.data.EpochPlan).
+
+    Batches become equal per-rank slices; per-row crops stay as planned; the text-augmentation seed of each batch
+    is mixed with the rank so ranks do not draw identical EDA/back-translation decisions for their slices.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    rank = current().rank if rank is None else rank
+    world_size = current().world_size if world_size is None else world_size
+    if world_size == 1:
+        return plan
+    batches, seeds = [], []
+    for batch, seed in zip(plan.batches, plan.seeds):
+        part = rank_slice(batch, rank, world_size)
+        if part is not None:
+            batches.append(part)
+            seeds.append(int(np.random.SeedSequence([int(seed), rank]).generate_state(1, dtype=np.uint64)[0]))
+    return dataclasses.replace(plan, batches=batches, seeds=seeds)
+
+
+def shard_train_data(data: Any) -> Any:
+    """Make a `trainer.data.TrainData` (built with `global_batch_size`) yield only this rank's slices.
+
+    The one hook the loop needs for data: `TrainData.epoch()` and `n_batches()` call `self.plan(epoch)`, so
+    wrapping that method on the instance shards every epoch (set_epoch semantics: the plan is a function of
+    (seed, epoch), identical on all ranks before slicing). No-op for one process.
+    """
+    if not current().enabled:
+        return data
+    unsharded = data.plan
+    data.plan = lambda epoch: shard_plan(unsharded(epoch))
+    return data
+
+
 class ShardedBatchSampler:
     """Split each *global* batch of a base batch sampler into equal per-rank slices.
 
@@ -318,11 +366,9 @@ class ShardedBatchSampler:
 
     def __iter__(self) -> Iterator[list[int]]:
         for batch in self.base:
-            batch = list(batch)
-            per = len(batch) // self.world_size
-            if per == 0:
-                continue
-            yield batch[self.rank * per:(self.rank + 1) * per]
+            part = rank_slice(list(batch), self.rank, self.world_size)
+            if part is not None:
+                yield part
 
     def __len__(self) -> int:
         """Steps per epoch (the base's batch count; one less only if its last batch is shorter than W)."""
