@@ -276,6 +276,18 @@ def distributed_nt_xent(audio_emb: torch.Tensor, text_emb: torch.Tensor, logit_s
                             info.rank * audio_emb.shape[0], clip_index, clip_all)
 
 
+def contrastive_loss(audio_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float,
+                     clip_index: torch.Tensor, single_process_loss: Any, same_clip_mask: Any) -> torch.Tensor:
+    """The loop's one loss call: the global-batch loss in a distributed run, else the trainer's own NT-Xent.
+
+    `single_process_loss` / `same_clip_mask` are `trainer.loss.nt_xent` / `mask_from_clip_ids`, passed in so this
+    module does not import the model code (and a one-GPU run is bit-identical to before).
+    """
+    if current().enabled:
+        return distributed_nt_xent(audio_emb, text_emb, logit_scale, clip_index)
+    return single_process_loss(audio_emb, text_emb, logit_scale, same_clip_mask(clip_index))
+
+
 def wrap_model(model: nn.Module, device: torch.device | None = None) -> nn.Module:
     """DDP-wrap `model` for a distributed run (identity otherwise). Call the wrapper's forward, not submethods.
 
