@@ -46,10 +46,16 @@ class MarianBackend:
 
     def _load(self, name: str) -> tuple[object, object]:
         if name not in self._models:
-            from transformers import MarianMTModel, MarianTokenizer
+            import warnings
 
+            from transformers import MarianMTModel, MarianTokenizer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # our own tqdm (captions/s) is the one progress bar
             try:
-                tok = MarianTokenizer.from_pretrained(name)
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*sacremoses")  # only used for detokenising
+                    tok = MarianTokenizer.from_pretrained(name)
                 model = MarianMTModel.from_pretrained(name).to(self.device).eval()
             except (OSError, ValueError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
