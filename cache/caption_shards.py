@@ -24,8 +24,9 @@ from typing import Sequence
 import h5py
 import numpy as np
 
-from cache.manifest import Manifest, resolve_cache
+from cache.manifest import Manifest, ShardEntry, resolve_cache
 from cache.shards import write_h5_shard
+from cache.verify import register_shard_check
 
 KIND = "captions"
 
@@ -67,6 +68,32 @@ def write_caption_shard(path: str | Path, clip_ids: Sequence[str], splits: Seque
 
 def _read_strings(ds: h5py.Dataset) -> list[str]:
     return [s for s in ds.asstr()[()]] if ds.shape and ds.shape[0] else []
+
+
+def check_caption_shard(f: h5py.File, entry: ShardEntry, m: Manifest) -> list[str]:
+    """`cache verify`'s structural check: offsets partition the caption arrays, every per-caption array is
+    aligned, the shard holds exactly its planned clip ids, and backend/pivots match the manifest."""
+    problems = []
+    ids = _read_strings(f["clip_ids"])
+    offsets = f["offsets"][()]
+    planned = m.clip_ids[entry.start:entry.start + entry.count]
+    if ids != planned:
+        problems.append(f"holds {len(ids)} clips, not the {entry.count} planned ({planned[:1]}...)")
+    total = int(offsets[-1]) if len(offsets) else -1
+    if len(offsets) != len(ids) + 1 or (len(offsets) and offsets[0] != 0) or np.any(np.diff(offsets) < 0):
+        problems.append(f"offsets do not partition the captions into {len(ids)} clips")
+    pivots = list(m.config.get("pivots", []))
+    for name in ["raw", "captions"] + [f"bt_{p}" for p in pivots] + [f"bt_raw_{p}" for p in pivots]:
+        if name not in f:
+            problems.append(f"dataset {name} missing")
+        elif f[name].shape[0] != total:
+            problems.append(f"{name} has {f[name].shape[0]} entries, offsets say {total}")
+    if f.attrs.get("backend") != m.config.get("backend") or json.loads(f.attrs.get("pivots", "[]")) != pivots:
+        problems.append("backend/pivots attributes differ from the manifest config")
+    return problems
+
+
+register_shard_check(KIND, check_caption_shard)
 
 
 class CaptionCache:

@@ -12,6 +12,7 @@ import pytest
 from cache.caption_shards import CaptionCache
 from cache.manifest import Manifest
 from cache.shards import file_checksum
+from cache.verify import verify_cache
 from conftest import AUDIO, run_cli
 from pipeline.text import normalise_caption
 from translate_servers import GoogleLikeServer, build_tiny_marian
@@ -68,6 +69,7 @@ def test_prep_captions_none_end_to_end_and_rerun_noop(tmp_path: Path) -> None:
             assert f.attrs["normalisation"] and f.attrs["backend"] == "none"
     problems = [json.loads(x) for x in (cache_dir / "failures.jsonl").read_text().splitlines()]
     assert problems[0]["error"] == "audio file missing"
+    assert verify_cache(cache_dir) == []
     mtimes = {p: p.stat().st_mtime_ns for p in cache_dir.glob("shard-*.h5")}
     again = run_cli(*args, check=True)
     assert "nothing to do" in again.stderr and again.stdout.strip() == str(cache_dir)
@@ -95,6 +97,10 @@ def test_prep_captions_marian_cli_and_preview(tmp_path: Path) -> None:
     shown = run_cli("preview", "captions", "--cache", cache, "--name", "demo", "-n", "2", "--seed", "1",
                     "--set", "p_eda=1", "--set", "p_syn=0", "--set", "p_bt=0.5", check=True)
     assert shown.stdout.count("raw:") == 10 and "bt de:" in shown.stdout and "aug:" in shown.stdout
+    assert verify_cache(cc.directory) == []
+    with h5py.File(cc.directory / "shard-00000.h5", "a") as f:  # a foreign edit: verify must notice
+        del f["bt_es"]
+    assert any("bt_es missing" in p for p in verify_cache(cc.directory))
     bad = run_cli("preview", "captions", "--cache", cache, "--set", "p_foo=1")
     assert bad.returncode == 2 and "p_foo" in bad.stderr
 
