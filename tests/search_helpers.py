@@ -35,3 +35,22 @@ class Quadratic:
         prog.write_text(json.dumps(state))
         score = sum((float(v) - 0.5) ** 2 for v in params.values() if isinstance(v, (int, float)))
         return {"best_map10": math.exp(-score), "starts": state["starts"], "pid": os.getpid()}
+
+
+class SlowFailing(Quadratic):
+    """For the kill -9 test through the CLI (`--objective tests.search_helpers:SlowFailing`): 1.2 s per trial in
+    6 resumable steps, and trial 002 raises."""
+
+    def __init__(self) -> None:
+        super().__init__(seconds=1.2, steps=6, fail=("002",))
+
+
+class EvalScores:
+    """A sweep objective: evaluation-style metrics that depend on the params and the seed, never failing."""
+
+    def __call__(self, params: dict[str, Any], trial_dir: Path) -> dict[str, Any]:
+        if params.get("boom"):
+            raise RuntimeError("variant asked to fail")
+        base = 0.2 + 0.01 * float(params.get("g_max", 3)) + 0.001 * int(params["seed"])
+        return {"best_map10": base, "eval_map10": base, "eval_r1": base / 2, "eval_r5": base * 2,
+                "eval_r10": min(1.0, base * 3)}
