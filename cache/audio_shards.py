@@ -49,8 +49,8 @@ def write_audio_shard(
         {
             "features": matrix,
             "offsets": offsets,
-            "clip_ids": list(clip_ids),
-            "split": list(splits),
+            "clip_ids": np.array(list(clip_ids), dtype=object),  # object dtype: stays a string dataset when empty
+            "split": np.array(list(splits), dtype=object),
             "durations": np.asarray(durations, dtype=np.float64),
         },
         {"cache_key": key, "config": config, "kind": KIND},
