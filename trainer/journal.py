@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from cache.locks import CacheLock, CacheLockedError
 
 ENDED = ("finished", "failed")
 
@@ -132,3 +135,18 @@ class Journal:
 
     def next_number(self) -> int:
         return max(self.trials, default=-1) + 1
+
+
+@contextmanager
+def driver_lock(out: Path, what: str, error: type[Exception]) -> Iterator[None]:
+    """One driver per output dir (flock, dropped by the kernel on kill -9): two drivers would race on one journal."""
+    out.mkdir(parents=True, exist_ok=True)
+    lock = CacheLock(out, wait=0)
+    try:
+        lock.acquire()
+    except CacheLockedError:
+        raise error(f"{out}: another {what} driver is running in this directory") from None
+    try:
+        yield
+    finally:
+        lock.release()

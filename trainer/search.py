@@ -30,8 +30,7 @@ from skopt import Optimizer
 from skopt.space import Dimension
 
 from cache.executor import make_executor
-from cache.locks import CacheLock, CacheLockedError
-from trainer.journal import Journal, JournalError, TrialState
+from trainer.journal import Journal, JournalError, driver_lock, TrialState
 from trainer.space import default_space, describe, params_to_point, point_to_params
 from trainer.trials import Objective, run_trial
 
@@ -104,27 +103,20 @@ def run_search(objective: Objective, out_dir: str | Path, trials: int, space: li
         raise SearchError(f"acquisition {acq!r} not offered; choose one of {', '.join(ACQ_FUNCS)}")
     space = space or default_space()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    lock = CacheLock(out, wait=0)
     try:
-        lock.acquire()
-    except CacheLockedError:
-        raise SearchError(f"{out}: another search driver is running in this directory") from None
-    try:
-        journal = Journal(out / "trials.jsonl")
-        settings = {"space": describe(space), "estimator": estimator, "initial": int(initial), "acq": acq,
-                    "seed": int(seed), "objective": objective_id,
-                    "base_config": str(base_config) if base_config else None}
-        journal.ensure_header(settings, MUST_MATCH)
-        _drive(journal, objective, out, space, settings, trials, workers, scheduler, gpus, executor, log)
-        from trainer.search_report import write_outputs
+        with driver_lock(out, "search", SearchError):
+            journal = Journal(out / "trials.jsonl")
+            settings = {"space": describe(space), "estimator": estimator, "initial": int(initial), "acq": acq,
+                        "seed": int(seed), "objective": objective_id,
+                        "base_config": str(base_config) if base_config else None}
+            journal.ensure_header(settings, MUST_MATCH)
+            _drive(journal, objective, out, space, settings, trials, workers, scheduler, gpus, executor, log)
+            from trainer.search_report import write_outputs
 
-        write_outputs(journal, space, out, base_config, log=log)
-        return journal
+            write_outputs(journal, space, out, base_config, log=log)
+            return journal
     except JournalError as exc:
         raise SearchError(str(exc)) from None
-    finally:
-        lock.release()
 
 
 def _drive(journal: Journal, objective: Objective, out: Path, space: list[Dimension], settings: dict[str, Any],

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cache.executor import make_executor
-from cache.locks import CacheLock, CacheLockedError
 from cache.publish import publish_file
-from trainer.journal import Journal, JournalError, TrialState
+from trainer.journal import Journal, JournalError, driver_lock, TrialState
 from trainer.trials import Objective, run_trial
 
 METRICS = (("r1", "R@1"), ("r5", "R@5"), ("r10", "R@10"), ("map10", "mAP@10"))
@@ -118,38 +117,32 @@ def run_sweep(objective: Objective, out_dir: str | Path, variants: list[tuple[st
     """Run every variant × seed not yet finished (resuming in-flight runs, retrying failed ones); write the
     tables; return their rows (variant, n finished seeds, failed runs, (mean, std) per metric)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     jobs = jobs_for(variants, seeds)
-    lock = CacheLock(out, wait=0)
     try:
-        lock.acquire()
-    except CacheLockedError:
-        raise SweepError(f"{out}: another sweep driver is running in this directory") from None
-    try:
-        journal = Journal(out / "trials.jsonl")
-        journal.ensure_header({"objective": objective_id}, ("objective",))
-        known = {(t.extra["variant"], t.extra["seed"]): t for t in journal.trials.values()}
-        todo: list[TrialState] = []
-        number = journal.next_number()
-        for name, seed, params in jobs:
-            old = known.get((name, seed))
-            if old is not None and old.params != params:
-                raise SweepError(f"{out}: variant {name!r} was run with {old.params}, now {params}; "
-                                 f"use another --out or another variant name")
-            if old is None:
-                old = TrialState(number, params, "new", f"runs/{name}/seed{seed}", extra={"variant": name, "seed": seed})
-                number += 1
-            if old.status != "finished":
-                todo.append(old)
-        log(f"sweep: {len(jobs)} runs ({len(variants)} variants × {seeds} seeds), {len(todo)} to do")
-        _pump(journal, objective, out, todo, workers, scheduler, gpus, executor, log)
-        rows = write_tables(journal, out, [n for n, _ in variants])
-        log(f"sweep: wrote {out / 'table.md'} and {out / 'table.csv'}")
-        return rows
+        with driver_lock(out, "sweep", SweepError):
+            journal = Journal(out / "trials.jsonl")
+            journal.ensure_header({"objective": objective_id}, ("objective",))
+            known = {(t.extra["variant"], t.extra["seed"]): t for t in journal.trials.values()}
+            todo: list[TrialState] = []
+            number = journal.next_number()
+            for name, seed, params in jobs:
+                old = known.get((name, seed))
+                if old is not None and old.params != params:
+                    raise SweepError(f"{out}: variant {name!r} was run with {old.params}, now {params}; "
+                                     f"use another --out or another variant name")
+                if old is None:
+                    old = TrialState(number, params, "new", f"runs/{name}/seed{seed}",
+                                     extra={"variant": name, "seed": seed})
+                    number += 1
+                if old.status != "finished":
+                    todo.append(old)
+            log(f"sweep: {len(jobs)} runs ({len(variants)} variants × {seeds} seeds), {len(todo)} to do")
+            _pump(journal, objective, out, todo, workers, scheduler, gpus, executor, log)
+            rows = write_tables(journal, out, [n for n, _ in variants])
+            log(f"sweep: wrote {out / 'table.md'} and {out / 'table.csv'}")
+            return rows
     except JournalError as exc:
         raise SweepError(str(exc)) from None
-    finally:
-        lock.release()
 
 
 def _pump(journal: Journal, objective: Objective, out: Path, todo: list[TrialState], workers: int,
