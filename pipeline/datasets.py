@@ -208,3 +208,6 @@ def known_datasets() -> Iterable[str]:
 
 register_dataset("clotho", load_clotho)
 register_dataset("manifest", load_manifest)
+
+# Readers defined in their own modules register themselves on import.
+import pipeline.audiocaps  # noqa: E402,F401  (registers "audiocaps")

@@ -28,7 +28,7 @@ from pipeline.download import CLOTHO_FILES, download_clotho, extract_split, load
 from pipeline.fetch import DownloadError, FetchOptions, RemoteFile, fetch, make_session
 
 WAVS = sorted((AUDIO / "fsdd_ccbysa").glob("*.wav"))
-SPLIT_CLIPS = {"development": WAVS[:4], "validation": WAVS[4:], "evaluation": WAVS[:2]}
+SPLIT_CLIPS = {"development": WAVS[:3], "validation": WAVS[3:5], "evaluation": WAVS[5:]}  # clip ids are unique across splits
 # The real Clotho archives hold a top-level folder named after the split; evaluation here has none, to cover both.
 TOP_FOLDER = {"development": True, "validation": True, "evaluation": False}
 FAST = ["--retries", "3", "--backoff", "0.05", "--no-progress", "--min-free", "0"]
@@ -279,7 +279,7 @@ def test_corrupt_archive_leaves_no_split_folder_and_keeps_the_archive(tmp_path, 
     assert archive.is_file() and not (tmp_path / "development").exists()
     archive.write_bytes(data)  # the next run cleans the stale temp folder and succeeds
     assert extract_split(archive, tmp_path, remote, FetchOptions(min_free=0, progress=False)) == "extracted"
-    assert sorted(p.name for p in (tmp_path / "development").glob("*.wav")) == [c.name for c in WAVS[:4]]
+    assert sorted(p.name for p in (tmp_path / "development").glob("*.wav")) == [c.name for c in SPLIT_CLIPS["development"]]
     assert not list(tmp_path.glob(".extract-*"))
 
 
