@@ -66,9 +66,14 @@ def _check_space(space: list, config: Path | None, overrides: tuple[str, ...]) -
 
     from trainer.config import load_config
 
+    from trainer.config import ConfigError
+
     for d in space:
         for v in (d.categories if isinstance(d, Categorical) else (d.low, d.high)):
-            load_config(config, [*overrides, f"{d.name}={v}"])
+            try:
+                load_config(config, [*overrides, f"{d.name}={v}"])
+            except ConfigError as exc:
+                raise ConfigError(f"search space dimension {d.name!r} = {v!r}: {exc}") from None
 
 
 def _finish(n_failed: int, n_finished: int, report: Path) -> None:
