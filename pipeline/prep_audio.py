@@ -171,7 +171,7 @@ def _complete_and_present(cache_dir: Path) -> Manifest | None:
 def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None = None, name: str | None = None,
                splits: list[str] | None = None, workers: int | None = None, shard_size: int = 256,
                wait_lock: float | None = 0.0, content_hash: bool = False, progress: bool = True,
-               report: Callable[[str], None] | None = None) -> PrepResult:
+               report: Callable[[str], None] | None = None, scheduler: str | None = None) -> PrepResult:
     """Fill (or finish) the audio cache of `dataset` under `cache_root`; return what happened.
 
     Raises `DatasetError` when the dataset cannot be read and `CacheLockedError` when another writer holds the
@@ -211,7 +211,7 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
         m.write(cache_dir)
         for p in problems:
             (report or _stderr)(f"{p['file']}: {p['error']}")
-        result = _run_shards(m, records, cache_dir, workers or os.cpu_count() or 1, progress, report)
+        result = _run_shards(m, records, cache_dir, workers or os.cpu_count() or 1, progress, report, scheduler)
         m.complete = True
         m.write(cache_dir)
         _write_failures(cache_dir, _all_failures(m))
@@ -220,7 +220,7 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
 
 
 def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers: int, progress: bool,
-                report: Callable[[str], None] | None) -> PrepResult:
+                report: Callable[[str], None] | None, scheduler: str | None = None) -> PrepResult:
     """Skip finished shards, run the rest in a bounded process pool, re-publish the manifest after each shard."""
     from tqdm import tqdm
 
@@ -252,7 +252,8 @@ def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers
     bar = tqdm(total=sum(len(t["clip_ids"]) for t in todo), unit="clip", desc="prep audio", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
     t0, audio_s = time.monotonic(), 0.0
-    pool = make_executor(min(workers, len(todo)))  # spawn pool, one BLAS thread per worker
+    # Local spawn pool (one BLAS thread per worker) or a Dask cluster: the shard task is the same.
+    pool = make_executor(min(workers, len(todo)), scheduler=scheduler)
     try:
         for _, fut in map_unordered(pool, process_shard, todo, max_in_flight=2 * pool.workers):
             out = fut.result()

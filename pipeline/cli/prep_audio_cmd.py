@@ -26,10 +26,12 @@ from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, pr
               help="Seconds to wait when another prep holds the cache (0: refuse at once).")
 @click.option("--content-hash", is_flag=True,
               help="Fingerprint sources by content (sha256) too, not only size and mtime.")
+@click.option("--scheduler", default=None, metavar="ADDR",
+              help="Dask scheduler, e.g. tcp://head:8786 (workers need this package and the same paths).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar on stderr.")
 def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache_root: Path, name: str | None,
                    splits: str | None, workers: int | None, shard_size: int, wait_lock: float,
-                   content_hash: bool, progress: bool) -> None:
+                   content_hash: bool, scheduler: str | None, progress: bool) -> None:
     """Decode every clip once and cache its 64-bin log-mel (32 kHz, hop 320) as float16 HDF5 shards.
 
     Re-running finishes an interrupted cache (only missing shards are redone) or, when the cache is complete,
@@ -55,8 +57,8 @@ def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache
     try:
         result = prep_audio(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
                             workers=workers, shard_size=shard_size, wait_lock=wait_lock,
-                            content_hash=content_hash, progress=progress)
-    except (DatasetError, CacheLockedError) as exc:
+                            content_hash=content_hash, progress=progress, scheduler=scheduler)
+    except (DatasetError, CacheLockedError, RuntimeError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILURE)
     if result.noop:
