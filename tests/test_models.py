@@ -67,6 +67,26 @@ def test_padding_does_not_leak_into_the_clip_embedding() -> None:
             assert torch.allclose(model(x[i:i + 1, :n], lengths[i:i + 1]), ref[i:i + 1], atol=1e-5)
 
 
+def test_train_mode_bn0_statistics_ignore_padding() -> None:
+    x, lengths = real_logmel_batch()
+    padded = torch.cat([x, torch.full((x.shape[0], 80, 64), FLOOR)], dim=1)
+    stats = []
+    for batch in (x, padded):
+        model = small_encoder().train()
+        model(batch, lengths)
+        stats.append((model.bn0.running_mean.clone(), model.bn0.running_var.clone()))
+    assert torch.allclose(stats[0][0], stats[1][0], atol=1e-4) and torch.allclose(stats[0][1], stats[1][1])
+    valid = torch.cat([x[i, :n] for i, n in enumerate(lengths.tolist())])
+    assert torch.allclose(stats[0][0], 0.1 * valid.mean(dim=0), atol=1e-4)  # momentum 0.1 from 0
+    assert torch.allclose(stats[0][1], 0.9 + 0.1 * valid.var(dim=0), rtol=1e-4)
+    full = torch.full((2,), x.shape[1])  # without padding it is exactly nn.BatchNorm2d in train mode
+    model, ref = small_encoder().train(), torch.nn.BatchNorm2d(64).train()
+    ours = model._bn0(x[:2], full)
+    theirs = ref(x[:2].transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2)
+    assert torch.allclose(ours, theirs, atol=1e-4)
+    assert torch.allclose(model.bn0.running_var, ref.running_var, rtol=1e-5)
+
+
 def test_spec_augment_runs_in_train_mode_only() -> None:
     x, lengths = real_logmel_batch(max_frames=120)
     model = small_encoder(n_t=2, w_t=30, n_f=1, w_f=8, block_dropout=0.0, head_dropout=0.0)

@@ -38,6 +38,7 @@ def apply_gain(x: torch.Tensor, lengths: torch.Tensor, g_max: float,
     if g_max <= 0:
         return x
     b, t, _ = x.shape
+    lengths = lengths.to(x.device)
     gain = (_uniform((b,), generator, x.device) * 2.0 - 1.0) * g_max
     shifted = torch.clamp(x + gain.to(x.dtype).view(b, 1, 1), min=FLOOR_DB)
     return torch.where(valid_mask(lengths, t).unsqueeze(-1), shifted, x)
@@ -72,6 +73,7 @@ def freq_mixstyle(x: torch.Tensor, lengths: torch.Tensor, p: float, alpha: float
         return x
     b, t, _ = x.shape
     device = x.device
+    lengths = lengths.to(device)
     apply = _uniform((b,), generator, device) < p
     lam = sample_beta(alpha, b, generator, device)
     lam = torch.maximum(lam, 1.0 - lam).view(b, 1, 1)

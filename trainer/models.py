@@ -81,7 +81,7 @@ class AudioEncoder(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.n_mels:
             raise ValueError(f"expected (batch, frames, {self.n_mels}) log-mels, got {tuple(x.shape)}")
         lengths = lengths.to(x.device).clamp(min=1, max=x.shape[1])
-        x = self.bn0(x.transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2)  # BN per mel bin
+        x = self._bn0(x, lengths)
         if self.training:
             x = spec_augment(x, self.n_t, self.w_t, self.n_f, self.w_f, generator, lengths=lengths)
         min_frames = 2 ** N_POOLS  # a shorter input would pool to zero frames; the extra frames are masked
@@ -98,6 +98,25 @@ class AudioEncoder(nn.Module):
         x_mean = (x * keep).sum(dim=2) / keep.sum(dim=2)
         x = F.dropout(x_max + x_mean, p=self.head_dropout, training=self.training)
         return self.fc2(F.relu(self.fc1(x)))
+
+    def _bn0(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """BatchNorm over mel bins. In training the batch statistics use valid frames only: floor padding
+        (−100 dB) would otherwise drag the mean and inflate the variance of padded batches. Eval mode (and the
+        state dict) is plain `nn.BatchNorm2d`, so PANNs' bn0 loads as is."""
+        bn = self.bn0
+        if not (self.training and bn.track_running_stats):
+            return bn(x.transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2)
+        keep = valid_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        n = keep.sum()
+        mean = (x * keep).sum(dim=(0, 1)) / n
+        var = (((x - mean) * keep) ** 2).sum(dim=(0, 1)) / n
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            bn.running_mean.lerp_(mean.detach().to(bn.running_mean.dtype), momentum)
+            unbiased = var.detach() * n / (n - 1).clamp(min=1)
+            bn.running_var.lerp_(unbiased.to(bn.running_var.dtype), momentum)
+        return (x - mean) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias
 
     def load_panns_checkpoint(self, path: str | Path) -> dict[str, Any]:
         """Load bn0 and the conv blocks from a PANNs Cnn10 checkpoint ({"model": state_dict} or a bare one).
