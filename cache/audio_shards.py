@@ -1,0 +1,207 @@
+"""Audio feature shards: writer, and `AudioCache`, the reader the trainer uses.
+
+One shard = one HDF5 file with a single contiguous float16 matrix `features` (total_frames, n_mels), int64
+`offsets` (n+1), `clip_ids`, `split` and `durations` per clip. Reads go through a numpy memmap at the dataset's
+file offset (measured ~20–34k clips/s warm vs ~4.5k/s for one dataset per clip), opened lazily per process: a
+reader inherited over fork notices the new PID and re-opens its maps instead of sharing HDF5 handles.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import h5py
+import numpy as np
+
+from cache.manifest import Manifest, resolve_cache
+from cache.shards import write_h5_shard
+
+KIND = "audio"
+
+
+class CacheIntegrityError(Exception):
+    """A shard does not match its manifest (missing, foreign key, wrong layout)."""
+
+
+def write_audio_shard(
+    path: str | Path,
+    clip_ids: Sequence[str],
+    splits: Sequence[str],
+    features: Sequence[np.ndarray],
+    durations: Sequence[float],
+    key: str,
+    config: dict,
+) -> tuple[str, int]:
+    """Publish one audio shard; returns (payload sha256, total frames). Features are stored as float16."""
+    if not (len(clip_ids) == len(splits) == len(features) == len(durations)):
+        raise ValueError("clip_ids, splits, features and durations must have the same length")
+    n_mels = int(config.get("n_mels", 64))
+    lengths = [int(f.shape[0]) for f in features]
+    for cid, f in zip(clip_ids, features):
+        if f.ndim != 2 or f.shape[1] != n_mels:
+            raise ValueError(f"{cid}: features must be (frames, {n_mels}), got {f.shape}")
+    offsets = np.zeros(len(features) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    matrix = (np.concatenate(features, axis=0) if features else np.zeros((0, n_mels))).astype(np.float16)
+    sha = write_h5_shard(
+        path,
+        {
+            "features": matrix,
+            "offsets": offsets,
+            "clip_ids": list(clip_ids),
+            "split": list(splits),
+            "durations": np.asarray(durations, dtype=np.float64),
+        },
+        {"cache_key": key, "config": config, "kind": KIND},
+    )
+    return sha, int(offsets[-1])
+
+
+class _ShardIndex:
+    """Per-shard metadata read once (plain numpy, safe to inherit over fork)."""
+
+    def __init__(self, path: Path, key: str):
+        self.path = path
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("cache_key") != key:
+                raise CacheIntegrityError(f"{path}: shard belongs to cache {f.attrs.get('cache_key')!r}, not {key}")
+            ds = f["features"]
+            self.shape = tuple(ds.shape)
+            self.dtype = np.dtype(ds.dtype)
+            self.file_offset = ds.id.get_offset()  # None for an empty or non-contiguous dataset
+            if ds.chunks is not None or ds.compression is not None:
+                raise CacheIntegrityError(f"{path}: features dataset is chunked/compressed; expected contiguous")
+            self.offsets = f["offsets"][()].astype(np.int64)
+            self.clip_ids = [str(s) for s in f["clip_ids"].asstr()[()]]
+            self.splits = [str(s) for s in f["split"].asstr()[()]]
+            self.durations = f["durations"][()].astype(np.float64)
+
+    def memmap(self) -> np.ndarray:
+        if self.shape[0] == 0 or self.file_offset is None:
+            return np.zeros(self.shape, dtype=self.dtype)
+        return np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.file_offset, shape=self.shape)
+
+
+class AudioCache:
+    """Random access to every clip of one complete audio cache, by clip id or global index."""
+
+    def __init__(self, directory: str | Path, allow_incomplete: bool = False):
+        self.directory = Path(directory)
+        self.manifest = Manifest.read(self.directory)
+        if self.manifest.kind != KIND:
+            raise CacheIntegrityError(f"{self.directory}: not an audio cache (kind {self.manifest.kind})")
+        if not self.manifest.complete and not allow_incomplete:
+            raise CacheIntegrityError(f"{self.directory}: cache is incomplete; re-run `audioret prep audio`")
+        self.key = self.manifest.key
+        self.config = dict(self.manifest.config)
+        shards = [s for s in self.manifest.shards if s.complete or (self.directory / s.file).exists()]
+        self._shards = [_ShardIndex(self.directory / s.file, self.key) for s in shards]
+        self.clip_ids: list[str] = [c for s in self._shards for c in s.clip_ids]
+        self.splits: list[str] = [c for s in self._shards for c in s.splits]
+        self.durations = np.concatenate([s.durations for s in self._shards]) if self._shards else np.zeros(0)
+        self._shard_of = np.concatenate(
+            [np.full(len(s.clip_ids), i, dtype=np.int64) for i, s in enumerate(self._shards)]
+        ) if self._shards else np.zeros(0, dtype=np.int64)
+        self._row_start = np.concatenate([s.offsets[:-1] for s in self._shards]) if self._shards else np.zeros(0, np.int64)
+        self._row_end = np.concatenate([s.offsets[1:] for s in self._shards]) if self._shards else np.zeros(0, np.int64)
+        self._index = {cid: i for i, cid in enumerate(self.clip_ids)}
+        if len(self._index) != len(self.clip_ids):
+            raise CacheIntegrityError(f"{self.directory}: duplicate clip ids across shards")
+        self._pid: int | None = None
+        self._maps: list[np.ndarray] = []
+
+    @classmethod
+    def open(cls, cache_root: str | Path, name: str | None = None, key: str | None = None) -> "AudioCache":
+        """The newest complete audio cache named `name` under `cache_root` (or the one with key prefix `key`)."""
+        return cls(resolve_cache(cache_root, KIND, name=name, key=key))
+
+    def _maps_for_this_process(self) -> list[np.ndarray]:
+        if self._pid != os.getpid():
+            self._maps = [s.memmap() for s in self._shards]
+            self._pid = os.getpid()
+        return self._maps
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    @property
+    def n_mels(self) -> int:
+        return int(self.config.get("n_mels", 64))
+
+    def index_of(self, clip_id: str) -> int:
+        try:
+            return self._index[clip_id]
+        except KeyError:
+            raise KeyError(f"clip {clip_id!r} is not in audio cache {self.directory}") from None
+
+    def ids_for_split(self, split: str) -> list[str]:
+        return [c for c, s in zip(self.clip_ids, self.splits) if s == split]
+
+    def indices_for_split(self, split: str) -> np.ndarray:
+        return np.array([i for i, s in enumerate(self.splits) if s == split], dtype=np.int64)
+
+    def lengths(self) -> np.ndarray:
+        """Frames per clip, aligned with `clip_ids`."""
+        return self._row_end - self._row_start
+
+    def get(self, clip: str | int) -> np.ndarray:
+        """Read-only float16 (frames, n_mels) view of one clip (no copy until the caller makes one)."""
+        i = self.index_of(clip) if isinstance(clip, str) else int(clip)
+        m = self._maps_for_this_process()[self._shard_of[i]]
+        return m[self._row_start[i]:self._row_end[i]]
+
+    def load_all(self, indices: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Features of many clips as one float16 array + int64 offsets (n+1) + ids, for resident training."""
+        idx = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
+        lengths = self.lengths()[idx]
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        out = np.empty((int(offsets[-1]), self.n_mels), dtype=np.float16)
+        if indices is None:
+            row = 0
+            for m in self._maps_for_this_process():  # whole shards: one sequential copy each
+                out[row:row + m.shape[0]] = m
+                row += m.shape[0]
+        else:
+            for j, i in enumerate(idx):
+                out[offsets[j]:offsets[j + 1]] = self.get(int(i))
+        return out, offsets, [self.clip_ids[i] for i in idx]
+
+
+def build_audio_cache(
+    cache_root: str | Path,
+    features: dict[str, np.ndarray],
+    config: dict,
+    name: str,
+    dataset: str = "memory",
+    splits: dict[str, str] | None = None,
+    durations: dict[str, float] | None = None,
+    shard_size: int = 256,
+    code_version: str = "memory",
+) -> Manifest:
+    """Write a complete audio cache from features already in memory (tests, benchmarks, imported features).
+
+    The key covers the config, the code version and the clip ids, so distinct inputs land in distinct caches.
+    """
+    from cache.keys import cache_key
+    from cache.manifest import cache_dir_for, plan_shards
+
+    ids = sorted(features)
+    split_of = splits or {c: "development" for c in ids}
+    dur = durations or {c: features[c].shape[0] / 100.0 for c in ids}
+    key = cache_key(KIND, config, code_version, {}, [{"path": c, "split": split_of[c]} for c in ids])
+    directory = cache_dir_for(cache_root, KIND, key)
+    directory.mkdir(parents=True, exist_ok=True)
+    m = Manifest(kind=KIND, key=key, name=name, dataset=dataset, splits=sorted(set(split_of.values())),
+                 clip_ids=ids, clip_splits=[split_of[c] for c in ids], shard_size=shard_size,
+                 shards=plan_shards(len(ids), shard_size), config=config, code_version=code_version,
+                 extra={"durations": {c: float(dur[c]) for c in ids}})
+    for s in m.shards:
+        part = ids[s.start:s.start + s.count]
+        s.sha256, s.n_frames = write_audio_shard(directory / s.file, part, [split_of[c] for c in part],
+                                                 [features[c] for c in part], [dur[c] for c in part], key, config)
+        s.complete = True
+    m.complete = True
+    m.write(directory)
+    return m
