@@ -79,17 +79,18 @@ def freq_mixstyle(x: torch.Tensor, lengths: torch.Tensor, p: float, alpha: float
     lam = torch.maximum(lam, 1.0 - lam).view(b, 1, 1)
     perm = torch.randperm(b, generator=generator, device=device)
 
-    xf = x.detach().float()
-    mask = valid_mask(lengths, t).unsqueeze(-1)  # (B, T, 1)
-    n = lengths.to(device=device, dtype=torch.float32).view(b, 1, 1)
-    mu = (xf * mask).sum(dim=1, keepdim=True) / n.clamp(min=1.0)  # (B, 1, F)
-    var = (((xf - mu) * mask) ** 2).sum(dim=1, keepdim=True) / (n - 1.0).clamp(min=1.0)
+    mask = valid_mask(lengths, t)
+    weights = mask.to(torch.float32).unsqueeze(1)  # (B, 1, T): time sums as one batched matmul each
+    n = weights.sum(dim=2, keepdim=True)  # (B, 1, 1)
+    mu = torch.bmm(weights, x.detach().float()) / n.clamp(min=1.0)  # (B, 1, F)
+    centred = x.float() - mu  # two-pass variance: no cancellation on dB values around −40
+    var = torch.bmm(weights, centred.detach().square()) / (n - 1.0).clamp(min=1.0)
     sig = (var + eps).sqrt()
 
     mu_mix = lam * mu + (1.0 - lam) * mu[perm]
     sig_mix = lam * sig + (1.0 - lam) * sig[perm]
-    mixed = ((x.float() - mu) / sig * sig_mix + mu_mix).to(x.dtype)
-    keep = mask & apply.view(b, 1, 1)
+    mixed = torch.addcmul(mu_mix, centred, sig_mix / sig).to(x.dtype)
+    keep = mask.unsqueeze(-1) & apply.view(b, 1, 1)
     return torch.where(keep, mixed, x)
 
 
