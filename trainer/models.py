@@ -4,7 +4,8 @@ Why the details matter (DESIGN.md): attribute names follow the PANNs Cnn10 state
 `conv_block1.conv1.weight`, `conv_block1.bn1.*`, ...) so the AudioSet checkpoint `Cnn10_mAP=0.380.pth` loads
 as is; padded frames are zeroed before every convolution (exactly what the convolution's own zero padding does at a
 clip's end) and masked out of the time pooling, so a clip's embedding does not depend on how much padding its batch
-needed (in eval mode; BatchNorm batch statistics in train mode still see the padded frames).
+needed (exactly in eval mode; in train mode bn0's batch statistics skip padding too, while the conv blocks'
+BatchNorms still count the zeroed padded frames).
 """
 from __future__ import annotations
 
