@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from cache.manifest import Manifest, ShardEntry, resolve_cache
-from cache.shards import write_h5_shard
+from cache.shards import CacheIntegrityError, write_h5_shard
 from cache.verify import register_shard_check
 
 KIND = "captions"
@@ -127,6 +127,9 @@ class CaptionCache:
 
     def _read_shard(self, path: Path) -> None:
         with h5py.File(path, "r") as f:
+            if f.attrs.get("cache_key") != self.key:
+                raise CacheIntegrityError(
+                    f"{path}: shard belongs to cache {f.attrs.get('cache_key')!r}, not {self.key}")
             ids, splits = _read_strings(f["clip_ids"]), _read_strings(f["split"])
             offsets = f["offsets"][()]
             raw, caps = _read_strings(f["raw"]), _read_strings(f["captions"])

@@ -212,9 +212,9 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
         for p in problems:
             (report or _stderr)(f"{p['file']}: {p['error']}")
         result = _run_shards(m, records, cache_dir, workers or os.cpu_count() or 1, progress, report, scheduler)
+        _write_failures(cache_dir, _all_failures(m))  # before `complete`: a kill between them loses nothing
         m.complete = True
         m.write(cache_dir)
-        _write_failures(cache_dir, _all_failures(m))
     result.failures = _all_failures(m)
     return result
 

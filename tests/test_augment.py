@@ -42,7 +42,7 @@ def test_gain_is_exact_per_example_and_only_on_valid_frames(batch) -> None:
         g = float(delta.mean())
         assert torch.allclose(delta, torch.full_like(delta, g), atol=1e-4), "one gain per example, all frames"
         assert -6.0 <= g <= 6.0
-        expected = torch.clamp(x[i, :n] + g, min=FLOOR)
+        expected = torch.where(x[i, :n] > FLOOR, torch.clamp(x[i, :n] + g, min=FLOOR), x[i, :n])
         assert torch.allclose(out[i, :n], expected, atol=1e-4)
         gains.append(g)
     assert len({round(g, 3) for g in gains}) == len(gains), "examples draw independent gains"
@@ -54,6 +54,15 @@ def test_gain_clamps_at_floor_and_zero_is_identity() -> None:
     out = apply_gain(x, torch.full((64,), 5), 6.0, gen(2))
     assert float(out.min()) == FLOOR and float(out.max()) > FLOOR + 1.0  # some gains < −1 dB, some > 0
     assert apply_gain(x, torch.full((64,), 5), 0.0, gen(2)) is x
+
+
+def test_gain_leaves_digital_silence_at_the_floor() -> None:
+    """Zero power scaled is still zero: floor bins inside a clip must not rise with a positive gain."""
+    x = torch.full((16, 8, 4), FLOOR)
+    x[:, :, 0] = -30.0
+    out = apply_gain(x, torch.full((16,), 8), 6.0, gen(3))
+    assert bool((out[:, :, 1:] == FLOOR).all())
+    assert not torch.equal(out[:, :, 0], x[:, :, 0])
 
 
 def test_mixstyle_mixes_per_bin_time_statistics_of_a_batch_partner(batch) -> None:

@@ -13,7 +13,7 @@ from conftest import real_clips
 from search_helpers import Quadratic
 from trainer.search import run_search
 
-distributed = pytest.importorskip("distributed")
+import distributed  # noqa: E402  (a test dependency: a broken install must fail, not skip)
 
 
 @pytest.fixture(scope="module")

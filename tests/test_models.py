@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,7 +113,9 @@ def test_width_scales_channels_and_wrong_shapes_are_refused() -> None:
 def test_load_panns_checkpoint_copies_bn0_and_conv_blocks(tmp_path, wrapped: bool) -> None:
     sd = panns_state_dict()
     path = tmp_path / "Cnn10_mAP=0.380.pth"
-    torch.save({"model": sd, "sampler": {"epoch": 3}} if wrapped else sd, path)
+    # PANNs stores its sampler state (numpy arrays and a RandomState tuple) next to the weights.
+    sampler = {"epoch": 3, "indexes": np.arange(5), "random_state": np.random.RandomState(0).get_state()}
+    torch.save({"model": sd, "sampler": sampler} if wrapped else sd, path)
     model = AudioEncoder(embed_dim=8, hidden=16)
     fc_before = model.fc1.weight.clone()
     report = model.load_panns_checkpoint(path)

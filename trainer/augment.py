@@ -32,7 +32,7 @@ def apply_gain(x: torch.Tensor, lengths: torch.Tensor, g_max: float,
     """Random gain g ~ U(−g_max, g_max) dB per example, added to the valid frames only.
 
     Why this is exact: scaling a waveform by 10^(g/20) scales its power spectrogram by 10^(g/10), i.e. adds g to a
-    dB log-mel; only the 1e-10 floor does not move, hence the clamp at −100 dB. Padded frames stay at the floor so
+    dB log-mel; only the 1e-10 floor does not move: bins at −100 dB stay there, others clamp at −100 dB. Padded frames stay at the floor so
     masks and padding semantics survive. g_max ≤ 0 returns x unchanged (and draws nothing).
     """
     if g_max <= 0:
@@ -41,7 +41,9 @@ def apply_gain(x: torch.Tensor, lengths: torch.Tensor, g_max: float,
     lengths = lengths.to(x.device)
     gain = (_uniform((b,), generator, x.device) * 2.0 - 1.0) * g_max
     shifted = torch.clamp(x + gain.to(x.dtype).view(b, 1, 1), min=FLOOR_DB)
-    return torch.where(valid_mask(lengths, t).unsqueeze(-1), shifted, x)
+    # Bins at the floor are digital silence (power < 1e-10): scaling zero stays zero, so they do not move.
+    movable = valid_mask(lengths, t).unsqueeze(-1) & (x > FLOOR_DB)
+    return torch.where(movable, shifted, x)
 
 
 def sample_beta(alpha: float, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:

@@ -24,8 +24,9 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
+
+from trainer.loss import mask_from_clip_ids, nt_xent
 
 #: Environment variables that mean "a launcher started this process as one rank of several".
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE")
@@ -250,17 +251,11 @@ def local_block_loss(audio_local: torch.Tensor, text_local: torch.Tensor, audio_
 
     With offset 0 and local == all this is exactly the single-process N×N loss. `clip_*` (clip indices) mask
     other captions of the same clip out of the negatives (DESIGN: they are not negatives of each other).
+    The loss itself is trainer.loss.nt_xent; this only supplies the global columns.
     """
-    b = audio_local.shape[0]
-    labels = torch.arange(b, device=audio_local.device) + offset
-    logits_a2t = logit_scale * audio_local @ text_all.t()
-    logits_t2a = logit_scale * text_local @ audio_all.t()
-    if clip_local is not None and clip_all is not None:
-        same = clip_local[:, None] == clip_all[None, :]
-        same[torch.arange(b, device=same.device), labels] = False
-        logits_a2t = logits_a2t.masked_fill(same, float("-inf"))
-        logits_t2a = logits_t2a.masked_fill(same, float("-inf"))
-    return 0.5 * (F.cross_entropy(logits_a2t, labels) + F.cross_entropy(logits_t2a, labels))
+    mask = mask_from_clip_ids(clip_local, clip_all) if clip_local is not None and clip_all is not None else None
+    return nt_xent(audio_local, text_local, logit_scale, mask, audio_all=audio_all, text_all=text_all,
+                   offset=offset)
 
 
 def distributed_nt_xent(audio_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float,
@@ -277,15 +272,14 @@ def distributed_nt_xent(audio_emb: torch.Tensor, text_emb: torch.Tensor, logit_s
 
 
 def contrastive_loss(audio_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float,
-                     clip_index: torch.Tensor, single_process_loss: Any, same_clip_mask: Any) -> torch.Tensor:
-    """The loop's one loss call: the global-batch loss in a distributed run, else the trainer's own NT-Xent.
+                     clip_index: torch.Tensor) -> torch.Tensor:
+    """The loop's one loss call: the global-batch loss in a distributed run, else the plain NT-Xent.
 
-    `single_process_loss` / `same_clip_mask` are `trainer.loss.nt_xent` / `mask_from_clip_ids`, passed in so this
-    module does not import the model code (and a one-GPU run is bit-identical to before).
+    `clip_index` (one int per row) keeps captions of the same clip from being each other's negatives.
     """
     if current().enabled:
         return distributed_nt_xent(audio_emb, text_emb, logit_scale, clip_index)
-    return single_process_loss(audio_emb, text_emb, logit_scale, same_clip_mask(clip_index))
+    return nt_xent(audio_emb, text_emb, logit_scale, mask_from_clip_ids(clip_index))
 
 
 def wrap_model(model: nn.Module, device: torch.device | None = None) -> nn.Module:

@@ -10,6 +10,7 @@ BatchNorms still count the zeroed padded frames).
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,21 @@ from trainer.augment import spec_augment, valid_mask
 CNN10_CHANNELS = (64, 128, 256, 512)
 N_POOLS = len(CNN10_CHANNELS)  # each block halves time and frequency
 PANNS_PREFIXES = ("bn0.",) + tuple(f"conv_block{i}." for i in range(1, N_POOLS + 1))
+
+
+def _load_checkpoint_weights_only(path: Path) -> Any:
+    """torch.load(weights_only=True), also for PANNs' files, which store numpy arrays (the sampler state) next to
+    the weights: plain numpy arrays and dtypes are allowed as data, nothing else is unpickled."""
+    import numpy as np
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        core = getattr(np, "_core", None) or np.core
+        allowed = [core.multiarray._reconstruct, np.ndarray, np.dtype, core.multiarray.scalar]
+        allowed += [type(np.dtype(t)) for t in ("int64", "int32", "float64", "float32", "uint32", "bool", "U8")]
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True)
 
 
 class ModelLoadError(RuntimeError):
@@ -131,7 +147,7 @@ class AudioEncoder(nn.Module):
         if self.width != 1:
             raise ValueError(f"{path}: PANNs weights need audio width 1, this encoder has width {self.width}")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = _load_checkpoint_weights_only(path)
         except Exception as exc:  # noqa: BLE001 - one line naming the file is the contract
             raise ModelLoadError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})".splitlines()[0])
         if isinstance(state, dict) and isinstance(state.get("model"), dict):

@@ -73,9 +73,10 @@ def setup_wordnet(target: Path | None = None, source: Path | None = None) -> Pat
             if f.is_file():
                 shutil.copyfile(f, tmp / f.name)
         (tmp / "lexnames").write_text(lexnames_text(), encoding="ascii")
-        if corpus.exists():
-            shutil.rmtree(corpus)  # an incomplete earlier copy
-        os.replace(tmp, corpus)
+        if corpus.exists() and not _complete(corpus):
+            shutil.rmtree(corpus, ignore_errors=True)  # an incomplete earlier copy (never a finished one)
+        if not _complete(corpus):
+            os.replace(tmp, corpus)  # ENOTEMPTY if another process won the race: caught below
     except OSError:
         if not _complete(corpus):
             raise

@@ -108,7 +108,7 @@ def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, ca
         click.echo(f"{len(result.failures)} back-translation(s) failed; see "
                    f"{result.cache_dir / 'failures.jsonl'} (rerun to retry them)", err=True)
     click.echo(str(result.cache_dir))
-    sys.exit(EXIT_PARTIAL if result.failures else EXIT_OK)
+    sys.exit(EXIT_PARTIAL if result.failures or result.problems else EXIT_OK)
 
 
 def parse_sets(items: tuple[str, ...]) -> dict[str, float]:

@@ -116,7 +116,7 @@ def _common(fn: Any) -> Any:
               help="Search space TOML (default: the paper's Table 4, 13 dimensions).")
 @click.option("--trials", type=click.IntRange(min=1), default=110, show_default=True,
               help="Trials that end (finished or failed); the paper ran 110.")
-@click.option("--initial", type=click.IntRange(min=0), default=10, show_default=True, help="Random starts.")
+@click.option("--initial", type=click.IntRange(min=1), default=10, show_default=True, help="Random starts.")
 @click.option("--estimator", type=click.Choice(["GP", "RF", "ET"]), default="GP", show_default=True,
               help="Surrogate model (GBRT is broken on current scikit-learn and not offered).")
 @click.option("--acq", type=click.Choice(["gp_hedge", "EI", "PI", "LCB"]), default="gp_hedge", show_default=True)
