@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Callable
 
 from cache.executor import make_executor, map_unordered
-from cache.keys import cache_key, canonical_json, source_fingerprint
+from cache.keys import cache_key, source_fingerprint
 from cache.locks import CacheLock
-from cache.manifest import FAILURES_NAME, Manifest, ShardEntry, cache_dir_for, plan_shards
-from cache.publish import publish_file, stale_temp_files
+from cache.manifest import Manifest, ShardEntry, cache_dir_for, finished_manifest, plan_shards, publish_failures
+from cache.publish import stale_temp_files
 from pipeline.datasets import CLOTHO_SPLITS, ClipRecord, DatasetError, load_records
 
 KIND = "audio"
@@ -142,30 +142,12 @@ def _new_manifest(key: str, name: str, dataset: str, records: list[ClipRecord], 
                     versions=decoder_versions(), extra={"durations": {}, "failures": [], "problems": []})
 
 
-def _write_failures(cache_dir: Path, failures: list[dict]) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for fail in failures:
-                f.write(canonical_json(fail) + "\n")
-    publish_file(cache_dir / FAILURES_NAME, write)
-
-
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
 def _all_failures(m: Manifest) -> list[dict]:
     return list(m.extra.get("problems", [])) + list(m.extra.get("failures", []))
-
-
-def _complete_and_present(cache_dir: Path) -> Manifest | None:
-    try:
-        m = Manifest.read(cache_dir)
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
-    if m.complete and all((cache_dir / s.file).is_file() for s in m.shards):
-        return m
-    return None
 
 
 def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None = None, name: str | None = None,
@@ -187,14 +169,14 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
     key = compute_key(records, root, dataset, name, content_hash)
     cache_dir = cache_dir_for(cache_root, KIND, key)
 
-    done = _complete_and_present(cache_dir)  # fast path: no lock needed to see a finished cache
+    done = finished_manifest(cache_dir)  # fast path: no lock needed to see a finished cache
     if done is not None:
         return PrepResult(cache_dir, key, len(done.clip_ids), _all_failures(done),
                           shards_skipped=len(done.shards), noop=True)
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     with CacheLock(cache_dir, wait=wait_lock):
-        done = _complete_and_present(cache_dir)  # another writer may have finished while we waited
+        done = finished_manifest(cache_dir)  # another writer may have finished while we waited
         if done is not None:
             return PrepResult(cache_dir, key, len(done.clip_ids), _all_failures(done),
                               shards_skipped=len(done.shards), noop=True)
@@ -212,7 +194,7 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
         for p in problems:
             (report or _stderr)(f"{p['file']}: {p['error']}")
         result = _run_shards(m, records, cache_dir, workers or os.cpu_count() or 1, progress, report, scheduler)
-        _write_failures(cache_dir, _all_failures(m))  # before `complete`: a kill between them loses nothing
+        publish_failures(cache_dir, _all_failures(m))  # before `complete`: a kill between them loses nothing
         m.complete = True
         m.write(cache_dir)
     result.failures = _all_failures(m)

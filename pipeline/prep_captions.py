@@ -14,7 +14,6 @@ down, rate limit persists, model missing) stops the run with exit 1: what was tr
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,7 @@ from typing import Sequence
 from cache.caption_shards import KIND, write_caption_shard
 from cache.keys import cache_key, canonical_json
 from cache.locks import CacheLock
-from cache.manifest import FAILURES_NAME, Manifest, cache_dir_for, plan_shards
-from cache.publish import publish_file
+from cache.manifest import Manifest, cache_dir_for, finished_manifest, plan_shards, publish_failures
 from pipeline.datasets import ClipRecord, load_records
 from pipeline.text import NORMALISATION, normalise_caption
 from pipeline.translate import SOURCE_LANG, Backend, TranslationResult, make_backend, translate_all
@@ -74,24 +72,6 @@ def caption_config(name: str, backend_name: str, backend: Backend | None, pivots
     models = {p: [backend.engine(SOURCE_LANG, p), backend.engine(p, SOURCE_LANG)] for p in pivots} if backend else {}
     return {"name": name, "normalisation": NORMALISATION, "backend": backend_name, "pivots": pivots,
             "models": models, "source_lang": SOURCE_LANG, "shard_size": shard_size}
-
-
-def _complete_and_present(cache_dir: Path) -> Manifest | None:
-    """The manifest if every shard is published and nothing is left to retry, else None."""
-    try:
-        m = Manifest.read(cache_dir)
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
-    ok = m.complete and all(s.complete and s.n_failed == 0 and (cache_dir / s.file).is_file() for s in m.shards)
-    return m if ok else None
-
-
-def _write_failures(cache_dir: Path, rows: list[dict]) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    publish_file(cache_dir / FAILURES_NAME, write)
 
 
 def _progress(total: int, enabled: bool):
@@ -161,12 +141,12 @@ def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | N
     cache_dir = cache_dir_for(cache_root, KIND, key)
     result = CaptionPrepResult(cache_dir, key, len(records), sum(len(r.captions) for r in records),
                                problems=problems)
-    done = _complete_and_present(cache_dir)
+    done = finished_manifest(cache_dir, allow_failed=False)
     if done is not None:
         result.noop = True
         return result
     with CacheLock(cache_dir, wait=wait_lock):
-        m = _complete_and_present(cache_dir)
+        m = finished_manifest(cache_dir, allow_failed=False)
         if m is not None:
             result.noop = True
             return result
@@ -199,7 +179,7 @@ def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | N
         m.extra["problems"] = problems
         m.complete = all(s.complete for s in m.shards)
         result.failures = list(m.extra.get("failures", []))
-        _write_failures(cache_dir, problems + result.failures)
+        publish_failures(cache_dir, problems + result.failures)
         m.write(cache_dir)
     return result
 
