@@ -15,13 +15,10 @@ import h5py
 import numpy as np
 
 from cache.manifest import Manifest, resolve_cache
-from cache.shards import write_h5_shard
+from cache.shards import CacheIntegrityError, write_h5_shard
 
 KIND = "audio"
-
-
-class CacheIntegrityError(Exception):
-    """A shard does not match its manifest (missing, foreign key, wrong layout)."""
+__all__ = ["AudioCache", "CacheIntegrityError", "build_audio_cache", "write_audio_shard"]
 
 
 def write_audio_shard(
@@ -49,8 +46,8 @@ def write_audio_shard(
         {
             "features": matrix,
             "offsets": offsets,
-            "clip_ids": list(clip_ids),
-            "split": list(splits),
+            "clip_ids": np.array(list(clip_ids), dtype=object),  # object dtype: stays a string dataset when empty
+            "split": np.array(list(splits), dtype=object),
             "durations": np.asarray(durations, dtype=np.float64),
         },
         {"cache_key": key, "config": config, "kind": KIND},

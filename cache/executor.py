@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator
 
@@ -19,14 +22,26 @@ def _init_local_worker(slots: "mp.Queue | None") -> None:
     """Runs first in each worker: one compute thread, and a GPU slot of its own if there are slots."""
     for var in THREAD_VARS:
         os.environ[var] = "1"
+    _exit_with_parent()
     if slots is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(slots.get())
-    try:
-        import torch
+    # torch reads OMP_NUM_THREADS when (if ever) a task imports it; importing it here would cost every
+    # worker ~1.4 s that `prep audio` never needs.
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
 
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover - torch is a dependency, but workers of prep need not import it
-        pass
+
+def _exit_with_parent(poll: float = 0.5) -> None:
+    """A daemon thread that ends this worker when its parent dies (kill -9 of a driver): an orphan would keep
+    writing a trial run dir that the re-run driver resumes."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class LocalExecutor:
@@ -84,9 +99,49 @@ def map_unordered(executor: Any, fn: Callable[[Any], Any], items: Iterable[Any],
             yield pending.pop(fut), fut
 
 
-def make_executor(workers: int | None = None, scheduler: str | None = None,
-                  gpus: list[int] | None = None) -> LocalExecutor:
-    """A local pool of `workers` processes (default: all cores). `scheduler` is for cluster back-ends."""
-    if scheduler:
-        raise NotImplementedError("cluster schedulers are not wired yet")  # replaced by the Dask back-end
+class DaskExecutor:
+    """A `distributed.Client` behind the same `submit` / `shutdown` / `workers` as LocalExecutor.
+
+    `target` is a scheduler address, a `distributed.Client` (not closed by shutdown) or a cluster object such as
+    `LocalCluster` (a client is opened on it and closed by shutdown). Tasks are submitted impure (`pure=False`):
+    two trials with the same arguments are two runs, not one cached result.
+    """
+
+    def __init__(self, target: Any, workers: int | None = None):
+        try:
+            from distributed import Client
+        except ImportError:  # pragma: no cover - optional extra
+            raise RuntimeError("--scheduler needs Dask: pip install 'dask[distributed]'") from None
+        if isinstance(target, Client):
+            self.client, self._own_client = target, False
+        else:
+            try:
+                self.client, self._own_client = Client(target, timeout="30s"), True
+            except OSError as exc:
+                raise RuntimeError(f"cannot reach Dask scheduler {target}: {exc}") from None
+        threads = sum(self.client.nthreads().values()) or 1
+        self.workers = max(1, min(int(workers), threads) if workers else threads)
+        self._executor = self.client.get_executor(pure=False)
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        return self._executor.submit(fn, *args, **kwargs)
+
+    def shutdown(self, cancel: bool = True) -> None:
+        self._executor.shutdown(wait=not cancel)
+        if self._own_client:
+            self.client.close()
+
+    def __enter__(self) -> "DaskExecutor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def make_executor(workers: int | None = None, scheduler: Any = None,
+                  gpus: list[int] | None = None) -> "LocalExecutor | DaskExecutor":
+    """A local pool of `workers` processes (default: all cores), or Dask when `scheduler` is given (an address
+    like tcp://HOST:8786, a Client or a cluster object); with Dask, `workers` caps the tasks in flight."""
+    if scheduler is not None and scheduler != "":
+        return DaskExecutor(scheduler, workers)
     return LocalExecutor(workers or os.cpu_count() or 1, gpus=gpus)

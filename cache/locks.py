@@ -27,7 +27,8 @@ class CacheLock:
     def acquire(self) -> "CacheLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = None if self.wait is None else time.monotonic() + self.wait
+        # At least a short grace: `is_locked` probes (cache ls / gc) hold the lock for microseconds.
+        deadline = None if self.wait is None else time.monotonic() + max(self.wait, 0.5)
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

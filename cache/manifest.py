@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from cache.keys import key_dir_name
-from cache.publish import publish_json
+from cache.publish import publish_file, publish_json
 
 MANIFEST_NAME = "manifest.json"
 FAILURES_NAME = "failures.jsonl"
@@ -135,3 +135,28 @@ def resolve_cache(cache_root: str | Path, kind: str, name: str | None = None, ke
             f"{cache_root}: no complete {kind} cache named {name!r} ({state}); names present: {', '.join(names)}"
         )
     return max(complete, key=lambda dm: dm[1].created)[0]
+
+
+def publish_failures(directory: str | Path, rows: list[dict]) -> Path:
+    """Atomically write the failure report `failures.jsonl`: one JSON object per failed input."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+
+    return publish_file(Path(directory) / FAILURES_NAME, write)
+
+
+def finished_manifest(directory: str | Path, allow_failed: bool = True) -> Manifest | None:
+    """The manifest of a complete cache whose shards are all on disk, else None (the cheap "nothing to do" test).
+
+    `allow_failed=False` also treats shards with failed inputs as unfinished (those inputs are retried).
+    """
+    directory = Path(directory)
+    try:
+        m = Manifest.read(directory)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    ok = m.complete and all((directory / s.file).is_file() and (allow_failed or (s.complete and s.n_failed == 0))
+                            for s in m.shards)
+    return m if ok else None

@@ -20,7 +20,8 @@ def tmp_path_for(final: str | Path) -> Path:
     return final.with_name(f"{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
 
 
-def fsync_dir(path: str | Path) -> None:
+def fsync_path(path: str | Path) -> None:
+    """fsync a file's data or a directory's entries (both are opened read-only for it)."""
     fd = os.open(str(path), os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -28,12 +29,7 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def fsync_file(path: str | Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+fsync_dir = fsync_file = fsync_path
 
 
 def publish_file(final: str | Path, write: Callable[[Path], None]) -> Path:

@@ -17,6 +17,11 @@ import numpy as np
 from cache.publish import publish_file
 
 CHECKSUM_ATTR = "payload_sha256"
+
+
+class CacheIntegrityError(Exception):
+    """A cache or shard does not match its manifest (incomplete, foreign key, wrong layout)."""
+
 STR_DTYPE = h5py.string_dtype("utf-8")
 
 

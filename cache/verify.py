@@ -13,7 +13,7 @@ from typing import Callable
 import h5py
 import numpy as np
 
-from cache.locks import is_locked
+from cache.locks import CacheLock, CacheLockedError, is_locked
 from cache.manifest import FAILURES_NAME, Manifest, ShardEntry, iter_caches
 from cache.publish import stale_temp_files
 from cache.shards import CHECKSUM_ATTR, payload_checksum
@@ -138,12 +138,30 @@ def garbage(cache_root: str | Path) -> list[Path]:
     return found
 
 
-def remove(paths: list[Path]) -> None:
+def remove(paths: list[Path]) -> list[Path]:
+    """Delete what `garbage` found; a cache directory only while holding its writer lock (a prep that started
+    since is left alone). Returns what was skipped."""
+    skipped = []
     for p in paths:
         if p.is_dir():
-            shutil.rmtree(p)
+            try:
+                with CacheLock(p, wait=0):
+                    if _is_complete(p):  # finished by a writer since `garbage` looked
+                        skipped.append(p)
+                        continue
+                    shutil.rmtree(p)
+            except CacheLockedError:
+                skipped.append(p)
         else:
             p.unlink(missing_ok=True)
+    return skipped
+
+
+def _is_complete(directory: Path) -> bool:
+    try:
+        return Manifest.read(directory).complete
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
 
 
 __all__ = ["verify_cache", "summarise", "garbage", "remove", "register_shard_check", "FAILURES_NAME"]

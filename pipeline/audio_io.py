@@ -37,6 +37,13 @@ def load_mono(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG) -> np.nda
 
     path = Path(path)
     try:
+        if path.stat().st_size == 0:
+            raise AudioDecodeError("empty file (0 bytes)")
+    except FileNotFoundError:
+        raise AudioDecodeError("file not found") from None
+    except PermissionError:
+        raise AudioDecodeError("permission denied") from None
+    try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except FileNotFoundError:
         raise AudioDecodeError("file not found") from None
@@ -44,6 +51,7 @@ def load_mono(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG) -> np.nda
         raise AudioDecodeError("permission denied") from None
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
         msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        msg = msg.replace(f"Error opening {str(path)!r}: ", "")  # the caller names the file already
         raise AudioDecodeError(f"cannot decode: {msg}") from None
     if data.shape[0] == 0:
         raise AudioDecodeError("zero-length audio (no samples)")

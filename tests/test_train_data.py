@@ -14,7 +14,7 @@ from trainer.augment import FLOOR_DB
 from trainer.config import load_config
 from trainer.data import (DataError, StreamedBatches, TrainData, check_audio_config, crop_windows, pad_arrays,
                           plan_batches)
-from trainer_fixtures import demo_cache
+from demo_fixtures import demo_cache
 
 
 @pytest.mark.parametrize("n_clips,per_clip,batch", [(100, 5, 30), (7, 5, 4), (3, 10, 8), (50, 1, 16), (1, 3, 5)])

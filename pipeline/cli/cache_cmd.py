@@ -92,6 +92,7 @@ def gc_cmd(cache_dir: Path, yes: bool) -> None:
     for p in found:
         click.echo(("removing " if yes else "would remove ") + str(p))
     if yes:
-        remove(found)
+        for p in remove(found):
+            click.echo(f"skipped {p}: a writer is using it now")
     else:
         click.echo("re-run with --yes to delete")

@@ -12,11 +12,21 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 
+def _version() -> str:
+    """The installed distribution's version, or the source tree's when run from a checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("audioret")
+    except PackageNotFoundError:
+        return "0.1.0+source"
+
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 
 @click.group(context_settings=CONTEXT)
-@click.version_option(package_name="audioret", prog_name="audioret")
+@click.version_option(version=_version(), prog_name="audioret")
 def main() -> None:
     """audioret: language-based audio retrieval (text query → ranked recordings).
 

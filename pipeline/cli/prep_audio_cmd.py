@@ -1,1 +1,74 @@
-"""(placeholder: this stage's commands land here)."""
+"""`audioret prep audio`: the command-line face of pipeline.prep_audio (argument checks, output, exit codes)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, prep
+
+
+@prep.command("audio", context_settings=CONTEXT)
+@click.option("--dataset", required=True, metavar="KIND",
+              help="Dataset reader: clotho (Clotho v2.1 layout) or manifest (CSV/JSONL); others when registered.")
+@click.option("--root", type=click.Path(path_type=Path), default=None,
+              help="Dataset root (Clotho: the folder with clotho_captions_*.csv). Manifest: default its folder.")
+@click.option("--manifest", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="CSV or JSONL with split, file_name, caption_1..caption_N (file names relative to it).")
+@click.option("--cache", "cache_root", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Cache root; the features land in CACHE/audio/<key>/.")
+@click.option("--name", default=None, help="Name to find this cache by later (default: the dataset kind).")
+@click.option("--splits", default=None, help="Comma-separated splits to include (default: all present).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
+@click.option("--shard-size", type=click.IntRange(min=1), default=256, show_default=True, help="Clips per shard.")
+@click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds to wait when another prep holds the cache (0: refuse at once).")
+@click.option("--content-hash", is_flag=True,
+              help="Fingerprint sources by content (sha256) too, not only size and mtime.")
+@click.option("--scheduler", default=None, metavar="ADDR",
+              help="Dask scheduler, e.g. tcp://head:8786 (workers need this package and the same paths).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar on stderr.")
+def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache_root: Path, name: str | None,
+                   splits: str | None, workers: int | None, shard_size: int, wait_lock: float,
+                   content_hash: bool, scheduler: str | None, progress: bool) -> None:
+    """Decode every clip once and cache its 64-bin log-mel (32 kHz, hop 320) as float16 HDF5 shards.
+
+    Re-running finishes an interrupted cache (only missing shards are redone) or, when the cache is complete,
+    just prints its directory. Files that cannot be decoded are listed in failures.jsonl and on stderr; the
+    other clips complete and the exit code is 3. The cache directory is printed on stdout at the end.
+
+    \b
+    Examples:
+      audioret prep audio --dataset clotho --root data/clotho --cache cache/
+      audioret prep audio --dataset manifest --manifest my/clips.csv --cache cache/ --name mine --workers 4
+    """
+    from cache.locks import CacheLockedError
+    from pipeline.datasets import DATASET_KINDS, DatasetError, split_list
+    from pipeline.prep_audio import prep_audio
+
+    if dataset not in DATASET_KINDS:
+        raise click.BadParameter(f"unknown dataset {dataset!r}; choose from {', '.join(sorted(DATASET_KINDS))}",
+                                 param_hint="--dataset")
+    if root is None:
+        if manifest is None:
+            raise click.UsageError("--root is required (or --manifest for --dataset manifest)")
+        root = manifest.parent
+    try:
+        result = prep_audio(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
+                            workers=workers, shard_size=shard_size, wait_lock=wait_lock,
+                            content_hash=content_hash, progress=progress, scheduler=scheduler)
+    except (DatasetError, CacheLockedError, RuntimeError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+    if result.noop:
+        click.echo(f"cache complete, nothing to do ({result.n_clips} clips)", err=True)
+    else:
+        click.echo(f"{result.shards_done} shards written, {result.shards_skipped} already present", err=True)
+    if result.failures:
+        if result.noop:  # the failures of the run that made the cache still hold: say so again
+            for fail in result.failures:
+                click.echo(f"{fail['file']}: {fail['error']}", err=True)
+        click.echo(f"{len(result.failures)} file(s) failed; see {result.cache_dir / 'failures.jsonl'}", err=True)
+    click.echo(str(result.cache_dir))
+    sys.exit(EXIT_PARTIAL if result.failures else EXIT_OK)

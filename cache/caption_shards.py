@@ -1,0 +1,168 @@
+"""Caption shards: per clip its raw and normalised captions and, per pivot language, their back-translations.
+
+Why a shard format of its own: captions are tiny next to log-mels, but back-translation is the slow, rate-limited
+step, so its result is cached once and every training run of a search reads it. One shard is one HDF5 file
+published atomically through `cache.shards.write_h5_shard` (payload checksum included, so `cache verify` covers
+it). A clip has a variable number of captions (Clotho 5, AudioCaps 1 or 5, manifests any), hence flat caption
+arrays plus int64 offsets, like the audio shards' frames:
+
+    clip_ids (n) UTF-8, split (n) UTF-8, offsets (n+1) int64,
+    raw (m) UTF-8, captions (m) UTF-8 normalised,
+    bt_<pivot> (m) UTF-8 normalised back-translation ("" where it failed), bt_raw_<pivot> (m) translator output.
+    attrs: cache_key, config (JSON: normalisation, backend, models, pivots), normalisation, backend,
+           pivots (JSON list), models (JSON dict pivot → [forward, backward])
+
+`CaptionCache` reads every shard of a cache into memory at once (a few MB for Clotho) and keeps no HDF5 handle
+open, so it is safe across fork and fast for the trainer's per-example look-ups.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import h5py
+import numpy as np
+
+from cache.manifest import Manifest, ShardEntry, resolve_cache
+from cache.shards import CacheIntegrityError, write_h5_shard
+from cache.verify import register_shard_check
+
+KIND = "captions"
+
+
+def _strings(values: Sequence[str]) -> np.ndarray:
+    return np.array(list(values), dtype=object)
+
+
+def write_caption_shard(path: str | Path, clip_ids: Sequence[str], splits: Sequence[str],
+                        raw: Sequence[Sequence[str]], captions: Sequence[Sequence[str]],
+                        back: dict[str, Sequence[Sequence[str]]], back_raw: dict[str, Sequence[Sequence[str]]],
+                        key: str, config: dict) -> str:
+    """Publish one caption shard; per-clip lists are flattened with offsets. Returns the payload checksum."""
+    counts = [len(c) for c in captions]
+    if [len(r) for r in raw] != counts:
+        raise ValueError(f"{path}: raw and normalised caption counts differ")
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    flat = lambda lists: _strings([t for group in lists for t in group])  # noqa: E731
+    datasets: dict[str, np.ndarray] = {
+        "clip_ids": _strings(clip_ids), "split": _strings(splits), "offsets": offsets,
+        "raw": flat(raw), "captions": flat(captions),
+    }
+    for pivot in config.get("pivots", []):
+        for name, src in ((f"bt_{pivot}", back[pivot]), (f"bt_raw_{pivot}", back_raw[pivot])):
+            if [len(x) for x in src] != counts:
+                raise ValueError(f"{path}: back-translations ({name}) not aligned with captions")
+            datasets[name] = flat(src)
+    attrs = {
+        "cache_key": key,
+        "config": json.dumps(config, sort_keys=True),
+        "normalisation": config.get("normalisation", ""),
+        "backend": config.get("backend", "none"),
+        "pivots": json.dumps(config.get("pivots", [])),
+        "models": json.dumps(config.get("models", {}), sort_keys=True),
+    }
+    return write_h5_shard(Path(path), datasets, attrs)
+
+
+def _read_strings(ds: h5py.Dataset) -> list[str]:
+    return [s for s in ds.asstr()[()]] if ds.shape and ds.shape[0] else []
+
+
+def check_caption_shard(f: h5py.File, entry: ShardEntry, m: Manifest) -> list[str]:
+    """`cache verify`'s structural check: offsets partition the caption arrays, every per-caption array is
+    aligned, the shard holds exactly its planned clip ids, and backend/pivots match the manifest."""
+    problems = []
+    ids = _read_strings(f["clip_ids"])
+    offsets = f["offsets"][()]
+    planned = m.clip_ids[entry.start:entry.start + entry.count]
+    if ids != planned:
+        problems.append(f"holds {len(ids)} clips, not the {entry.count} planned ({planned[:1]}...)")
+    total = int(offsets[-1]) if len(offsets) else -1
+    if len(offsets) != len(ids) + 1 or (len(offsets) and offsets[0] != 0) or np.any(np.diff(offsets) < 0):
+        problems.append(f"offsets do not partition the captions into {len(ids)} clips")
+    pivots = list(m.config.get("pivots", []))
+    for name in ["raw", "captions"] + [f"bt_{p}" for p in pivots] + [f"bt_raw_{p}" for p in pivots]:
+        if name not in f:
+            problems.append(f"dataset {name} missing")
+        elif f[name].shape[0] != total:
+            problems.append(f"{name} has {f[name].shape[0]} entries, offsets say {total}")
+    if f.attrs.get("backend") != m.config.get("backend") or json.loads(f.attrs.get("pivots", "[]")) != pivots:
+        problems.append("backend/pivots attributes differ from the manifest config")
+    return problems
+
+
+register_shard_check(KIND, check_caption_shard)
+
+
+class CaptionCache:
+    """All captions of one caption cache, in memory: `CaptionCache(dir)` or `CaptionCache.open(root, name, key)`."""
+
+    def __init__(self, directory: str | Path, allow_incomplete: bool = False):
+        self.directory = Path(directory)
+        self.manifest = Manifest.read(self.directory)
+        if self.manifest.kind != KIND:
+            raise ValueError(f"{self.directory}: not a captions cache (kind {self.manifest.kind})")
+        if not self.manifest.complete and not allow_incomplete:
+            raise ValueError(f"{self.directory}: captions cache is incomplete; re-run `audioret prep captions`")
+        self.config: dict = dict(self.manifest.config)
+        self.key: str = self.manifest.key
+        self.backend: str = self.config.get("backend", "none")
+        self.pivots: list[str] = [] if self.backend == "none" else list(self.config.get("pivots", []))
+        self.clip_ids: list[str] = []
+        self.splits: list[str] = []
+        self._raw: dict[str, list[str]] = {}
+        self._caps: dict[str, list[str]] = {}
+        self._bt: dict[str, dict[str, list[str]]] = {}
+        for entry in self.manifest.shards:
+            if entry.complete:
+                self._read_shard(self.directory / entry.file)
+        self._index = {cid: i for i, cid in enumerate(self.clip_ids)}
+
+    @classmethod
+    def open(cls, cache_root: str | Path, name: str | None = None, key: str | None = None) -> "CaptionCache":
+        """The newest complete captions cache named `name` (or with key prefix `key`) under `cache_root`."""
+        return cls(resolve_cache(cache_root, KIND, name=name, key=key))
+
+    def _read_shard(self, path: Path) -> None:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("cache_key") != self.key:
+                raise CacheIntegrityError(
+                    f"{path}: shard belongs to cache {f.attrs.get('cache_key')!r}, not {self.key}")
+            ids, splits = _read_strings(f["clip_ids"]), _read_strings(f["split"])
+            offsets = f["offsets"][()]
+            raw, caps = _read_strings(f["raw"]), _read_strings(f["captions"])
+            bts = {p: _read_strings(f[f"bt_{p}"]) for p in self.pivots}
+        for i, cid in enumerate(ids):
+            a, b = int(offsets[i]), int(offsets[i + 1])
+            self.clip_ids.append(cid)
+            self.splits.append(splits[i])
+            self._raw[cid], self._caps[cid] = raw[a:b], caps[a:b]
+            # A failed back-translation is stored as "": hand out the original so no caption is ever empty.
+            self._bt[cid] = {p: [t or c for t, c in zip(bts[p][a:b], caps[a:b])] for p in self.pivots}
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def index_of(self, clip_id: str) -> int:
+        return self._index[clip_id]
+
+    def captions(self, clip_id: str) -> list[str]:
+        """Normalised captions: what the text encoder trains on."""
+        return self._caps[clip_id]
+
+    def raw(self, clip_id: str) -> list[str]:
+        return self._raw[clip_id]
+
+    def back_translations(self, clip_id: str) -> dict[str, list[str]]:
+        """pivot → normalised back-translations aligned with `captions(clip_id)` ({} for backend "none")."""
+        return self._bt[clip_id]
+
+    def ids_for_split(self, split: str) -> list[str]:
+        return [cid for cid, s in zip(self.clip_ids, self.splits) if s == split]
+
+    def all_captions(self, split: str | None = None) -> list[tuple[str, int, str]]:
+        """(clip_id, caption_index, normalised text) for every caption (of `split`), in clip-id order."""
+        return [(cid, i, text) for cid, s in zip(self.clip_ids, self.splits) if split is None or s == split
+                for i, text in enumerate(self._caps[cid])]

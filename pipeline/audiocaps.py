@@ -1,0 +1,141 @@
+"""AudioCaps reader (`--dataset audiocaps`): the paper's pretraining set, registered with `register_dataset`.
+
+AudioCaps ships only CSVs (`audiocap_id,youtube_id,start_time,caption`; one row per caption: train has 1 caption
+per clip, val/test 5); the audio comes from YouTube, so a real download always misses clips (takedowns). Those
+become problem entries (prep exits 3 with the list) instead of errors. A clip is `youtube_id` + `start_time`:
+rows are grouped by that pair, captions ordered by `audiocap_id` so the caption order is stable.
+
+Split names stay AudioCaps' own (`train`, `val`, `test`) so `--splits train` filters as users expect; the trainer
+maps them to the development / validation / evaluation roles (its alias table). Layouts found under --root:
+
+  root/{train,val,test}.csv            + root/audio/{split}/ (or root/{split}/)
+  root/AUDIOCAPS/csv_files_v1/{split}.csv + root/AUDIOCAPS/audio_32000Hz/{split}/   (aac-datasets)
+  root/csv_files_v1/{split}.csv        + root/audio_32000Hz/{split}/                 (root = the AUDIOCAPS dir)
+
+Audio files are `{youtube_id}_{start_time}.{flac,wav,...}`; the clip id is that file name. `--manifest` reads a
+generic manifest instead (the `manifest` kind), for audio kept elsewhere.
+"""
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+from pipeline.datasets import DATASET_KINDS, ClipRecord, DatasetError, Problems, problem, register_dataset
+
+AUDIOCAPS_SPLITS = ("train", "val", "test")
+#: The roles the trainer gives these splits (Clotho names); documentation and the CLI's summary use it.
+SPLIT_ROLES = {"train": "development", "val": "validation", "test": "evaluation"}
+COLUMNS = ("audiocap_id", "youtube_id", "start_time", "caption")
+AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".mp3")
+
+
+def _csv_dirs(root: Path) -> list[Path]:
+    return [root, root / "csv_files_v1", root / "AUDIOCAPS" / "csv_files_v1"]
+
+
+def _audio_dirs(root: Path) -> list[Path]:
+    """Candidate parents of the split folders, the 32 kHz aac-datasets copy first (no resampling needed)."""
+    out = [root / "audio"]
+    for base in (root, root / "AUDIOCAPS"):
+        rates = sorted(base.glob("audio_*Hz"), key=lambda p: (p.name != "audio_32000Hz", p.name))
+        out += rates
+    return out + [root]
+
+
+def find_layout(root: Path, splits: list[str]) -> tuple[Path, dict[str, Path]]:
+    """(folder holding the split CSVs, split → audio folder). Raises DatasetError naming what is missing."""
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset root is not a directory")
+    csv_dir = next((d for d in _csv_dirs(root) if all((d / f"{s}.csv").is_file() for s in splits)), None)
+    if csv_dir is None:
+        raise DatasetError(f"{root}: no AudioCaps {{{','.join(splits)}}}.csv (looked in root, csv_files_v1/, "
+                           "AUDIOCAPS/csv_files_v1/)")
+    audio: dict[str, Path] = {}
+    for split in splits:
+        found = next((d / split for d in _audio_dirs(root) if (d / split).is_dir()), None)
+        # A split folder that does not exist at all means every clip is missing: reported per clip below.
+        audio[split] = found or root / "audio" / split
+    return csv_dir, audio
+
+
+def clip_stem(youtube_id: str, start_time: str) -> str:
+    """`{youtube_id}_{start_time}` with "30.0" written as "30" (how downloaders name the files)."""
+    try:
+        value = float(start_time)
+        start = str(int(value)) if value.is_integer() else str(value)
+    except ValueError:
+        start = start_time
+    return f"{youtube_id}_{start}"
+
+
+def _find_audio(folder: Path, stem: str) -> Path | None:
+    for ext in AUDIO_EXTENSIONS:
+        path = folder / f"{stem}{ext}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _read_split(csv_path: Path, split: str, problems: Problems) -> dict[str, list[tuple[int, str]]]:
+    """stem → [(audiocap_id, caption)] for one split CSV; malformed rows become problems."""
+    try:
+        with open(csv_path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            missing = [c for c in COLUMNS if c not in header]
+            if missing:
+                raise DatasetError(f"{csv_path}: missing column(s) {', '.join(missing)} "
+                                   f"(header: {', '.join(header)})")
+            clips: dict[str, list[tuple[int, str]]] = defaultdict(list)
+            for row in reader:
+                where = f"{csv_path}:{reader.line_num}"
+                yt, start = (row.get("youtube_id") or "").strip(), (row.get("start_time") or "").strip()
+                caption = (row.get("caption") or "").strip()
+                if not yt or not start:
+                    problems.append(problem(where, split, "row needs youtube_id and start_time"))
+                    continue
+                try:
+                    cap_id = int((row.get("audiocap_id") or "").strip())
+                except ValueError:
+                    cap_id = 10**12 + reader.line_num  # keep file order after numbered rows
+                entry = clips[clip_stem(yt, start)]  # a clip with only blank captions is still a clip
+                if caption:
+                    entry.append((cap_id, caption))
+            return clips
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{csv_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise DatasetError(f"{csv_path}: cannot read ({exc.strerror})") from None
+
+
+def load_audiocaps(root: Path, manifest: Path | None = None,
+                   splits: list[str] | None = None) -> tuple[list[ClipRecord], Problems]:
+    """AudioCaps records (one per clip, captions grouped) and one problem per clip whose audio is missing."""
+    if manifest is not None:
+        return DATASET_KINDS["manifest"](root, manifest, splits)
+    unknown = [s for s in splits or [] if s not in AUDIOCAPS_SPLITS]
+    if unknown:
+        raise DatasetError(f"{root}: unknown AudioCaps split(s) {', '.join(unknown)}; "
+                           f"choose from {', '.join(AUDIOCAPS_SPLITS)}")
+    if splits:
+        wanted = list(splits)
+    else:
+        wanted = [s for s in AUDIOCAPS_SPLITS if any((d / f"{s}.csv").is_file() for d in _csv_dirs(root))]
+        if not wanted:
+            raise DatasetError(f"{root}: no AudioCaps train/val/test.csv (expected the AudioCaps CSVs)")
+    csv_dir, audio_dirs = find_layout(root, wanted)
+    records: list[ClipRecord] = []
+    problems: Problems = []
+    for split in wanted:
+        for stem, captions in sorted(_read_split(csv_dir / f"{split}.csv", split, problems).items()):
+            path = _find_audio(audio_dirs[split], stem)
+            if path is None:
+                problems.append(problem(audio_dirs[split] / f"{stem}.flac", split,
+                                        f"audio file missing ({stem}.{{flac,wav,ogg,mp3}}; YouTube takedown?)"))
+                continue
+            records.append(ClipRecord(path.name, split, path, [c for _, c in sorted(captions)]))
+    return records, problems
+
+
+register_dataset("audiocaps", load_audiocaps)

@@ -1,0 +1,213 @@
+"""Dataset readers: turn a dataset on disk into `ClipRecord`s (clip id, split, audio path, captions).
+
+Every `prep` stage starts here, so clip ids and splits mean the same thing in the audio and caption caches.
+A row whose audio is missing (or that cannot be read) becomes a *problem* entry, never an exception: one bad row in
+a 6,000-clip dataset must not stop the other 5,999. Readers for further datasets plug in with `register_dataset`
+(AudioCaps lives in its own module) instead of growing this file.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+CLOTHO_SPLITS = ("development", "validation", "evaluation")
+_CAPTION_COLUMN = re.compile(r"^caption_(\d+)$")
+
+
+class DatasetError(Exception):
+    """The dataset as a whole cannot be read (no captions file, unknown dataset kind, bad manifest header)."""
+
+
+@dataclass
+class ClipRecord:
+    """One audio clip of a dataset. `clip_id` is unique within the dataset and stable across runs."""
+
+    clip_id: str
+    split: str
+    path: Path
+    captions: list[str] = field(default_factory=list)
+
+
+Problems = list[dict]
+Loader = Callable[[Path, "Path | None", "list[str] | None"], tuple[list[ClipRecord], Problems]]
+DATASET_KINDS: dict[str, Loader] = {}
+
+
+def register_dataset(name: str, loader: Loader) -> None:
+    """Make `load_records(name, ...)` call `loader(root, manifest, splits) -> (records, problems)`."""
+    DATASET_KINDS[name] = loader
+
+
+def problem(file: str | Path, split: str | None, error: str) -> dict:
+    """The one shape of a problem entry (also a line of `failures.jsonl`)."""
+    return {"file": str(file), "split": split, "error": error}
+
+
+def load_records(dataset: str, root: str | Path, manifest: str | Path | None = None,
+                 splits: list[str] | None = None) -> tuple[list[ClipRecord], Problems]:
+    """Records of `dataset` sorted by clip id, plus problem entries for rows that cannot be used.
+
+    Duplicate clip ids are reported (the first row wins) because shard membership and caption lookup both key on
+    the id; duplicates are judged before the `splits` filter so a clip id never changes meaning with the filter.
+    `splits` (None: all) filters after loading so every reader honours it the same way.
+    """
+    if dataset not in DATASET_KINDS:
+        raise DatasetError(f"unknown dataset kind {dataset!r}; known: {', '.join(sorted(DATASET_KINDS))}")
+    records, problems = DATASET_KINDS[dataset](Path(root), Path(manifest) if manifest else None, splits)
+    wanted = set(splits) if splits else None
+    seen: dict[str, ClipRecord] = {}
+    for rec in records:
+        if rec.clip_id in seen:
+            problems.append(problem(rec.path, rec.split, f"duplicate clip id {rec.clip_id!r} "
+                                                         f"(already in split {seen[rec.clip_id].split!r})"))
+            continue
+        seen[rec.clip_id] = rec
+    kept = [r for r in seen.values() if wanted is None or r.split in wanted]
+    return sorted(kept, key=lambda r: r.clip_id), problems
+
+
+def _captions_of(row: dict) -> list[str]:
+    """caption_1..caption_N in numeric order (not string order: caption_10 after caption_9), blanks dropped."""
+    numbered = []
+    for key, value in row.items():
+        m = _CAPTION_COLUMN.match(str(key or "").strip())
+        if m and value is not None and str(value).strip():
+            numbered.append((int(m.group(1)), str(value).strip()))
+    if isinstance(row.get("captions"), list):  # JSONL may also carry a plain list
+        numbered += [(10**6 + i, str(c).strip()) for i, c in enumerate(row["captions"]) if str(c).strip()]
+    return [text for _, text in sorted(numbered)]
+
+
+def _read_text(path: Path) -> str:
+    """A whole UTF-8 text file (BOM tolerated) or a one-line DatasetError naming the file."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _read_csv(path: Path, text: str | None = None) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(header, [(line number, row)]) of a UTF-8 CSV; quoted commas/newlines in names handled by csv."""
+    reader = csv.DictReader(io.StringIO(_read_text(path) if text is None else text, newline=""))
+    rows = [(reader.line_num, row) for row in reader]
+    return [h.strip() for h in (reader.fieldnames or [])], rows
+
+
+def _check_audio(path: Path, split: str | None, problems: Problems) -> bool:
+    if path.is_file():
+        return True
+    problems.append(problem(path, split, "audio file missing" if not path.exists() else "not a regular file"))
+    return False
+
+
+def load_clotho(root: Path, manifest: Path | None = None,
+                splits: list[str] | None = None) -> tuple[list[ClipRecord], Problems]:
+    """Clotho v2.1: `clotho_captions_<split>.csv` (file_name, caption_1..5) + audio in `<split>/`.
+
+    Without `splits`, every split whose captions CSV exists is read; a requested split without its CSV is an error.
+    """
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset root is not a directory")
+    present = [s for s in CLOTHO_SPLITS if (root / f"clotho_captions_{s}.csv").is_file()]
+    wanted = list(splits) if splits else present
+    missing = [s for s in wanted if s not in present]
+    if missing or not wanted:
+        raise DatasetError(f"{root}: no clotho_captions_{{{','.join(missing or CLOTHO_SPLITS)}}}.csv "
+                           "(expected the Clotho v2.1 layout)")
+    records: list[ClipRecord] = []
+    problems: Problems = []
+    for split in wanted:
+        csv_path = root / f"clotho_captions_{split}.csv"
+        header, rows = _read_csv(csv_path)
+        if "file_name" not in header:
+            raise DatasetError(f"{csv_path}: no file_name column (header: {', '.join(header)})")
+        for line, row in rows:
+            name = (row.get("file_name") or "").strip()
+            if not name:
+                problems.append(problem(f"{csv_path}:{line}", split, "empty file_name"))
+                continue
+            path = root / split / name
+            if _check_audio(path, split, problems):
+                records.append(ClipRecord(name, split, path, _captions_of(row)))
+    return records, problems
+
+
+def _manifest_rows(path: Path) -> list[tuple[str, dict]]:
+    """(location, row) of a CSV or JSONL manifest; JSONL when the suffix says so or the first byte is `{`."""
+    text = _read_text(path)
+    if path.suffix.lower() not in {".jsonl", ".ndjson"} and not text.lstrip().startswith("{"):
+        header, rows = _read_csv(path, text)
+        for col in ("split", "file_name"):
+            if col not in header:
+                raise DatasetError(f"{path}: manifest has no {col} column (header: {', '.join(header)})")
+        return [(f"{path}:{line}", row) for line, row in rows]
+    out = []
+    for i, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may sit inside a JSON string
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            row = {"__error__": f"invalid JSON ({exc.msg})"}
+        if not isinstance(row, dict):
+            row = {"__error__": "line is not a JSON object"}
+        out.append((f"{path}:{i}", row))
+    return out
+
+
+def _default_manifest(root: Path) -> Path:
+    for name in ("manifest.csv", "manifest.jsonl"):
+        if (root / name).is_file():
+            return root / name
+    raise DatasetError(f"{root}: no --manifest given and no manifest.csv / manifest.jsonl in the root")
+
+
+def load_manifest(root: Path, manifest: Path | None = None,
+                  splits: list[str] | None = None) -> tuple[list[ClipRecord], Problems]:
+    """Generic manifest (CSV or JSONL): `split`, `file_name` (relative to the manifest or absolute),
+    `caption_1..caption_N` with any N ≥ 1. The clip id is `file_name` exactly as written."""
+    manifest = manifest or _default_manifest(root)
+    if not manifest.is_file():
+        raise DatasetError(f"{manifest}: manifest file not found")
+    base = manifest.resolve().parent
+    records: list[ClipRecord] = []
+    problems: Problems = []
+    for where, row in _manifest_rows(manifest):
+        if "__error__" in row:
+            problems.append(problem(where, None, row["__error__"]))
+            continue
+        name = str(row.get("file_name") or "").strip()
+        split = str(row.get("split") or "").strip()
+        if not name or not split:
+            problems.append(problem(where, split or None, "row needs both split and file_name"))
+            continue
+        path = Path(name) if Path(name).is_absolute() else base / name
+        if _check_audio(path, split, problems):
+            records.append(ClipRecord(name, split, path, _captions_of(row)))
+    return records, problems
+
+
+def split_list(text: str | None) -> list[str] | None:
+    """`"a,b"` / `"a b"` → ["a", "b"]; empty or None → None (all splits)."""
+    if not text:
+        return None
+    parts = [p for p in re.split(r"[,\s]+", text) if p]
+    return parts or None
+
+
+def known_datasets() -> Iterable[str]:
+    return sorted(DATASET_KINDS)
+
+
+register_dataset("clotho", load_clotho)
+register_dataset("manifest", load_manifest)
+
+# Readers defined in their own modules register themselves on import.
+import pipeline.audiocaps  # noqa: E402,F401  (registers "audiocaps")

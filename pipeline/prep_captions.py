@@ -1,0 +1,203 @@
+"""`prep captions`: normalise every caption, back-translate it through each pivot, publish caption shards.
+
+Why this stage exists: back-translation is slow and (for Google) rate-limited, so it runs once per dataset and
+lands in immutable shards that every training run reads. Resumability comes in two layers:
+- the translation store (SQLite, `CACHE_DIR/translations/`) commits each translation as it arrives, so a killed
+  or rate-limited run never asks for the same text twice, and other datasets reuse it;
+- the caption cache (`CACHE_DIR/captions/<key16>/`) follows the audio cache's rules: key from the text config,
+  translator, model names, pivots and a fingerprint of the caption rows; shards planned from sorted clip ids;
+  publish = temp → fsync → rename; a writer lock; failures.jsonl.
+A text the translator answered for but could not translate is a *failure* (listed; its shard stores "" there and
+readers fall back to the original; exit 3; a rerun retries only those). A translator that is unusable (network
+down, rate limit persists, model missing) stops the run with exit 1: what was translated stays in the store.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from cache.caption_shards import KIND, write_caption_shard
+from cache.keys import cache_key, canonical_json
+from cache.locks import CacheLock
+from cache.manifest import Manifest, cache_dir_for, finished_manifest, plan_shards, publish_failures
+from pipeline.datasets import ClipRecord, load_records
+from pipeline.text import NORMALISATION, normalise_caption
+from pipeline.translate import SOURCE_LANG, Backend, TranslationResult, make_backend, translate_all
+from pipeline.translate.store import TranslationStore
+
+CODE_VERSION = "captions-v1"
+DEFAULT_PIVOTS = ("de", "fr", "es")
+
+
+@dataclass
+class CaptionPrepResult:
+    cache_dir: Path
+    key: str
+    n_clips: int = 0
+    n_captions: int = 0
+    noop: bool = False
+    shards_done: int = 0
+    n_requested: int = 0  # texts sent to the translator in this run (0 on a rerun)
+    failures: list[dict] = field(default_factory=list)  # translation failures (exit 3)
+    problems: list[dict] = field(default_factory=list)  # dataset rows skipped (e.g. audio missing)
+
+
+def _versions(backend: str) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    pkg = {"google": "deep-translator", "marian": "transformers"}.get(backend)
+    try:
+        return {pkg: version(pkg)} if pkg else {}
+    except PackageNotFoundError:
+        return {}
+
+
+def records_fingerprint(records: Sequence[ClipRecord]) -> dict:
+    """Content fingerprint of the caption rows (clip id, split, captions): what this cache is made from.
+
+    Captions, not audio files, are the source here, so the key ignores audio mtimes and changes with any edit of
+    a caption CSV / manifest row."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(canonical_json([r.clip_id, r.split, r.captions]).encode("utf-8") + b"\n")
+    return {"caption_rows_sha256": h.hexdigest(), "n_clips": len(records)}
+
+
+def caption_config(name: str, backend_name: str, backend: Backend | None, pivots: Sequence[str],
+                   shard_size: int) -> dict:
+    pivots = list(pivots) if backend is not None else []
+    models = {p: [backend.engine(SOURCE_LANG, p), backend.engine(p, SOURCE_LANG)] for p in pivots} if backend else {}
+    return {"name": name, "normalisation": NORMALISATION, "backend": backend_name, "pivots": pivots,
+            "models": models, "source_lang": SOURCE_LANG, "shard_size": shard_size}
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="captions", desc="back-translate", disable=not enabled, file=sys.stderr,
+                dynamic_ncols=True, smoothing=0.1)
+
+
+def _translate(backend: Backend, store: TranslationStore, texts: list[str], pivots: Sequence[str],
+               batch_size: int, progress: bool) -> tuple[dict[str, TranslationResult], dict[str, TranslationResult]]:
+    """EN→pivot→EN of every unique text for every pivot; returns (forward, backward) results per pivot."""
+    unique = sorted({t for t in texts if t})
+    fwd: dict[str, TranslationResult] = {}
+    back: dict[str, TranslationResult] = {}
+    with _progress(2 * len(unique) * len(pivots), progress) as bar:
+        for pivot in pivots:
+            fwd[pivot] = translate_all(backend, store, unique, SOURCE_LANG, pivot, pivot, batch_size, bar.update)
+            mids = sorted(set(fwd[pivot].done.values()))
+            back[pivot] = translate_all(backend, store, mids, pivot, SOURCE_LANG, pivot, batch_size, bar.update)
+            bar.update(len(unique) - len(mids))  # duplicates / forward failures: the bar still reaches its total
+    return fwd, back
+
+
+def _shard_payload(recs: Sequence[ClipRecord], pivots: Sequence[str], fwd: dict, back: dict,
+                   failures: list[dict]) -> tuple[dict, dict]:
+    """Per-pivot back-translations (normalised, raw) of one shard's captions; failures appended."""
+    bt: dict[str, list[list[str]]] = {p: [] for p in pivots}
+    bt_raw: dict[str, list[list[str]]] = {p: [] for p in pivots}
+    for r in recs:
+        for p in pivots:
+            norm, raw = [], []
+            for i, cap in enumerate(r.captions):
+                text = cap.strip()
+                mid = fwd[p].done.get(text)
+                out = back[p].done.get(mid) if mid is not None else None
+                if out is None and text:
+                    stage, src = ("forward", text) if mid is None else ("backward", mid)
+                    err = (fwd[p] if mid is None else back[p]).failed.get(src, "not translated")
+                    failures.append({"clip_id": r.clip_id, "split": r.split, "caption_index": i, "pivot": p,
+                                     "stage": stage, "error": err})
+                raw.append(out or "")
+                norm.append(normalise_caption(out) if out else "")
+            bt[p].append(norm)
+            bt_raw[p].append(raw)
+    return bt, bt_raw
+
+
+def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | None = None,
+                  name: str | None = None, splits: list[str] | None = None, translator: str = "none",
+                  pivots: Sequence[str] = DEFAULT_PIVOTS, batch_size: int = 64, device: str = "auto",
+                  marian_template: str | None = None, google: dict | None = None, shard_size: int = 1000,
+                  wait_lock: float | None = 0.0, progress: bool = True) -> CaptionPrepResult:
+    """Build (or finish) the captions cache of `dataset`; raises TranslatorUnavailable / DatasetError."""
+    records, problems = load_records(dataset, root, manifest, splits)
+    name = name or dataset
+    options: dict = {}
+    if translator == "marian":
+        options = {"device": device, "batch_size": batch_size}
+        if marian_template:
+            options["template"] = marian_template
+    elif translator == "google":
+        options = dict(google or {})
+    backend = make_backend(translator, **options)
+    config = caption_config(name, translator, backend, pivots, shard_size)
+    key = cache_key(KIND, config, CODE_VERSION, _versions(translator), [records_fingerprint(records)])
+    cache_dir = cache_dir_for(cache_root, KIND, key)
+    result = CaptionPrepResult(cache_dir, key, len(records), sum(len(r.captions) for r in records),
+                               problems=problems)
+    done = finished_manifest(cache_dir, allow_failed=False)
+    if done is not None:
+        result.noop = True
+        return result
+    with CacheLock(cache_dir, wait=wait_lock):
+        m = finished_manifest(cache_dir, allow_failed=False)
+        if m is not None:
+            result.noop = True
+            return result
+        m = _load_or_plan(cache_dir, key, name, dataset, records, config)
+        pending = [s for s in m.shards if not (s.complete and s.n_failed == 0 and (cache_dir / s.file).is_file())]
+        todo = [r for s in pending for r in records[s.start:s.start + s.count]]
+        fwd: dict = {}
+        back: dict = {}
+        if backend is not None and todo:
+            store = TranslationStore.for_cache(cache_root)
+            try:
+                fwd, back = _translate(backend, store, [c.strip() for r in todo for c in r.captions],
+                                       config["pivots"], batch_size, progress)
+            finally:
+                store.close()
+            result.n_requested = sum(x.n_requested for d in (fwd, back) for x in d.values())
+        for entry in pending:
+            recs = records[entry.start:entry.start + entry.count]
+            shard_failures: list[dict] = []
+            bt, bt_raw = _shard_payload(recs, config["pivots"], fwd, back, shard_failures)
+            entry.sha256 = write_caption_shard(
+                cache_dir / entry.file, [r.clip_id for r in recs], [r.split for r in recs],
+                [r.captions for r in recs], [[normalise_caption(c) for c in r.captions] for r in recs],
+                bt, bt_raw, key, config)
+            entry.complete, entry.n_failed = True, len(shard_failures)
+            m.extra["failures"] = [f for f in m.extra.get("failures", []) if f.get("shard") != entry.file] + [
+                {**f, "shard": entry.file} for f in shard_failures]
+            result.shards_done += 1
+            m.write(cache_dir)
+        m.extra["problems"] = problems
+        m.complete = all(s.complete for s in m.shards)
+        result.failures = list(m.extra.get("failures", []))
+        publish_failures(cache_dir, problems + result.failures)
+        m.write(cache_dir)
+    return result
+
+
+def _load_or_plan(cache_dir: Path, key: str, name: str, dataset: str, records: list[ClipRecord],
+                  config: dict) -> Manifest:
+    """The manifest of an interrupted run with the same key, or a new plan (written before any shard)."""
+    try:
+        m = Manifest.read(cache_dir)
+        if m.key == key:
+            return m
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    m = Manifest(kind=KIND, key=key, name=name, dataset=dataset, splits=sorted({r.split for r in records}),
+                 clip_ids=[r.clip_id for r in records], clip_splits=[r.split for r in records],
+                 shard_size=config["shard_size"], shards=plan_shards(len(records), config["shard_size"]),
+                 config=config, code_version=CODE_VERSION, versions=_versions(config["backend"]),
+                 extra={"n_captions": sum(len(r.captions) for r in records), "failures": [], "problems": []})
+    m.write(cache_dir)
+    return m
+

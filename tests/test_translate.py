@@ -1,0 +1,115 @@
+"""Back-translation backends for real: deep-translator's Google client against a loopback server that answers
+like the real endpoint (429s, 503s, a hang, a kill -9 mid-run), and a tiny MarianMT model built in the test."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import cli_cmd, cli_env
+from pipeline.translate import TranslatorUnavailable, translate_all
+from pipeline.translate.google import GoogleBackend
+from pipeline.translate.marian import MarianBackend
+from pipeline.translate.store import TranslationStore
+from translate_servers import SENTENCES, GoogleLikeServer, build_tiny_marian, fake_translate
+from test_prep_captions import make_clotho
+
+
+def test_google_retries_429_503_and_a_hang_with_backoff() -> None:
+    with GoogleLikeServer(hang_s=2.0) as srv:
+        srv.script = ["429", "503", "hang", "429"]
+        g = GoogleBackend(base_url=srv.url, timeout=0.5, rps=0, retries=5, backoff=0.05, seed=0)
+        t0 = time.monotonic()
+        out = g.translate_batch(["a dog barks", "rain falls"], "en", "de")
+        elapsed = time.monotonic() - t0
+    assert out == ["a dog barks <de>", "rain falls <de>"]
+    assert g.n_requests == 6 and g.n_retries == 4
+    assert srv.requests[("en", "de", "a dog barks")] == 5  # 4 refused/hung + 1 answered
+    assert 0.5 <= elapsed < 2.0, elapsed  # the hang cost the timeout, not the server's 2 s
+
+
+def test_google_gives_up_in_one_line_and_rate_is_polite() -> None:
+    with GoogleLikeServer() as srv:
+        srv.script = ["429"] * 3
+        g = GoogleBackend(base_url=srv.url, rps=0, retries=2, backoff=0.01)
+        with pytest.raises(TranslatorUnavailable, match=r"429 \(rate limited\) after 2 retries") as exc:
+            g.translate_batch(["a cat meows"], "en", "fr")
+        assert "\n" not in str(exc.value) and srv.requests[("en", "fr", "a cat meows")] == 3
+        polite = GoogleBackend(base_url=srv.url, rps=20)
+        t0 = time.monotonic()
+        polite.translate_batch([f"text {i}" for i in range(6)], "en", "fr")
+        assert time.monotonic() - t0 >= 0.24  # 6 requests at ≤ 20/s
+
+
+def test_google_unreachable_network_is_one_clear_line() -> None:
+    g = GoogleBackend(base_url="http://127.0.0.1:9/m", rps=0, retries=5, backoff=0.01, timeout=1)
+    with pytest.raises(TranslatorUnavailable, match="cannot reach http://127.0.0.1:9/m .*network unreachable"):
+        g.translate_batch(["a dog barks"], "en", "de")
+
+
+def test_google_killed_run_resumes_without_repeating_a_request(tmp_path: Path) -> None:
+    """kill -9 while a request is in flight; the rerun asks only for what was never answered."""
+    root = make_clotho(tmp_path / "clotho")
+    cache = tmp_path / "cache"
+    args = ["prep", "captions", "--dataset", "clotho", "--root", root, "--cache", cache, "--translator", "google",
+            "--pivots", "de,fr", "--google-rps", "0", "--google-timeout", "5", "--no-progress"]
+    with GoogleLikeServer() as srv:
+        srv.block_after = 50
+        proc = subprocess.Popen(cli_cmd(*args, "--google-url", srv.url), env=cli_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert srv.blocked.wait(60), proc.communicate(timeout=5)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        first_answered = sum(srv.answered.values())
+        assert first_answered == 50
+        with TranslationStore.for_cache(cache) as store:
+            assert store.count() == 50  # every answer was committed before the next request went out
+        srv.block_after = None
+        srv.release.set()
+        done = subprocess.run(cli_cmd(*args, "--google-url", srv.url), env=cli_env(), capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert max(srv.answered.values()) == 1, "an answered request was asked again"
+        n_texts = len(srv.answered)
+        assert n_texts == 40 * 2 * 2  # 40 unique captions × 2 pivots × (forward + backward)
+        rerun = subprocess.run(cli_cmd(*args, "--google-url", srv.url), env=cli_env(), capture_output=True,
+                               text=True, timeout=120)
+        assert rerun.returncode == 0 and "nothing to do" in rerun.stderr
+        assert sum(srv.requests.values()) == n_texts + 1  # + the one in flight at the kill
+
+
+@pytest.fixture(scope="module")
+def tiny_marian(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_marian(tmp_path_factory.mktemp("marian") / "opus-mt-tiny")
+
+
+def test_marian_batched_path_store_and_resume(tiny_marian: Path, tmp_path: Path) -> None:
+    backend = MarianBackend(template=str(tiny_marian), device="cpu", batch_size=4, max_new_tokens=8)
+    texts = SENTENCES[:9]
+    batched = backend.translate_batch(texts, "en", "de")
+    single = [backend.translate_batch([t], "en", "de")[0] for t in texts]
+    assert all(isinstance(t, str) and t for t in batched)
+    assert batched == single, "padding in a batch must not change a translation"
+    with TranslationStore(tmp_path / "t.sqlite3") as store:
+        part = translate_all(backend, store, texts[:5], "en", "de", "de", batch_size=4)
+        assert part.n_requested == 5
+    with TranslationStore(tmp_path / "t.sqlite3") as store:  # a new process would see the same file
+        full = translate_all(backend, store, texts, "en", "de", "de", batch_size=4)
+        assert full.n_requested == 4 and full.done == dict(zip(texts, batched))
+        again = translate_all(backend, store, texts, "en", "de", "de", batch_size=4)
+        assert again.n_requested == 0 and store.count() == 9
+
+
+def test_marian_missing_model_is_one_line(tmp_path: Path) -> None:
+    backend = MarianBackend(template=str(tmp_path / "no-such-{src}-{tgt}"), device="cpu")
+    with pytest.raises(TranslatorUnavailable, match="marian: cannot load .*no-such-en-de") as exc:
+        backend.translate_batch(["a dog"], "en", "de")
+    assert "\n" not in str(exc.value)
+
+
+def test_fake_endpoint_round_trip_is_not_identity() -> None:
+    assert fake_translate(fake_translate("a dog", "en", "de"), "de", "en") == "a dog (de back)"

@@ -1,0 +1,381 @@
+"""Optional multi-process (DDP) training support, kept out of the single-process trainer's way.
+
+Why a module of its own: a one-GPU run must not pay for (or be able to break on) process groups, so everything
+here is a no-op when the world size is 1, and the trainer only calls a handful of hooks:
+`init_distributed()`, `wrap_model()`, `ShardedBatchSampler`, `distributed_nt_xent()`, `is_main_process()`,
+`barrier()`, `broadcast_object()`, `cleanup()`.
+
+The contrastive loss is the part that is easy to get wrong (DESIGN.md, "DDP contrastive loss"). Each rank encodes
+its local B pairs, all-gathers the audio and text embeddings *with gradient* (`gather_with_grad`), and computes its
+B local rows against the W·B global columns (labels offset by rank·B), in both directions (open_clip's
+`gather_with_grad` + `local_loss`). Scaling, the other classic bug: rank r's loss is the mean over its B rows, so
+the mean of the W rank losses equals the single-process loss on the W·B global batch. The gather's backward *sums*
+the gradients every rank computed for a slot (all-reduce, then the own slot), so rank r's parameter gradient is
+d(Σ_s loss_s)/dθ along the paths through its own examples; DDP then *averages* over ranks, giving
+(1/W)·d(Σ_s loss_s)/dθ = d(loss on the global batch)/dθ. So: do not divide the loss by W and do not multiply it —
+DDP's average and the gather's sum cancel exactly (tests/test_distributed.py checks this within 1e-5).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from trainer.loss import mask_from_clip_ids, nt_xent
+
+#: Environment variables that mean "a launcher started this process as one rank of several".
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE")
+SLURM_VARS = ("SLURM_PROCID", "SLURM_NTASKS")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job. `enabled` is False for a plain single-process run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """First host of a SLURM node list ("gpu[003-004,9],cpu1" → "gpu003"), so MASTER_ADDR needs no scontrol."""
+    first = re.split(r",(?![^\[]*\])", nodelist.strip())[0]
+    m = re.match(r"^([^\[]*)\[([^\]]*)\]", first)
+    if not m:
+        return first
+    return m.group(1) + re.split(r"[,-]", m.group(2))[0]
+
+
+def env_world(environ: dict[str, str] | None = None) -> DistInfo:
+    """Rank, world size and local rank from torchrun's variables, else SLURM's (srun one task per GPU), else 1.
+
+    torchrun wins when both are present (torchrun inside a SLURM allocation is the common multi-node recipe).
+    """
+    env = os.environ if environ is None else environ
+    if all(v in env for v in TORCHRUN_VARS):
+        return DistInfo(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0")))
+    if all(v in env for v in SLURM_VARS) and int(env["SLURM_NTASKS"]) > 1:
+        return DistInfo(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", "0")))
+    return DistInfo()
+
+
+def launched_distributed(environ: dict[str, str] | None = None) -> bool:
+    """True when a launcher (torchrun, SLURM srun) already made this process one of several ranks."""
+    return env_world(environ).enabled
+
+
+_INFO = DistInfo()
+
+
+def init_distributed(backend: str | None = None, timeout_s: float = 1800.0, device: str = "auto") -> DistInfo:
+    """Join the process group described by the environment (no-op for one process); returns this rank's info.
+
+    SLURM jobs get MASTER_ADDR from the first node of SLURM_JOB_NODELIST and a job-specific MASTER_PORT when the
+    batch script did not export them. On CUDA the rank uses GPU LOCAL_RANK with NCCL; otherwise (no GPU, or
+    `device="cpu"`) gloo.
+    """
+    global _INFO
+    info = env_world()
+    if not info.enabled:
+        _INFO = info
+        return info
+    if dist.is_initialized():
+        _INFO = DistInfo(dist.get_rank(), dist.get_world_size(), info.local_rank, dist.get_backend())
+        return _INFO
+    if "MASTER_ADDR" not in os.environ:
+        nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST")
+        os.environ["MASTER_ADDR"] = first_slurm_host(nodelist) if nodelist else "127.0.0.1"
+    if "MASTER_PORT" not in os.environ:
+        os.environ["MASTER_PORT"] = str(20000 + int(os.environ.get("SLURM_JOB_ID", "9500")) % 20000)
+    use_cuda = torch.cuda.is_available() and not device.startswith("cpu")
+    backend = backend or ("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(info.local_rank % torch.cuda.device_count())
+    from datetime import timedelta
+
+    dist.init_process_group(backend=backend, init_method="env://", rank=info.rank,
+                            world_size=info.world_size, timeout=timedelta(seconds=timeout_s))
+    _INFO = DistInfo(info.rank, info.world_size, info.local_rank, backend)
+    return _INFO
+
+
+def current() -> DistInfo:
+    """This process's `DistInfo` (after `init_distributed`; single-process defaults before)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), _INFO.local_rank, dist.get_backend())
+    return DistInfo()
+
+
+def get_rank() -> int:
+    return current().rank
+
+
+def get_world_size() -> int:
+    return current().world_size
+
+
+def is_main_process() -> bool:
+    """Only rank 0 writes checkpoints, metrics and logs; every other rank computes and stays silent."""
+    return current().is_main
+
+
+def device_for_rank(requested: str) -> torch.device:
+    """"cuda" becomes "cuda:LOCAL_RANK" in a distributed run, so ranks never share a GPU by accident."""
+    dev = torch.device(requested)
+    info = current()
+    if dev.type == "cuda" and dev.index is None and info.enabled:
+        return torch.device("cuda", info.local_rank % max(1, torch.cuda.device_count()))
+    return dev
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op for one process); e.g. while rank 0 evaluates or writes a checkpoint."""
+    if current().enabled:
+        dist.barrier()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank `src`'s value on every rank (JSON-like objects), so decisions such as early stopping stay in step."""
+    if not current().enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_reduce_mean(value: float) -> float:
+    """Mean of a Python float over ranks (for logging the global training loss)."""
+    if not current().enabled:
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64,
+                     device="cuda" if current().backend == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return float(t.item()) / current().world_size
+
+
+def cleanup() -> None:
+    """Leave the process group so the launcher sees a clean exit."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def launch_local(nproc: int, argv: Sequence[str], module: str = "pipeline", nnodes: str = "1",
+                 rdzv_endpoint: str = "", max_restarts: int = 0) -> int:
+    """Re-run `python -m MODULE ARGV` as `nproc` ranks through torch's elastic launcher (what `torchrun` does).
+
+    Why in-process instead of exec'ing `torchrun`: the console script may not be on PATH (tests, `python -m`),
+    and the same interpreter is guaranteed. Single node uses `--standalone` (rendezvous on a free port, so two
+    jobs on one machine never collide); multi-node passes `nnodes` and `rdzv_endpoint` (c10d rendezvous).
+    The children find RANK/WORLD_SIZE in their environment, so `launched_distributed()` stops recursion.
+    Returns the exit status to use (0 ok, 1 when any rank failed).
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    opts = [f"--nproc-per-node={nproc}", f"--nnodes={nnodes}", f"--max-restarts={max_restarts}"]
+    if rdzv_endpoint:
+        opts += ["--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}"]
+    else:
+        opts += ["--standalone"]
+    args = get_args_parser().parse_args([*opts, "--module", module, *argv])
+    try:
+        run(args)
+    except ChildFailedError as exc:
+        first = next(iter(exc.failures.values()), None)
+        code = getattr(first, "exitcode", 1) if first is not None else 1
+        return code if isinstance(code, int) and code > 0 else 1
+    return 0
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums every rank's gradient for this rank's slot.
+
+    Written out (all_reduce of the full gradient, then the own slice) instead of relying on
+    `torch.distributed.nn.functional.all_gather`, whose backward takes different code paths per backend; this
+    one is the same on gloo and NCCL, and the cost (W·B×D floats per step) is negligible next to the encoders.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        world, rank = dist.get_world_size(), dist.get_rank()
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rank, ctx.batch = rank, x.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.batch:(ctx.rank + 1) * ctx.batch]
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """(B, ...) per rank → (W·B, ...) in rank order, differentiable; identity for one process.
+
+    Every rank must pass the same B (the sampler guarantees it).
+    """
+    if not current().enabled:
+        return x
+    return _GatherWithGrad.apply(x)
+
+
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """all_gather of a tensor that needs no gradient (e.g. clip indices for the duplicate mask)."""
+    if not current().enabled:
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def local_block_loss(audio_local: torch.Tensor, text_local: torch.Tensor, audio_all: torch.Tensor,
+                     text_all: torch.Tensor, logit_scale: torch.Tensor | float, offset: int,
+                     clip_local: torch.Tensor | None = None,
+                     clip_all: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric NT-Xent of B local rows against N global columns; the target of row i is column offset + i.
+
+    With offset 0 and local == all this is exactly the single-process N×N loss. `clip_*` (clip indices) mask
+    other captions of the same clip out of the negatives (DESIGN: they are not negatives of each other).
+    The loss itself is trainer.loss.nt_xent; this only supplies the global columns.
+    """
+    mask = mask_from_clip_ids(clip_local, clip_all) if clip_local is not None and clip_all is not None else None
+    return nt_xent(audio_local, text_local, logit_scale, mask, audio_all=audio_all, text_all=text_all,
+                   offset=offset)
+
+
+def distributed_nt_xent(audio_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float,
+                        clip_index: torch.Tensor | None = None) -> torch.Tensor:
+    """This rank's contrastive loss against the global batch (see the module docstring for the scaling).
+
+    Use it *unscaled* with DDP (gradient averaging). With one process it equals the plain N×N symmetric loss.
+    """
+    info = current()
+    audio_all, text_all = gather_with_grad(audio_emb), gather_with_grad(text_emb)
+    clip_all = gather_no_grad(clip_index) if clip_index is not None else None
+    return local_block_loss(audio_emb, text_emb, audio_all, text_all, logit_scale,
+                            info.rank * audio_emb.shape[0], clip_index, clip_all)
+
+
+def contrastive_loss(audio_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float,
+                     clip_index: torch.Tensor) -> torch.Tensor:
+    """The loop's one loss call: the global-batch loss in a distributed run, else the plain NT-Xent.
+
+    `clip_index` (one int per row) keeps captions of the same clip from being each other's negatives.
+    """
+    if current().enabled:
+        return distributed_nt_xent(audio_emb, text_emb, logit_scale, clip_index)
+    return nt_xent(audio_emb, text_emb, logit_scale, mask_from_clip_ids(clip_index))
+
+
+def wrap_model(model: nn.Module, device: torch.device | None = None) -> nn.Module:
+    """DDP-wrap `model` for a distributed run (identity otherwise). Call the wrapper's forward, not submethods.
+
+    `find_unused_parameters=True` because a pretrained text model may carry parameters the [CLS] head never
+    uses (BERT's pooler); without it DDP stalls waiting for their gradients. Save `unwrap(model)` weights.
+    """
+    if not current().enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [device.index] if device is not None and device.type == "cuda" and device.index is not None else None
+    return DDP(model, device_ids=ids, find_unused_parameters=True)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside a DDP wrapper (its state_dict keys carry no `module.` prefix)."""
+    return getattr(model, "module", model)
+
+
+def rank_slice(batch: Sequence[Any], rank: int, world_size: int) -> Sequence[Any] | None:
+    """Rank's equal share of one global batch (trimmed to a multiple of W); None when shorter than W."""
+    per = len(batch) // world_size
+    return batch[rank * per:(rank + 1) * per] if per else None
+
+
+def global_batch_size(per_rank: int) -> int:
+    """Pairs per optimisation step over all ranks: `batch_size` in the config is per rank (issue 6)."""
+    return per_rank * current().world_size
+
+
+def shard_plan(plan: Any, rank: int | None = None, world_size: int | None = None) -> Any:
+    """This rank's part of a trainer epoch plan built for the *global* batch size (trainer.data.EpochPlan).
+
+    Batches become equal per-rank slices; per-row crops stay as planned; the text-augmentation seed of each batch
+    is mixed with the rank so ranks do not draw identical EDA/back-translation decisions for their slices.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    rank = current().rank if rank is None else rank
+    world_size = current().world_size if world_size is None else world_size
+    if world_size == 1:
+        return plan
+    batches, seeds = [], []
+    for batch, seed in zip(plan.batches, plan.seeds):
+        part = rank_slice(batch, rank, world_size)
+        if part is not None:
+            batches.append(part)
+            seeds.append(int(np.random.SeedSequence([int(seed), rank]).generate_state(1, dtype=np.uint64)[0]))
+    return dataclasses.replace(plan, batches=batches, seeds=seeds)
+
+
+def shard_train_data(data: Any) -> Any:
+    """Make a `trainer.data.TrainData` (built with `global_batch_size`) yield only this rank's slices.
+
+    The one hook the loop needs for data: `TrainData.epoch()` and `n_batches()` call `self.plan(epoch)`, so
+    wrapping that method on the instance shards every epoch (set_epoch semantics: the plan is a function of
+    (seed, epoch), identical on all ranks before slicing). No-op for one process.
+    """
+    if not current().enabled:
+        return data
+    unsharded = data.plan
+    data.plan = lambda epoch: shard_plan(unsharded(epoch))
+    return data
+
+
+class ShardedBatchSampler:
+    """Split each *global* batch of a base batch sampler into equal per-rank slices.
+
+    Why global batches: every rank builds the same permutation (same seed, `set_epoch(e)` → same epoch), so the
+    W ranks together see exactly the batches a single process with batch W·B would see. Slices must have equal
+    sizes for the all-gather, so a last global batch that does not split evenly is trimmed to a multiple of W
+    (dropped if shorter than W). `set_epoch` is forwarded like `DistributedSampler.set_epoch`.
+    """
+
+    def __init__(self, base: Iterable[Sequence[int]], rank: int | None = None,
+                 world_size: int | None = None) -> None:
+        self.base = base
+        self.rank = current().rank if rank is None else rank
+        self.world_size = current().world_size if world_size is None else world_size
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} outside world size {self.world_size}")
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.base:
+            part = rank_slice(list(batch), self.rank, self.world_size)
+            if part is not None:
+                yield part
+
+    def __len__(self) -> int:
+        """Steps per epoch (the base's batch count; one less only if its last batch is shorter than W)."""
+        return len(self.base)  # type: ignore[arg-type]

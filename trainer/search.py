@@ -1,0 +1,208 @@
+"""`audioret search`: Bayesian optimisation (scikit-optimize) of training hyperparameters, resumable after kill -9.
+
+Why it is built this way:
+- Every trial is an ordinary run dir (SEARCH_DIR/trials/NNN/) so it can be evaluated or resumed by hand, and the
+  journal SEARCH_DIR/trials.jsonl (trainer/journal.py) is the only state: re-running the same command replays
+  finished trials into the optimiser, re-queues trials that were running (same number, same params, the run dir
+  resumed), and never repeats an ended one.
+- `--trials N` counts trials that *ended* (finished or failed). A failed trial is recorded with its error and is
+  NOT told to the optimiser: failures are mostly infrastructure (OOM, lost node), and a fake worst value would
+  put a cliff into the surrogate where the parameters may be fine. Failed trials are not retried automatically;
+  their run dir is kept for a resume by hand.
+- Asynchronous constant liar: when a slot frees, the next point is asked from an optimiser told every finished
+  result plus the lie min(observed objective) for every trial still running — the same steps as skopt's
+  `ask(n_points=N, strategy="cl_min")`, which only lies about points of its own batch and cannot see trials
+  still running from an earlier one. The optimiser for trial k is seeded from (seed, k), so the random-start
+  phase is the same whatever finishes first or wherever it runs (local pool or Dask), and a resumed search never
+  redraws the random points it already tried.
+- The objective is any picklable `objective(params, trial_dir) -> dict` holding "best_map10" (minimised as
+  −best_map10): the CLI passes `TrainObjective` (one real training run), tests pass cheap real functions.
+"""
+from __future__ import annotations
+
+import sys
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, wait
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from skopt import Optimizer
+from skopt.space import Dimension
+
+from cache.executor import make_executor
+from trainer.journal import Journal, JournalError, driver_lock, TrialState
+from trainer.space import default_space, describe, params_to_point, point_to_params
+from trainer.trials import Objective, run_trial
+
+METRIC = "best_map10"
+ESTIMATORS = ("GP", "RF", "ET")  # GBRT is broken in skopt 0.10 on scikit-learn >= 1.6 (DESIGN.md)
+ACQ_FUNCS = ("gp_hedge", "EI", "PI", "LCB")
+MUST_MATCH = ("space", "estimator", "initial", "acq", "seed", "objective")
+
+
+class SearchError(Exception):
+    """A search that cannot start: busy directory, journal of a different search, bad settings."""
+
+
+def trial_dir_name(number: int) -> str:
+    return f"{number:03d}"
+
+
+def make_optimizer(space: list[Dimension], estimator: str, n_initial: int, acq: str, seed: int,
+                   number: int) -> Optimizer:
+    """A fresh optimiser whose randomness depends only on (seed, trial number)."""
+    rng = np.random.RandomState([int(seed) & 0xFFFFFFFF, int(number)])
+    return Optimizer(space, base_estimator=estimator, n_initial_points=n_initial, acq_func=acq,
+                     initial_point_generator="random", random_state=rng)
+
+
+def propose(space: list[Dimension], settings: dict[str, Any], finished: list[TrialState],
+            running: list[dict[str, Any]], number: int, taken: list[dict[str, Any]]) -> dict[str, Any]:
+    """The params of trial `number`: tell the finished results and lie about running trials, then ask.
+
+    `taken` holds every params dict already tried or running; a proposal equal to one of them (small discrete
+    spaces) is replaced by a random draw, up to 20 times, so no trial repeats another's parameters.
+    """
+    opt = make_optimizer(space, settings["estimator"], settings["initial"], settings["acq"], settings["seed"], number)
+    xs = [params_to_point(space, t.params) for t in finished]
+    ys = [float(t.objective) for t in finished]
+    lie = min(ys) if ys else 0.0
+    xs += [params_to_point(space, p) for p in running]
+    ys += [lie] * len(running)
+    if xs:
+        opt.tell(xs, ys)
+    params = point_to_params(space, opt.ask())
+    for _ in range(20):
+        if params not in taken:
+            break
+        params = point_to_params(space, opt.space.rvs(n_samples=1, random_state=opt.rng)[0])
+    return params
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _fmt_params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def run_search(objective: Objective, out_dir: str | Path, trials: int, space: list[Dimension] | None = None,
+               initial: int = 10, estimator: str = "GP", acq: str = "gp_hedge", seed: int = 0, workers: int = 1,
+               scheduler: Any = None, gpus: list[int] | None = None, executor: Any = None,
+               objective_id: str = "", base_config: str | Path | None = None,
+               log: Callable[[str], None] = _log) -> Journal:
+    """Run (or resume) a search until `trials` trials have ended; write the outputs; return the journal.
+
+    `executor` (anything with `submit` returning concurrent futures) overrides `workers/scheduler/gpus`.
+    Raises SearchError for a busy or foreign SEARCH_DIR.
+    """
+    if estimator not in ESTIMATORS:
+        raise SearchError(f"estimator {estimator!r} not offered; choose one of {', '.join(ESTIMATORS)}")
+    if acq not in ACQ_FUNCS:
+        raise SearchError(f"acquisition {acq!r} not offered; choose one of {', '.join(ACQ_FUNCS)}")
+    space = space or default_space()
+    out = Path(out_dir)
+    try:
+        with driver_lock(out, "search", SearchError):
+            journal = Journal(out / "trials.jsonl")
+            settings = {"space": describe(space), "estimator": estimator, "initial": int(initial), "acq": acq,
+                        "seed": int(seed), "objective": objective_id,
+                        "base_config": str(base_config) if base_config else None}
+            journal.ensure_header(settings, MUST_MATCH)
+            _drive(journal, objective, out, space, settings, trials, workers, scheduler, gpus, executor, log)
+            from trainer.search_report import write_outputs
+
+            write_outputs(journal, space, out, base_config, log=log)
+            return journal
+    except JournalError as exc:
+        raise SearchError(str(exc)) from None
+
+
+def _drive(journal: Journal, objective: Objective, out: Path, space: list[Dimension], settings: dict[str, Any],
+           trials: int, workers: int, scheduler: Any, gpus: list[int] | None, executor: Any,
+           log: Callable[[str], None]) -> None:
+    """The ask → submit → wait → journal → tell loop, bounded by free slots and the trials still to end."""
+    requeue = [t for t in journal.by_status("started")]
+    if journal.n_ended >= trials and not requeue:
+        log(f"search: {journal.n_ended} trials already ended (--trials {trials}); writing outputs only")
+        return
+    if requeue:
+        log(f"search: resuming; {journal.n_ended} ended, re-queuing running trial(s) "
+            f"{', '.join(trial_dir_name(t.number) for t in requeue)}")
+    own = executor is None
+    if own:
+        executor = make_executor(workers, scheduler=scheduler, gpus=gpus)
+    slots = max(1, int(getattr(executor, "workers", workers) or workers))
+    in_flight: dict[Future, TrialState] = {}
+    best = min((t for t in journal.by_status("finished")), key=lambda t: t.objective, default=None)
+    try:
+        while True:
+            room = min(slots - len(in_flight), trials - journal.n_ended - len(in_flight))
+            while room > 0 and (requeue or len(in_flight) + journal.n_ended < trials):
+                if requeue:
+                    t = requeue.pop(0)
+                    resumed = True
+                else:
+                    number = journal.next_number()
+                    running = [s.params for s in in_flight.values()]
+                    taken = [s.params for s in journal.trials.values()]
+                    params = propose(space, settings, journal.by_status("finished"), running, number, taken)
+                    t = TrialState(number, params, "started", f"trials/{trial_dir_name(number)}")
+                    resumed = False
+                journal.append("started", trial=t.number, params=t.params, run_dir=t.run_dir, resumed=resumed)
+                task = (run_trial, objective, t.params, str(out / t.run_dir),
+                        str(out / ".locks" / trial_dir_name(t.number)))
+                try:
+                    fut = executor.submit(*task)
+                except BrokenExecutor:  # a worker died (OOM kill): its trials failed; start a fresh pool
+                    if not own:
+                        raise
+                    executor.shutdown()
+                    executor = make_executor(workers, scheduler=scheduler, gpus=gpus)
+                    fut = executor.submit(*task)
+                in_flight[fut] = journal.trials[t.number]
+                room -= 1
+            if not in_flight:
+                return
+            done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            for fut in sorted(done, key=lambda f: in_flight[f].number):
+                t = in_flight.pop(fut)
+                res = _result_of(fut)
+                best = _record(journal, t, res, best, trials, log)
+    finally:
+        if own:
+            executor.shutdown()
+
+
+def _result_of(fut: Future) -> dict[str, Any]:
+    """The trial's own report, or the executor's failure (a lost Dask worker, a crashed pool process)."""
+    try:
+        return fut.result()
+    except BaseException as exc:  # noqa: BLE001 - becomes a failed trial
+        return {"error": f"{type(exc).__name__}: {exc}".strip(), "wall_s": None}
+
+
+def _record(journal: Journal, t: TrialState, res: dict[str, Any], best: TrialState | None, trials: int,
+            log: Callable[[str], None]) -> TrialState | None:
+    """Journal a finished or failed trial and print its progress line; returns the best finished trial."""
+    n = journal.n_ended + 1
+    name = trial_dir_name(t.number)
+    metrics = res.get("metrics")
+    if "error" not in res and (metrics is None or METRIC not in metrics):
+        res = {"error": f"objective returned no {METRIC!r} (got {sorted(metrics or {})})", "wall_s": res.get("wall_s")}
+    if "error" in res:
+        journal.append("failed", trial=t.number, params=t.params, run_dir=t.run_dir, error=res["error"],
+                       traceback=res.get("traceback", ""), wall_s=res.get("wall_s"))
+        log(f"[{n}/{trials}] trial {name} FAILED after {res.get('wall_s') or 0:.1f} s: {res['error']}")
+        return best
+    objective = -float(metrics[METRIC])
+    journal.append("finished", trial=t.number, params=t.params, run_dir=t.run_dir, objective=objective,
+                   metrics=metrics, wall_s=res["wall_s"])
+    state = journal.trials[t.number]
+    if best is None or objective < best.objective:
+        best = state
+    log(f"[{n}/{trials}] trial {name} mAP@10 {-objective:.4f} (best {-best.objective:.4f} @ "
+        f"{trial_dir_name(best.number)}) {res['wall_s']:.1f} s  {_fmt_params(t.params)}")
+    return best
+
