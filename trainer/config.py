@@ -180,8 +180,10 @@ def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
     unknown = sorted(set(values) - set(types))
     if unknown:
         raise ConfigError(f"{source}: unknown config key(s) {', '.join(unknown)}; known: {', '.join(types)}")
-    cfg = TrainConfig(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
-    return validate(cfg)
+    try:
+        return validate(TrainConfig(**{k: _coerce(k, v, types[k]) for k, v in values.items()}))
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, str]:

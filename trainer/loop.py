@@ -23,7 +23,7 @@ from cache.publish import publish_file, publish_json
 from trainer.augment import augment_batch
 from trainer.checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from trainer.config import ConfigError, TrainConfig, diff, from_dict, resolve_split, save_config
-from trainer.data import TrainData, check_audio_config
+from trainer.data import Batch, TrainData, check_audio_config
 from trainer.evaluate import RUN_INFO, autocast, build_model, resolve_device, score_split
 from trainer.loss import mask_from_clip_ids, nt_xent
 
@@ -94,6 +94,22 @@ def _rewrite_metrics(path: Path, keep_until: int) -> None:
     publish_file(path, write)
 
 
+def train_step(model, batch: Batch, optimizer, cfg: TrainConfig, generator: torch.Generator,
+               device: torch.device) -> float:
+    """One optimisation step on a batch already on the device; returns the loss."""
+    x = augment_batch(batch.x, batch.lengths, cfg, generator)  # gain → Freq-MixStyle (SpecAugment in the model)
+    tokens = model.text.tokenize(batch.texts)
+    with autocast(device):
+        audio_emb, text_emb, scale = model(x, batch.lengths, tokens, generator=generator)
+    loss = nt_xent(audio_emb.float(), text_emb.float(), scale, mask_from_clip_ids(batch.clip_pos))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    return float(loss.detach())
+
+
 def train_epoch(model, data: TrainData, optimizer, cfg: TrainConfig, epoch: int, generator: torch.Generator,
                 device: torch.device, progress: bool) -> dict[str, float]:
     """One pass over every training caption; returns mean loss, seconds and the share spent waiting for data."""
@@ -112,17 +128,7 @@ def train_epoch(model, data: TrainData, optimizer, cfg: TrainConfig, epoch: int,
         wait += time.perf_counter() - t0
         if batch is None:
             break
-        x = augment_batch(batch.x, batch.lengths, cfg, generator)  # gain → Freq-MixStyle (SpecAugment in model)
-        tokens = model.text.tokenize(batch.texts)
-        with autocast(device):
-            audio_emb, text_emb, scale = model(x, batch.lengths, tokens, generator=generator)
-        loss = nt_xent(audio_emb.float(), text_emb.float(), scale, mask_from_clip_ids(batch.clip_pos))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        total += float(loss.detach()) * len(batch.texts)
+        total += train_step(model, batch, optimizer, cfg, generator, device) * len(batch.texts)
         count += len(batch.texts)
         bar.update(1)
         bar.set_postfix(loss=f"{total / count:.3f}")

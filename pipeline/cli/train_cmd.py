@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -20,6 +21,11 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aiff", ".a
 def _fail(msg: str, code: int = EXIT_FAILURE) -> None:
     click.echo(f"error: {msg}", err=True)
     sys.exit(code)
+
+
+def _one_line_warnings() -> None:
+    """Warnings (e.g. "p_bt treated as 0") as one `warning: ...` line on stderr, without a source-code echo."""
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
@@ -58,6 +64,7 @@ def train_command(cache_root: Path, name: str | None, run_dir: Path, config_file
     from trainer.config import ConfigError, load_config
     from trainer.loop import RunExistsError, train
 
+    _one_line_warnings()
     if resume and config_file is None and (run_dir / "config.toml").exists():
         config_file = run_dir / "config.toml"
     try:
@@ -189,6 +196,7 @@ def preview_audio_command(cache_root: Path, name: str | None, overrides: tuple[s
     from trainer.config import ConfigError, load_config
     from trainer.preview import render_audio_preview
 
+    _one_line_warnings()
     try:
         cfg = load_config(config_file, list(overrides))
         path = render_audio_preview(cfg, cache_root, name, out_file, n_clips, split, seed)

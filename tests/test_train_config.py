@@ -1,0 +1,79 @@
+"""TrainConfig: defaults are the paper's, TOML + --set overrides, and every bad value is a one-line usage error."""
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from trainer.config import ConfigError, TrainConfig, diff, load_config, resolve_split, save_config
+
+
+def test_defaults_are_the_papers_best_trial_and_recipe():
+    c = load_config()
+    assert (c.epochs, c.batch_size, c.lr, c.lr_step, c.patience) == (50, 30, 2e-5, 10, 10)
+    assert c.lr_gamma == pytest.approx(1 / 3) and c.effective_text_lr() == c.lr
+    assert (c.p_eda, c.p_syn, c.p_swp, c.p_del, c.p_ins, c.p_bt) == (.9936, .2962, .0085, .1944, 0.0, .1812)
+    assert (c.n_f, c.w_f, c.n_t, c.w_t, c.g_max, c.p_ms, c.ms_alpha) == (1, 4, 7, 58, 3.0, .1045, .8286)
+    assert (c.text_model, c.max_tokens, c.embed_dim, c.audio_width) == ("bert-base-uncased", 32, 1024, 1.0)
+
+
+def test_toml_then_overrides_and_round_trip(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('epochs = 7\nlr = 1e-4\ntext_model = "some/path"\n[unused]\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="unexpected table"):
+        load_config(f)
+    f.write_text('[train]\nepochs = 7\nlr = 1e-4\nlearn_temperature = true\n', encoding="utf-8")
+    c = load_config(f, ["epochs=9", "text_lr=1e-5", "lr_gamma=1/2", "device=cuda:1"])
+    assert (c.epochs, c.lr, c.text_lr, c.lr_gamma, c.learn_temperature, c.device) == (9, 1e-4, 1e-5, .5, True, "cuda:1")
+    (tmp_path / "run").mkdir()
+    out = save_config(c, tmp_path / "run" / "config.toml")
+    assert load_config(out) == c
+    assert set(tomllib.loads(out.read_text())) == set(TrainConfig().to_dict())  # the whole config is saved
+    c2 = load_config(None, ["text_lr=none"])
+    assert c2.text_lr is None and "text_lr" not in tomllib.loads(save_config(c2, tmp_path / "n.toml").read_text())
+    assert load_config(tmp_path / "n.toml") == c2
+
+
+@pytest.mark.parametrize("override,message", [
+    ("no_such=1", "unknown config key"),
+    ("p_syn=0.31", "'p_syn': 0.31 is out of range [0, 0.3]"),
+    ("n_f=2", "'n_f': 2 is out of range [0, 1]"),
+    ("w_t=0", "'w_t': 0 is out of range [1, 64]"),
+    ("g_max=7", "out of range [0, 6]"),
+    ("ms_alpha=-0.1", "out of range"),
+    ("epochs=1.5", "not a valid int"),
+    ("epochs=true", "not a valid int"),
+    ("lr=0", "must be > 0"),
+    ("lr=nan", "not a valid float"),
+    ("learn_temperature=maybe", "not a valid bool"),
+    ("resident=disk", "not one of auto, ram, gpu, stream"),
+    ("device=tpu", "not auto, cpu, cuda or cuda:N"),
+    ("epochs", "expected key=value"),
+])
+def test_bad_values_are_config_errors(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_file_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = [", encoding="utf-8")
+    with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
+        load_config(bad)
+    bad.write_text("p_del = 0.9\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad.toml: .*p_del"):
+        load_config(bad)
+
+
+def test_split_aliases_and_diff():
+    assert resolve_split("train", ["development", "validation"]) == "development"
+    assert resolve_split("train", ["train", "val", "test"]) == "train"
+    assert resolve_split("validation", ["train", "val"]) == "val"
+    assert resolve_split("test", ["evaluation"]) == "evaluation"
+    with pytest.raises(ConfigError, match="not found"):
+        resolve_split("validation", ["development"])
+    a, b = load_config(), load_config(None, ["epochs=3", "lr=1e-3"])
+    assert diff(a, b) == {"epochs": (50, 3), "lr": (2e-5, 1e-3)} and diff(a, b, {"epochs", "lr"}) == {}
