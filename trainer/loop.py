@@ -158,10 +158,16 @@ def train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume: 
         audio_key, caption_key = audio_key or info["audio_key"], caption_key or info["caption_key"]
         if state["stopped"] or int(state["epoch"]) >= cfg.epochs:
             _log(progress, f"{run_dir}: run already finished at epoch {state['epoch']}")
-            return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+            summary_path = run_dir / "summary.json"
+            if summary_path.exists():
+                return json.loads(summary_path.read_text(encoding="utf-8"))
+            return {"best_map10": float(state["best_map10"]), "best_epoch": int(state["best_epoch"]),
+                    "epochs_run": int(state["epoch"]), "stopped_early": bool(state["stopped"]), "run_dir": str(run_dir)}
 
     # 1. Seeds, device, caches, data.
-    torch.manual_seed(cfg.seed), np.random.seed(cfg.seed % 2**32), random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    random.seed(cfg.seed)
     device = resolve_device(cfg.device)
     audio, captions = open_caches(cache_root, name, audio_key, caption_key)
     train_split = resolve_split("train", set(audio.splits))
