@@ -57,13 +57,18 @@ def publish_json(final: str | Path, obj: object) -> Path:
 
 
 def pid_alive(pid: int) -> bool:
+    """True if `pid` is a running process; a killed one not yet reaped (a zombie) counts as dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def stale_temp_files(directory: str | Path) -> list[Path]:

@@ -194,6 +194,8 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
         for p in problems:
             (report or _stderr)(f"{p['file']}: {p['error']}")
         result = _run_shards(m, records, cache_dir, workers or os.cpu_count() or 1, progress, report, scheduler)
+        for tmp in stale_temp_files(cache_dir):  # left by workers of a killed run that were still exiting
+            tmp.unlink(missing_ok=True)
         publish_failures(cache_dir, _all_failures(m))  # before `complete`: a kill between them loses nothing
         m.complete = True
         m.write(cache_dir)
