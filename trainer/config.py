@@ -46,6 +46,7 @@ class TrainConfig:
     # model
     audio_width: float = 1.0
     audio_checkpoint: str = ""  # PANNs Cnn10 state dict; "" = train the CNN from scratch
+    init_from: str = ""  # another run's dir: start from its best weights (AudioCaps pretrain → Clotho fine-tune)
     text_model: str = "bert-base-uncased"
     max_tokens: int = 32
     embed_dim: int = 1024

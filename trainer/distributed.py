@@ -173,6 +173,22 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
+LAUNCHER_OPTIONS = ("--nproc", "--nnodes", "--rdzv-endpoint")
+
+
+def _without_launcher_options(argv: Sequence[str]) -> list[str]:
+    """The CLI arguments minus the launcher's own (`--nproc 2`, `--nnodes=1`, ...): the ranks do not need them."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in LAUNCHER_OPTIONS:
+            skip = True
+        elif not arg.startswith(tuple(o + "=" for o in LAUNCHER_OPTIONS)):
+            out.append(arg)
+    return out
+
+
 def launch_local(nproc: int, argv: Sequence[str], module: str = "pipeline", nnodes: str = "1",
                  rdzv_endpoint: str = "", max_restarts: int = 0) -> int:
     """Re-run `python -m MODULE ARGV` as `nproc` ranks through torch's elastic launcher (what `torchrun` does).
@@ -191,7 +207,9 @@ def launch_local(nproc: int, argv: Sequence[str], module: str = "pipeline", nnod
         opts += ["--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}"]
     else:
         opts += ["--standalone"]
-    args = get_args_parser().parse_args([*opts, "--module", module, *argv])
+    parser = get_args_parser()
+    parser.allow_abbrev = False  # our own options (e.g. --nproc) must never be read as torchrun's abbreviations
+    args = parser.parse_args([*opts, "--module", module, *_without_launcher_options(argv)])
     try:
         run(args)
     except ChildFailedError as exc:

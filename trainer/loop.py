@@ -9,6 +9,7 @@ never interrupted.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import random
 import sys
@@ -20,12 +21,12 @@ import numpy as np
 import torch
 
 from cache.publish import publish_file, publish_json
+from trainer import distributed as dist_hooks
 from trainer.augment import augment_batch
 from trainer.checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from trainer.config import ConfigError, TrainConfig, diff, from_dict, resolve_split, save_config
 from trainer.data import Batch, TrainData, check_audio_config
 from trainer.evaluate import RUN_INFO, autocast, build_model, resolve_device, score_split
-from trainer.loss import mask_from_clip_ids, nt_xent
 
 METRICS_CSV = "metrics.csv"
 METRIC_FIELDS = ["epoch", "loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr", "seconds", "data_wait_share"]
@@ -98,10 +99,11 @@ def train_step(model, batch: Batch, optimizer, cfg: TrainConfig, generator: torc
                device: torch.device) -> float:
     """One optimisation step on a batch already on the device; returns the loss."""
     x = augment_batch(batch.x, batch.lengths, cfg, generator)  # gain → Freq-MixStyle (SpecAugment in the model)
-    tokens = model.text.tokenize(batch.texts)
+    tokens = dist_hooks.unwrap(model).text.tokenize(batch.texts)
     with autocast(device):
         audio_emb, text_emb, scale = model(x, batch.lengths, tokens, generator=generator)
-    loss = nt_xent(audio_emb.float(), text_emb.float(), scale, mask_from_clip_ids(batch.clip_pos))
+    # Global-batch NT-Xent under DDP (gather with gradient), the plain one otherwise.
+    loss = dist_hooks.contrastive_loss(audio_emb.float(), text_emb.float(), scale, batch.clip_pos)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip > 0:
@@ -116,7 +118,7 @@ def train_epoch(model, data: TrainData, optimizer, cfg: TrainConfig, epoch: int,
     from tqdm import tqdm
 
     model.train()
-    generator.manual_seed(epoch_seed(cfg.seed, epoch))
+    generator.manual_seed(epoch_seed(cfg.seed, epoch) + dist_hooks.get_rank())
     total, count, wait = 0.0, 0, 0.0
     start = time.perf_counter()
     batches = data.epoch(epoch)
@@ -134,7 +136,7 @@ def train_epoch(model, data: TrainData, optimizer, cfg: TrainConfig, epoch: int,
         bar.set_postfix(loss=f"{total / count:.3f}")
     bar.close()
     seconds = time.perf_counter() - start
-    return {"loss": total / max(1, count), "seconds": seconds, "data_wait_share": wait / max(seconds, 1e-9)}
+    return {"loss": dist_hooks.all_reduce_mean(total / max(1, count)), "seconds": seconds, "data_wait_share": wait / max(seconds, 1e-9)}
 
 
 def train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume: bool = False,
@@ -152,7 +154,7 @@ def train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume: 
         state = load_checkpoint(last_path)
         changed = diff(from_dict(state["config"], f"{last_path} config"), cfg, ignore=RESUME_FREE)
         if changed:
-            raise ConfigError(f"--resume with a changed config: " + ", ".join(
+            raise ConfigError("--resume with a changed config: " + ", ".join(
                 f"{k} {a!r} → {b!r}" for k, (a, b) in sorted(changed.items())))
         info = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))
         audio_key, caption_key = audio_key or info["audio_key"], caption_key or info["caption_key"]
@@ -164,15 +166,18 @@ def train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume: 
             return {"best_map10": float(state["best_map10"]), "best_epoch": int(state["best_epoch"]),
                     "epochs_run": int(state["epoch"]), "stopped_early": bool(state["stopped"]), "run_dir": str(run_dir)}
 
-    # 1. Seeds, device, caches, data.
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    random.seed(cfg.seed)
-    device = resolve_device(cfg.device)
+    # 1. Seeds, device, caches, data. Distributed: rank 0 alone writes and logs; batches are per-rank slices.
+    rank = dist_hooks.init_distributed(device=cfg.device).rank
+    main, progress = rank == 0, progress and rank == 0
+    torch.manual_seed(cfg.seed + rank)
+    np.random.seed((cfg.seed + rank) % 2**32)
+    random.seed(cfg.seed + rank)
+    device = dist_hooks.device_for_rank(str(resolve_device(cfg.device)))
     audio, captions = open_caches(cache_root, name, audio_key, caption_key)
     train_split = resolve_split("train", set(audio.splits))
     val_split = resolve_split("validation", set(audio.splits))
-    data = TrainData(audio, captions, train_split, cfg, device)
+    data_cfg = dataclasses.replace(cfg, batch_size=dist_hooks.global_batch_size(cfg.batch_size))
+    data = dist_hooks.shard_train_data(TrainData(audio, captions, train_split, data_cfg, device))
     _log(progress, f"train: {len(data.table)} captions of {len(data.clip_indices)} clips ({train_split}), "
                    f"validation: {val_split}; data {data.mode}, device {device}")
 
@@ -182,6 +187,14 @@ def train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume: 
         report = model.audio.load_panns_checkpoint(cfg.audio_checkpoint)
         _log(progress, f"audio checkpoint {cfg.audio_checkpoint}: {len(report['loaded'])} tensors loaded, "
                        f"{len(report['missing'])} missing, {len(report['mismatched'])} mismatched")
+    if cfg.init_from and state is None:
+        from trainer.init_from import load_init_weights
+
+        record = load_init_weights(model, cfg.init_from)
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            publish_json(run_dir / "init_from.json", record)
+        _log(progress, f"initialised from {record.get('source', cfg.init_from)}")
     model.to(device)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
@@ -190,24 +203,27 @@ def train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume: 
 
     # 3. Fresh run: record what it uses. Resume: restore everything from the last checkpoint.
     metrics_path = run_dir / METRICS_CSV
-    if state is None:
+    if state is None and main:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         publish_json(run_dir / RUN_INFO, {"cache_root": str(cache_root.resolve()), "name": name,
                                           "audio_key": audio.key, "caption_key": captions.key,
                                           "audio_dir": str(audio.directory), "caption_dir": str(captions.directory)})
         save_config(cfg, run_dir / "config.toml")
         _rewrite_metrics(metrics_path, 0)
-    else:
+    elif state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"], {"augment": generator})
         best, best_epoch, bad_epochs = float(state["best_map10"]), int(state["best_epoch"]), int(state["bad_epochs"])
         start_epoch = int(state["epoch"]) + 1
-        save_config(cfg, run_dir / "config.toml")
-        _rewrite_metrics(metrics_path, int(state["epoch"]))
+        if main:
+            save_config(cfg, run_dir / "config.toml")
+            _rewrite_metrics(metrics_path, int(state["epoch"]))
         _log(progress, f"resuming {run_dir} after epoch {state['epoch']} (best mAP@10 {best:.4f} @ {best_epoch})")
-    writer = _tensorboard(run_dir)
+    dist_hooks.barrier()
+    ddp_model = dist_hooks.wrap_model(model, device)
+    writer = _tensorboard(run_dir) if main else None
 
     # 4. Epochs: train, validate, log, checkpoint, stop early.
     t_run = time.perf_counter()
@@ -215,8 +231,9 @@ def train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume: 
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        stats = train_epoch(model, data, optimizer, cfg, epoch, generator, device, progress)
-        val = score_split(model, audio, captions, val_split, device, cfg.eval_batch_size).metrics
+        stats = train_epoch(ddp_model, data, optimizer, cfg, epoch, generator, device, progress)
+        val = dist_hooks.broadcast_object(
+            score_split(model, audio, captions, val_split, device, cfg.eval_batch_size).metrics if main else None)
         scheduler.step()
         row = {"epoch": epoch, "loss": f"{stats['loss']:.6f}", "val_map10": f"{val['map10']:.6f}",
                "val_r1": f"{val['r1']:.6f}", "val_r5": f"{val['r5']:.6f}", "val_r10": f"{val['r10']:.6f}",
@@ -232,11 +249,12 @@ def train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume: 
                    "scheduler": scheduler.state_dict(), "rng": rng_state({"augment": generator}), "epoch": epoch,
                    "config": cfg.to_dict(), "best_map10": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
                    "val": val, "stopped": stopped}
-        with open(metrics_path, "a", newline="", encoding="utf-8") as f:  # before the checkpoint: a kill in
-            csv.DictWriter(f, METRIC_FIELDS).writerow(row)  # between redoes this epoch and rewrites its row
-        if improved:
-            save_checkpoint(checkpoint_path(run_dir, "best"), payload)
-        save_checkpoint(last_path, payload)
+        if main:
+            with open(metrics_path, "a", newline="", encoding="utf-8") as f:  # before the checkpoint: a kill in
+                csv.DictWriter(f, METRIC_FIELDS).writerow(row)  # between redoes this epoch and rewrites its row
+            if improved:
+                save_checkpoint(checkpoint_path(run_dir, "best"), payload)
+            save_checkpoint(last_path, payload)
         if writer is not None:
             for k in ("loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr", "data_wait_share"):
                 writer.add_scalar(k, float(row[k]), epoch)
@@ -252,5 +270,7 @@ def train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume: 
     summary = {"best_map10": best, "best_epoch": best_epoch, "epochs_run": epoch, "stopped_early": stopped,
                "run_dir": str(run_dir), "mode": data.mode, "device": str(device), "audio_key": audio.key,
                "caption_key": captions.key, "seconds": time.perf_counter() - t_run}
-    publish_json(run_dir / "summary.json", summary)
+    if main:
+        publish_json(run_dir / "summary.json", summary)
+    dist_hooks.barrier()
     return summary

@@ -49,10 +49,16 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 @click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from checkpoints/last.pt.")
 @click.option("--audio-key", default=None, help="Pin the audio cache by key (prefix) instead of the newest.")
 @click.option("--caption-key", default=None, help="Pin the captions cache by key (prefix) instead of the newest.")
+@click.option("--init-from", "init_from", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
+              help="Start from another run's best weights (recorded in config.toml as init_from).")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="GPUs/processes on this machine (torch elastic launcher); batch_size is per process.")
+@click.option("--nnodes", default="1", show_default=True, help="Nodes for multi-node runs (torchrun semantics).")
+@click.option("--rdzv-endpoint", default="", help="HOST:PORT rendezvous for multi-node runs.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm bars and epoch lines on stderr.")
 def train_command(cache_root: Path, name: str | None, run_dir: Path, config_file: Path | None,
                   overrides: tuple[str, ...], resume: bool, audio_key: str | None, caption_key: str | None,
-                  progress: bool) -> None:
+                  init_from: Path | None, nproc: int, nnodes: str, rdzv_endpoint: str, progress: bool) -> None:
     """Train the audio–text bi-encoder on cached features; the best checkpoint by validation mAP@10 is kept.
 
     \b
@@ -60,9 +66,18 @@ def train_command(cache_root: Path, name: str | None, run_dir: Path, config_file
       audioret train --cache cache/ --name clotho --out runs/base
       audioret train --cache cache/ --name clotho --out runs/small --set audio_width=0.5 --set epochs=20
       audioret train --cache cache/ --name clotho --out runs/base --resume
+      audioret train --cache cache/ --name clotho --out runs/ddp --nproc 4        # 4 GPUs, global batch 4 × 30
+      audioret train --cache cache/ --name clotho --out runs/ft --init-from runs/audiocaps --set lr=2e-6
     """
+    from trainer import distributed
     from trainer.config import ConfigError, load_config
     from trainer.loop import RunExistsError, train
+
+    if nproc > 1 and not distributed.launched_distributed():
+        argv = [a for a in sys.argv[1:]]
+        sys.exit(distributed.launch_local(nproc, argv, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint))
+    if init_from is not None:
+        overrides = (*overrides, f"init_from={init_from.resolve()}")
 
     _one_line_warnings()
     if resume and config_file is None and (run_dir / "config.toml").exists():
@@ -71,6 +86,7 @@ def train_command(cache_root: Path, name: str | None, run_dir: Path, config_file
         cfg = load_config(config_file, list(overrides))
         summary = train(cfg, cache_root, name, run_dir, resume=resume, audio_key=audio_key, caption_key=caption_key,
                         progress=progress)
+        distributed.cleanup()
     except (ConfigError, RunExistsError) as exc:
         _fail(str(exc), EXIT_USAGE)
     except _known_errors() as exc:
