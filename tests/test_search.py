@@ -14,6 +14,7 @@ from skopt.space import Integer, Real
 
 from conftest import REPO, cli_cmd, cli_env, run_cli
 from search_helpers import Quadratic
+from trainer import config
 from trainer.journal import Journal
 from trainer.search import SearchError, propose, run_search
 from trainer.space import PAPER_BEST, SpaceError, default_space, load_space
@@ -106,7 +107,6 @@ def test_failed_trial_recorded_search_continues_and_outputs(tmp_path):
 
 
 def test_best_toml_round_trips_into_train_config(tmp_path):
-    config = pytest.importorskip("trainer.config")
     base = tmp_path / "base.toml"
     base.write_text("epochs = 3\nbatch_size = 4\n")
     j = run_search(Quadratic(), tmp_path / "s", trials=2, space=default_space(), initial=2, workers=1,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, wait
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from skopt import Optimizer
@@ -90,11 +90,12 @@ def _fmt_params(params: dict[str, Any]) -> str:
 def run_search(objective: Objective, out_dir: str | Path, trials: int, space: list[Dimension] | None = None,
                initial: int = 10, estimator: str = "GP", acq: str = "gp_hedge", seed: int = 0, workers: int = 1,
                scheduler: Any = None, gpus: list[int] | None = None, executor: Any = None,
-               objective_id: str = "", base_config: str | Path | None = None,
+               objective_id: str = "", base_config: str | Path | None = None, overrides: Sequence[str] = (),
                log: Callable[[str], None] = _log) -> Journal:
     """Run (or resume) a search until `trials` trials have ended; write the outputs; return the journal.
 
     `executor` (anything with `submit` returning concurrent futures) overrides `workers/scheduler/gpus`.
+    `overrides` are the fixed `KEY=VALUE` settings every trial ran with; best.toml carries them.
     Raises SearchError for a busy or foreign SEARCH_DIR.
     """
     if estimator not in ESTIMATORS:
@@ -113,7 +114,7 @@ def run_search(objective: Objective, out_dir: str | Path, trials: int, space: li
             _drive(journal, objective, out, space, settings, trials, workers, scheduler, gpus, executor, log)
             from trainer.search_report import write_outputs
 
-            write_outputs(journal, space, out, base_config, log=log)
+            write_outputs(journal, space, out, base_config, log=log, overrides=overrides)
             return journal
     except JournalError as exc:
         raise SearchError(str(exc)) from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from skopt import Optimizer
 from skopt.space import Categorical, Dimension
@@ -25,9 +25,10 @@ def _fmt(v: Any) -> str:
 
 
 def write_best_toml(best: TrialState, out: Path, base_config: str | Path | None,
-                    log: Callable[[str], None]) -> Path:
-    """Base config + the best trial's params, validated by trainer.config; a plain TOML merge for params that
-    are not training keys (custom objectives)."""
+                    log: Callable[[str], None], overrides: Sequence[str] = ()) -> Path:
+    """Base config + fixed overrides + the best trial's params, validated by trainer.config (exactly what the
+    trial trained with); a plain TOML merge of base + params for keys that are not training keys (custom
+    objectives, which never see the overrides)."""
     path = out / "best.toml"
     try:
         from trainer.config import ConfigError, load_config, save_config
@@ -35,7 +36,7 @@ def write_best_toml(best: TrialState, out: Path, base_config: str | Path | None,
         ConfigError = None  # type: ignore[assignment]
     if ConfigError is not None:
         try:
-            cfg = load_config(base_config, [f"{k}={v}" for k, v in best.params.items()])
+            cfg = load_config(base_config, [*overrides, *(f"{k}={v}" for k, v in best.params.items())])
             return save_config(cfg, path)
         except ConfigError as exc:
             log(f"search: best.toml is a plain merge, not a validated training config ({exc})")
@@ -118,14 +119,14 @@ def _plots(journal: Journal, space: list[Dimension], out: Path, log: Callable[[s
 
 
 def write_outputs(journal: Journal, space: list[Dimension], out: Path, base_config: str | Path | None,
-                  log: Callable[[str], None]) -> None:
+                  log: Callable[[str], None], overrides: Sequence[str] = ()) -> None:
     """Write every output the journal supports; the paths are named in one closing log line."""
     text = report_markdown(journal, space)
     publish_file(out / "report.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     written = ["report.md"]
     finished = sorted(journal.by_status("finished"), key=lambda t: t.objective)
     if finished:
-        write_best_toml(finished[0], out, base_config, log)
+        write_best_toml(finished[0], out, base_config, log, overrides)
         written.append("best.toml")
         _plots(journal, space, out, log)
         written += [p for p in ("convergence.png", "objective.png") if (out / p).exists()]

@@ -147,7 +147,8 @@ def search_cmd(cache: Path | None, name: str | None, out: Path, overrides: tuple
             _check_space(dims, config, overrides)
         journal = run_search(objective, out, trials, space=dims, initial=initial, estimator=estimator, acq=acq,
                              seed=seed, workers=workers, scheduler=scheduler, gpus=_gpus(gpus),
-                             objective_id=ident, base_config=config)
+                             objective_id=ident, base_config=config,
+                             overrides=overrides)
     except (SpaceError, SearchError, ConfigError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
