@@ -197,17 +197,24 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def read_toml(path: str | Path, error: type[Exception] | None = None, what: str = "config file") -> dict[str, Any]:
+    """A TOML file as a dict; a missing or malformed file raises `error` (default ConfigError) naming it."""
+    error = error or ConfigError
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML ({exc})") from None
+
+
 def load_config(toml_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Defaults ← TOML file (flat table, or a [train] table) ← `key=value` overrides, validated."""
     values: dict[str, Any] = {}
     if toml_path is not None:
         path = Path(toml_path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        data = read_toml(path)
         if set(data) == {"train"} and isinstance(data["train"], dict):
             data = data["train"]
         nested = [k for k, v in data.items() if isinstance(v, dict)]

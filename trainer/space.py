@@ -19,11 +19,12 @@ TOML format, one entry per config key (the key names are TrainConfig's):
 """
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from skopt.space import Categorical, Dimension, Integer, Real
+
+from trainer.config import read_toml
 
 
 class SpaceError(ValueError):
@@ -86,12 +87,7 @@ def load_space(path: str | Path | None) -> list[Dimension]:
     if path is None:
         return default_space()
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpaceError(f"{path}: space file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SpaceError(f"{path}: not valid TOML ({exc})") from None
+    data = read_toml(path, SpaceError, "space file")
     if not data:
         raise SpaceError(f"{path}: no dimensions")
     try:
