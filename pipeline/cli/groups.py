@@ -79,3 +79,30 @@ def download() -> None:
     Example:
       audioret download clotho --root data/clotho
     """
+
+
+def dataset_options(cache_help: str):
+    """The options every `prep` stage takes to find a dataset and its cache (one definition, same spelling)."""
+    from pathlib import Path
+
+    options = [
+        click.option("--dataset", required=True, metavar="KIND",
+                     help="Dataset reader: clotho (Clotho v2.1 layout), manifest (CSV/JSONL), audiocaps, "
+                          "or any registered one."),
+        click.option("--root", type=click.Path(path_type=Path), default=None,
+                     help="Dataset root (Clotho: the folder with clotho_captions_*.csv). Manifest: default its "
+                          "folder."),
+        click.option("--manifest", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="CSV or JSONL with split, file_name, caption_1..caption_N (file names relative to it)."),
+        click.option("--cache", "cache_root", required=True, type=click.Path(path_type=Path, file_okay=False),
+                     help=cache_help),
+        click.option("--name", default=None, help="Name to find this cache by later (default: the dataset kind)."),
+        click.option("--splits", default=None, help="Comma-separated splits to include (default: all present)."),
+    ]
+
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate

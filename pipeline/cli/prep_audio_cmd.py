@@ -6,20 +6,11 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, prep
+from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, dataset_options, prep
 
 
 @prep.command("audio", context_settings=CONTEXT)
-@click.option("--dataset", required=True, metavar="KIND",
-              help="Dataset reader: clotho (Clotho v2.1 layout) or manifest (CSV/JSONL); others when registered.")
-@click.option("--root", type=click.Path(path_type=Path), default=None,
-              help="Dataset root (Clotho: the folder with clotho_captions_*.csv). Manifest: default its folder.")
-@click.option("--manifest", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="CSV or JSONL with split, file_name, caption_1..caption_N (file names relative to it).")
-@click.option("--cache", "cache_root", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Cache root; the features land in CACHE/audio/<key>/.")
-@click.option("--name", default=None, help="Name to find this cache by later (default: the dataset kind).")
-@click.option("--splits", default=None, help="Comma-separated splits to include (default: all present).")
+@dataset_options("Cache root; the features land in CACHE/audio/<key>/.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
 @click.option("--shard-size", type=click.IntRange(min=1), default=256, show_default=True, help="Clips per shard.")
 @click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, show_default=True,

@@ -8,22 +8,14 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, prep, preview
+from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, dataset_options, prep, preview
 
 # The paper's best text-augmentation setting (Table 4); `--set` overrides any of them.
 PAPER_BEST = {"p_eda": 0.9936, "p_syn": 0.2962, "p_swp": 0.0085, "p_del": 0.1944, "p_ins": 0.0, "p_bt": 0.1812}
 
 
 @prep.command("captions", context_settings=CONTEXT)
-@click.option("--dataset", required=True, metavar="KIND", help="Dataset reader: clotho or manifest (or registered).")
-@click.option("--root", type=click.Path(path_type=Path), default=None,
-              help="Dataset root (Clotho: the folder with clotho_captions_*.csv). Manifest: default its folder.")
-@click.option("--manifest", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="CSV or JSONL with split, file_name, caption_1..caption_N.")
-@click.option("--cache", "cache_root", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Cache root; captions land in CACHE/captions/<key>/, translations in CACHE/translations/.")
-@click.option("--name", default=None, help="Name to find this cache by later (default: the dataset kind).")
-@click.option("--splits", default=None, help="Comma-separated splits to include (default: all present).")
+@dataset_options("Cache root; captions land in CACHE/captions/<key>/, translations in CACHE/translations/.")
 @click.option("--translator", type=click.Choice(["google", "marian", "none"]), default="none", show_default=True,
               help="Back-translation backend: google (deep-translator, network), marian (opus-mt, offline), none.")
 @click.option("--pivots", default="de,fr,es", show_default=True, help="Pivot languages for EN→X→EN.")
