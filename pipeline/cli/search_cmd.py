@@ -57,16 +57,19 @@ def _objective(cache: Path | None, name: str | None, config: Path | None, overri
     load_config(config, list(overrides))  # unknown keys / bad values are usage errors before any trial starts
     obj = TrainObjective(str(cache.resolve()), name, str(config.resolve()) if config else None, tuple(overrides),
                          audio_key, caption_key, evaluate_split=evaluate)
-    return obj, f"train cache={obj.cache_root} name={name} config={obj.base_config} set={list(overrides)}"
+    # What a resume must match: the caches, the split scored, and the base config's content (not just its path).
+    from cache.keys import sha256_file
+
+    config_sha = sha256_file(config)[:16] if config else None
+    return obj, (f"train cache={obj.cache_root} name={name} config={obj.base_config} config_sha256={config_sha} "
+                 f"set={list(overrides)} audio_key={audio_key} caption_key={caption_key} split={evaluate}")
 
 
 def _check_space(space: list, config: Path | None, overrides: tuple[str, ...]) -> None:
     """Each dimension's low and high must be valid values of the training config (catches typos early)."""
     from skopt.space import Categorical
 
-    from trainer.config import load_config
-
-    from trainer.config import ConfigError
+    from trainer.config import ConfigError, load_config
 
     for d in space:
         for v in (d.categories if isinstance(d, Categorical) else (d.low, d.high)):
