@@ -26,7 +26,7 @@ def ls_cmd(cache_dir: Path) -> None:
 
     \b
     Example:
-      audioret cache ls cache/
+      audioret cache ls caches/
     """
     rows = summarise(cache_dir)
     if not rows:
@@ -53,7 +53,7 @@ def verify_cmd(cache_dir: Path, key: str | None) -> None:
 
     \b
     Example:
-      audioret cache verify cache/ 3f2a9c1e
+      audioret cache verify caches/ 3f2a9c1e
     """
     dirs = [d for d, m in iter_caches(cache_dir)
             if key is None or d.name.startswith(key) or (m is not None and m.key.startswith(key))]
@@ -82,8 +82,8 @@ def gc_cmd(cache_dir: Path, yes: bool) -> None:
 
     \b
     Example:
-      audioret cache gc cache/          # list what would go
-      audioret cache gc cache/ --yes    # delete it
+      audioret cache gc caches/          # list what would go
+      audioret cache gc caches/ --yes    # delete it
     """
     found = garbage(cache_dir)
     if not found:

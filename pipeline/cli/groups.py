@@ -33,9 +33,9 @@ def main() -> None:
     \b
     Typical session:
       audioret download clotho --root data/clotho
-      audioret prep audio    --dataset clotho --root data/clotho --cache cache/
-      audioret prep captions --dataset clotho --root data/clotho --cache cache/ --translator marian
-      audioret train --cache cache/ --name clotho --out runs/base
+      audioret prep audio    --dataset clotho --root data/clotho --cache caches/
+      audioret prep captions --dataset clotho --root data/clotho --cache caches/ --translator marian
+      audioret train --cache caches/ --name clotho --out runs/base
       audioret eval runs/base
       audioret retrieve runs/base "a dog barks while rain falls"
     """
@@ -47,7 +47,7 @@ def prep() -> None:
 
     \b
     Example:
-      audioret prep audio --dataset clotho --root data/clotho --cache cache/
+      audioret prep audio --dataset clotho --root data/clotho --cache caches/
     """
 
 
@@ -57,7 +57,7 @@ def cache_group() -> None:
 
     \b
     Example:
-      audioret cache ls cache/
+      audioret cache ls caches/
     """
 
 
@@ -67,7 +67,7 @@ def preview() -> None:
 
     \b
     Example:
-      audioret preview captions --cache cache/ --name clotho -n 5
+      audioret preview captions --cache caches/ --name clotho -n 5
     """
 
 

@@ -31,8 +31,8 @@ def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache
 
     \b
     Examples:
-      audioret prep audio --dataset clotho --root data/clotho --cache cache/
-      audioret prep audio --dataset manifest --manifest my/clips.csv --cache cache/ --name mine --workers 4
+      audioret prep audio --dataset clotho --root data/clotho --cache caches/
+      audioret prep audio --dataset manifest --manifest my/clips.csv --cache caches/ --name mine --workers 4
     """
     from cache.locks import CacheLockedError
     from pipeline.datasets import DATASET_KINDS, DatasetError, split_list

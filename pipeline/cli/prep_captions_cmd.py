@@ -54,9 +54,9 @@ def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, ca
 
     \b
     Examples:
-      audioret prep captions --dataset clotho --root data/clotho --cache cache/ --translator marian
-      audioret prep captions --dataset clotho --root data/clotho --cache cache/ --translator google --pivots de,fr
-      audioret prep captions --dataset manifest --manifest my/clips.csv --cache cache/ --translator none
+      audioret prep captions --dataset clotho --root data/clotho --cache caches/ --translator marian
+      audioret prep captions --dataset clotho --root data/clotho --cache caches/ --translator google --pivots de,fr
+      audioret prep captions --dataset manifest --manifest my/clips.csv --cache caches/ --translator none
     """
     from cache.locks import CacheLockedError
     from pipeline.datasets import DATASET_KINDS, DatasetError, split_list
@@ -141,8 +141,8 @@ def preview_captions_cmd(cache_root: Path, name: str | None, key: str | None, n_
 
     \b
     Examples:
-      audioret preview captions --cache cache/ --name clotho -n 3
-      audioret preview captions --cache cache/ --set p_eda=1 --set p_syn=0.5 --seed 7
+      audioret preview captions --cache caches/ --name clotho -n 3
+      audioret preview captions --cache caches/ --set p_eda=1 --set p_syn=0.5 --seed 7
     """
     from cache.caption_shards import CaptionCache
     from cache.manifest import CacheNotFoundError

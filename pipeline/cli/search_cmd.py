@@ -135,9 +135,9 @@ def search_cmd(cache: Path | None, name: str | None, out: Path, overrides: tuple
     Kill it at any time; the same command resumes (finished trials are kept, running ones are resumed).
     \b
     Examples:
-      audioret search --cache cache/ --name clotho --out searches/s1 --config base.toml --trials 110 --gpus 0,1,2,3
-      audioret search --cache cache/ --name clotho --out searches/s1 --scheduler tcp://head:8786 --workers 8
-      audioret train --cache cache/ --name clotho --out runs/best --config searches/s1/best.toml
+      audioret search --cache caches/ --name clotho --out searches/s1 --config base.toml --trials 110 --gpus 0,1,2,3
+      audioret search --cache caches/ --name clotho --out searches/s1 --scheduler tcp://head:8786 --workers 8
+      audioret train --cache caches/ --name clotho --out runs/best --config searches/s1/best.toml
     """
     ConfigError = _config_error()
     from trainer.search import SearchError, run_search
@@ -175,7 +175,7 @@ def sweep_cmd(cache: Path | None, name: str | None, out: Path, overrides: tuple[
 
     \b
     Example (the paper's Table 5 ablations):
-      audioret sweep --cache cache/ --name clotho --out sweeps/t5 --config base.toml --seeds 3 --gpus 0,1 \\
+      audioret sweep --cache caches/ --name clotho --out sweeps/t5 --config base.toml --seeds 3 --gpus 0,1 \\
         --variant full --variant no_audio_aug:n_t=0,n_f=0,g_max=0,p_ms=0 --variant no_gain:g_max=0 \\
         --variant no_mixstyle:p_ms=0 --variant no_specaugment:n_t=0,n_f=0 --variant no_bt:p_bt=0 \\
         --variant no_eda:p_eda=0 --variant no_text_aug:p_bt=0,p_eda=0

@@ -63,11 +63,11 @@ def train_command(cache_root: Path, name: str | None, run_dir: Path, config_file
 
     \b
     Examples:
-      audioret train --cache cache/ --name clotho --out runs/base
-      audioret train --cache cache/ --name clotho --out runs/small --set audio_width=0.5 --set epochs=20
-      audioret train --cache cache/ --name clotho --out runs/base --resume
-      audioret train --cache cache/ --name clotho --out runs/ddp --nproc 4        # 4 GPUs, global batch 4 × 30
-      audioret train --cache cache/ --name clotho --out runs/ft --init-from runs/audiocaps --set lr=2e-6
+      audioret train --cache caches/ --name clotho --out runs/base
+      audioret train --cache caches/ --name clotho --out runs/small --set audio_width=0.5 --set epochs=20
+      audioret train --cache caches/ --name clotho --out runs/base --resume
+      audioret train --cache caches/ --name clotho --out runs/ddp --nproc 4        # 4 GPUs, global batch 4 × 30
+      audioret train --cache caches/ --name clotho --out runs/ft --init-from runs/audiocaps --set lr=2e-6
     """
     from trainer import distributed
     from trainer.config import ConfigError, load_config
@@ -207,7 +207,7 @@ def preview_audio_command(cache_root: Path, name: str | None, overrides: tuple[s
 
     \b
     Example:
-      audioret preview audio --cache cache/ --name clotho --set g_max=6 --set n_t=8 --out aug.png
+      audioret preview audio --cache caches/ --name clotho --set g_max=6 --set n_t=8 --out aug.png
     """
     from trainer.config import ConfigError, load_config
     from trainer.preview import render_audio_preview
