@@ -14,7 +14,7 @@ from typing import Sequence
 import h5py
 import numpy as np
 
-from cache.manifest import Manifest, resolve_cache
+from cache.manifest import Manifest, read_for_reading, resolve_cache
 from cache.shards import CacheIntegrityError, write_h5_shard
 
 KIND = "audio"
@@ -85,11 +85,7 @@ class AudioCache:
 
     def __init__(self, directory: str | Path, allow_incomplete: bool = False):
         self.directory = Path(directory)
-        self.manifest = Manifest.read(self.directory)
-        if self.manifest.kind != KIND:
-            raise CacheIntegrityError(f"{self.directory}: not an audio cache (kind {self.manifest.kind})")
-        if not self.manifest.complete and not allow_incomplete:
-            raise CacheIntegrityError(f"{self.directory}: cache is incomplete; re-run `audioret prep audio`")
+        self.manifest = read_for_reading(self.directory, KIND, allow_incomplete)
         self.key = self.manifest.key
         self.config = dict(self.manifest.config)
         shards = [s for s in self.manifest.shards if s.complete or (self.directory / s.file).exists()]

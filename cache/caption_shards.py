@@ -24,7 +24,7 @@ from typing import Sequence
 import h5py
 import numpy as np
 
-from cache.manifest import Manifest, ShardEntry, resolve_cache
+from cache.manifest import Manifest, ShardEntry, read_for_reading, resolve_cache
 from cache.shards import CacheIntegrityError, write_h5_shard
 from cache.verify import register_shard_check
 
@@ -101,11 +101,7 @@ class CaptionCache:
 
     def __init__(self, directory: str | Path, allow_incomplete: bool = False):
         self.directory = Path(directory)
-        self.manifest = Manifest.read(self.directory)
-        if self.manifest.kind != KIND:
-            raise ValueError(f"{self.directory}: not a captions cache (kind {self.manifest.kind})")
-        if not self.manifest.complete and not allow_incomplete:
-            raise ValueError(f"{self.directory}: captions cache is incomplete; re-run `audioret prep captions`")
+        self.manifest = read_for_reading(self.directory, KIND, allow_incomplete)
         self.config: dict = dict(self.manifest.config)
         self.key: str = self.manifest.key
         self.backend: str = self.config.get("backend", "none")

@@ -19,6 +19,10 @@ FAILURES_NAME = "failures.jsonl"
 KINDS = ("audio", "captions")
 
 
+class CacheIntegrityError(ValueError):
+    """A cache or shard does not match its manifest (wrong kind, incomplete, foreign key, wrong layout)."""
+
+
 class CacheNotFoundError(Exception):
     """No (complete) cache matches the request; the message says what exists."""
 
@@ -84,6 +88,17 @@ class Manifest:
         path = Path(directory) / MANIFEST_NAME
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
+
+
+def read_for_reading(directory: str | Path, kind: str, allow_incomplete: bool = False) -> Manifest:
+    """The manifest of a cache a reader may use: of `kind`, and complete unless `allow_incomplete`."""
+    directory = Path(directory)
+    m = Manifest.read(directory)
+    if m.kind != kind:
+        raise CacheIntegrityError(f"{directory}: not a {kind} cache (kind {m.kind})")
+    if not m.complete and not allow_incomplete:
+        raise CacheIntegrityError(f"{directory}: {kind} cache is incomplete; re-run `audioret prep {kind}`")
+    return m
 
 
 def plan_shards(n_clips: int, shard_size: int) -> list[ShardEntry]:

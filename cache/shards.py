@@ -14,14 +14,10 @@ from typing import Any, Mapping
 import h5py
 import numpy as np
 
+from cache.manifest import CacheIntegrityError  # noqa: F401  (re-exported: shard readers raise it)
 from cache.publish import publish_file
 
 CHECKSUM_ATTR = "payload_sha256"
-
-
-class CacheIntegrityError(Exception):
-    """A cache or shard does not match its manifest (incomplete, foreign key, wrong layout)."""
-
 STR_DTYPE = h5py.string_dtype("utf-8")
 
 

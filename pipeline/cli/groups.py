@@ -81,6 +81,20 @@ def download() -> None:
     """
 
 
+def dataset_root(dataset: str, root, manifest):
+    """Validate --dataset and derive the root (a manifest's folder by default); usage errors exit 2."""
+    from pipeline.datasets import DATASET_KINDS
+
+    if dataset not in DATASET_KINDS:
+        raise click.BadParameter(f"unknown dataset {dataset!r}; choose from {', '.join(sorted(DATASET_KINDS))}",
+                                 param_hint="--dataset")
+    if root is None:
+        if manifest is None:
+            raise click.UsageError("--root is required (or --manifest for --dataset manifest)")
+        root = manifest.parent
+    return root
+
+
 def dataset_options(cache_help: str):
     """The options every `prep` stage takes to find a dataset and its cache (one definition, same spelling)."""
     from pathlib import Path

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, dataset_options, prep
+from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, dataset_options, dataset_root, prep
 
 
 @prep.command("audio", context_settings=CONTEXT)
@@ -35,16 +35,10 @@ def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache
       audioret prep audio --dataset manifest --manifest my/clips.csv --cache caches/ --name mine --workers 4
     """
     from cache.locks import CacheLockedError
-    from pipeline.datasets import DATASET_KINDS, DatasetError, split_list
+    from pipeline.datasets import DatasetError, split_list
     from pipeline.prep_audio import prep_audio
 
-    if dataset not in DATASET_KINDS:
-        raise click.BadParameter(f"unknown dataset {dataset!r}; choose from {', '.join(sorted(DATASET_KINDS))}",
-                                 param_hint="--dataset")
-    if root is None:
-        if manifest is None:
-            raise click.UsageError("--root is required (or --manifest for --dataset manifest)")
-        root = manifest.parent
+    root = dataset_root(dataset, root, manifest)
     try:
         result = prep_audio(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
                             workers=workers, shard_size=shard_size, wait_lock=wait_lock,

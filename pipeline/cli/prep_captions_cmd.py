@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, dataset_options, prep, preview
+from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, dataset_options, dataset_root, prep, preview
 
 # The paper's best text-augmentation setting (Table 4); `--set` overrides any of them.
 PAPER_BEST = {"p_eda": 0.9936, "p_syn": 0.2962, "p_swp": 0.0085, "p_del": 0.1944, "p_ins": 0.0, "p_bt": 0.1812}
@@ -59,17 +59,11 @@ def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, ca
       audioret prep captions --dataset manifest --manifest my/clips.csv --cache caches/ --translator none
     """
     from cache.locks import CacheLockedError
-    from pipeline.datasets import DATASET_KINDS, DatasetError, split_list
+    from pipeline.datasets import DatasetError, split_list
     from pipeline.prep_captions import prep_captions
     from pipeline.translate import TranslatorUnavailable
 
-    if dataset not in DATASET_KINDS:
-        raise click.BadParameter(f"unknown dataset {dataset!r}; choose from {', '.join(sorted(DATASET_KINDS))}",
-                                 param_hint="--dataset")
-    if root is None:
-        if manifest is None:
-            raise click.UsageError("--root is required (or --manifest for --dataset manifest)")
-        root = manifest.parent
+    root = dataset_root(dataset, root, manifest)
     pivot_list = [p for p in pivots.replace(" ", ",").split(",") if p]
     if translator != "none" and not pivot_list:
         raise click.BadParameter("give at least one pivot language, e.g. de,fr,es", param_hint="--pivots")
