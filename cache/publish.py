@@ -29,7 +29,6 @@ def fsync_path(path: str | Path) -> None:
         os.close(fd)
 
 
-fsync_dir = fsync_file = fsync_path
 
 
 def publish_file(final: str | Path, write: Callable[[Path], None]) -> Path:
@@ -38,12 +37,12 @@ def publish_file(final: str | Path, write: Callable[[Path], None]) -> Path:
     tmp = tmp_path_for(final)
     try:
         write(tmp)
-        fsync_file(tmp)
+        fsync_path(tmp)
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(final.parent)
+    fsync_path(final.parent)
     return final
 
 

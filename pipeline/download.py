@@ -27,7 +27,7 @@ from pathlib import Path
 import py7zr
 
 from cache.locks import CacheLock, CacheLockedError
-from cache.publish import fsync_dir, publish_json
+from cache.publish import fsync_path, publish_json
 from pipeline.fetch import (ChecksumError, DiskSpaceError, DownloadError, FetchOptions, NetworkError, RemoteFile,
                             fetch, make_session, require_free)
 
@@ -221,7 +221,7 @@ def extract_split(archive: Path, root: Path, remote: RemoteFile, opts: FetchOpti
     if final.exists():
         final.rmdir()  # an empty folder (split_done treats it as absent); a non-empty one was returned above
     os.rename(inner, final)
-    fsync_dir(root)  # the rename is the commit point: make it durable before the archive may be deleted
+    fsync_path(root)  # the rename is the commit point: make it durable before the archive may be deleted
     if inner != temp:
         shutil.rmtree(temp)
     return "extracted"
