@@ -150,10 +150,20 @@ def test_usage_errors_name_the_problem(tmp_path: Path) -> None:
 
 def start(manifest: Path, cache: Path) -> subprocess.Popen:
     """A prep run in its own session, so kill -9 can take the whole job (parent and workers) at once."""
+    # --wait-lock: a writer killed a moment ago, or a test probe, may hold the lock for an instant; the job waits.
     cmd = cli_cmd("prep", "audio", "--dataset", "manifest", "--manifest", str(manifest), "--cache", str(cache),
-                  "--shard-size", "2", "--workers", "2", "--no-progress")
+                  "--shard-size", "2", "--workers", "2", "--no-progress", "--wait-lock", "30")
     return subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
+
+
+def holds_lock(cache_dir: Path, pid: int) -> bool:
+    """`pid` holds the writer lock. The lock file names its holder once it has the lock; only then probe, so the
+    probe (which takes the lock for an instant) never races the job's own acquire."""
+    try:
+        return (cache_dir / ".lock").read_text().strip() == str(pid) and is_locked(cache_dir)
+    except OSError:
+        return False
 
 
 def shards_marked(cache_dir: Path) -> int:
@@ -197,8 +207,9 @@ def test_kill9_at_several_moments_then_resume_is_bit_identical(tmp_path: Path) -
         t0 = time.monotonic()
         job = start(man, tmp_path / "cache")
         if label.startswith("three"):  # while it runs, a second prep on the same cache must refuse
-            while job.poll() is None and not is_locked(cache_dir):
+            while job.poll() is None and not holds_lock(cache_dir, job.pid):
                 time.sleep(0.01)
+            assert job.poll() is None, f"the job ended before it locked the cache: {job.communicate()[1].decode()}"
             second = prep(man, tmp_path / "cache", "--shard-size", "2")
             assert second.returncode == 1 and LOCK_MESSAGE in second.stderr, second.stderr
         killed += kill_when(job, ready)
