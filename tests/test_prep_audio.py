@@ -201,19 +201,30 @@ def test_kill9_at_several_moments_then_resume_is_bit_identical(tmp_path: Path) -
         ("three more shards done", lambda: shards_marked(cache_dir) >= 3 + done_before),
         (f"{delay:.2f} s after the start", lambda: time.monotonic() - t0 > delay),
     ]
-    killed = 0
-    for label, ready in moments:
-        done_before = max(shards_marked(cache_dir), 0)
-        t0 = time.monotonic()
-        job = start(man, tmp_path / "cache")
-        if label.startswith("three"):  # while it runs, a second prep on the same cache must refuse
-            while job.poll() is None and not holds_lock(cache_dir, job.pid):
-                time.sleep(0.01)
-            assert job.poll() is None, f"the job ended before it locked the cache: {job.communicate()[1].decode()}"
-            second = prep(man, tmp_path / "cache", "--shard-size", "2")
-            assert second.returncode == 1 and LOCK_MESSAGE in second.stderr, second.stderr
-        killed += kill_when(job, ready)
-        assert shards_marked(cache_dir) >= -1  # the manifest is always either absent or whole JSON
+    killed, job = 0, None
+    try:
+        for label, ready in moments:
+            done_before = max(shards_marked(cache_dir), 0)
+            t0 = time.monotonic()
+            job = start(man, tmp_path / "cache")
+            if label.startswith("three"):  # while it runs, a second prep on the same cache must refuse
+                while job.poll() is None and not holds_lock(cache_dir, job.pid):
+                    time.sleep(0.01)
+                assert job.poll() is None, f"the job ended before locking the cache: {job.communicate()[1].decode()}"
+                # Paused (lock held) while the second prep runs: on a loaded machine the job could otherwise finish
+                # first, and then the second would find a finished cache and this moment could not kill it.
+                os.killpg(job.pid, signal.SIGSTOP)
+                try:
+                    second = prep(man, tmp_path / "cache", "--shard-size", "2")
+                finally:
+                    os.killpg(job.pid, signal.SIGCONT)
+                assert second.returncode == 1 and LOCK_MESSAGE in second.stderr, second.stderr
+            killed += kill_when(job, ready)
+            assert shards_marked(cache_dir) >= -1  # the manifest is always either absent or whole JSON
+    finally:  # a failed check above must not leave the job running (and loading the machine) after the test
+        if job is not None and job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
     assert killed >= 2, "the job finished before it could be killed: make the clip set larger"
 
     final = prep(man, tmp_path / "cache", "--shard-size", "2", "--workers", "2")
