@@ -31,10 +31,18 @@ class Quadratic:
         while state["step"] < self.steps:
             time.sleep(self.seconds / self.steps)
             state["step"] += 1
-            prog.write_text(json.dumps(state))
-        prog.write_text(json.dumps(state))
+            _write_atomic(prog, state)
+        _write_atomic(prog, state)
         score = sum((float(v) - 0.5) ** 2 for v in params.values() if isinstance(v, (int, float)))
         return {"best_map10": math.exp(-score), "starts": state["starts"], "pid": os.getpid()}
+
+
+def _write_atomic(path: Path, state: dict) -> None:
+    """temp + rename: the test polls progress.json while trials run, and a worker orphaned by a killed driver
+    dies (os._exit) at any instant; a plain write_text would leave an empty file to both for a moment."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, path)
 
 
 class SlowFailing(Quadratic):
