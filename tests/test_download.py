@@ -1,7 +1,7 @@
 """`audioret download clotho` against a loopback HTTP server that serves tiny real Clotho-shaped files.
 
 The server (ThreadingHTTPServer on 127.0.0.1) speaks HTTP Range, logs every request (path + Range header), and can
-drop a connection half-way once or trickle a file slowly so the downloader subprocess can be killed mid-file.
+drop a connection half-way once or stall a file half-way so the downloader subprocess can be killed mid-file.
 The archives are real .7z files built with py7zr from the bundled FSDD WAV clips. No test touches the internet.
 """
 from __future__ import annotations
@@ -67,7 +67,11 @@ class Server:
         self.directory = directory
         self.log: list[tuple[str, str | None]] = []
         self.drop_once: dict[str, int] = {}  # name -> close the connection after this many body bytes, once
-        self.trickle: dict[str, float] = {}  # name -> seconds to sleep per 1 KB sent
+        # name -> send this many body bytes, then stall until `release` is set (a kill lands mid-file for sure,
+        # however slow or fast the machine: a throttled send could finish before a loaded test saw the .part)
+        self.stall_after: dict[str, int] = {}
+        self.stalled = threading.Event()
+        self.release = threading.Event()
         self.ignore_range = False
         state = self
 
@@ -115,15 +119,20 @@ class Server:
                 req.wfile.flush()
                 req.connection.shutdown(socket.SHUT_RDWR)
                 return
-            step = 1024 if name in self.trickle else len(body)
-            for i in range(0, len(body), step):
-                req.wfile.write(body[i:i + step])
+            stall = self.stall_after.get(name)
+            if stall is not None:
+                req.wfile.write(body[:stall])
                 req.wfile.flush()
-                time.sleep(self.trickle.get(name, 0))
+                self.stalled.set()
+                self.release.wait(120)
+                body = body[stall:]
+            req.wfile.write(body)
+            req.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass
 
     def close(self) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -190,23 +199,26 @@ def test_drop_resume_bad_checksum_then_rerun_fetches_nothing(tmp_path, server, m
 def test_kill_9_mid_download_then_rerun_finishes_without_refetching(tmp_path, server, mirror):
     dest = tmp_path / "clotho"
     archive = "clotho_audio_development.7z"
-    server.trickle[archive] = 0.04  # ~25 KB/s: the 16 KB read chunks land on disk one by one
+    size = (mirror / archive).stat().st_size
+    server.stall_after[archive] = size // 2  # half the archive, then the server stalls until released
     args = ["download", "clotho", "--root", dest, "--splits", "development", "--base-url", server.url,
             "--checksums", mirror / "checksums.json", *FAST]
-    proc = subprocess.Popen(cli_cmd(*args), env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cli_cmd(*args), env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     part = dest / (archive + ".part")
-    deadline = time.monotonic() + 20
-    while not (part.exists() and part.stat().st_size > 0):
-        assert proc.poll() is None and time.monotonic() < deadline, "download never started"
+    deadline = time.monotonic() + 60
+    while not (server.stalled.is_set() and part.exists() and part.stat().st_size > 0):
+        assert proc.poll() is None, f"the download ended before the kill: {proc.communicate()[1].decode()}"
+        assert time.monotonic() < deadline, "download never started"
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     have = part.stat().st_size
-    assert 0 < have < (mirror / archive).stat().st_size
+    assert 0 < have <= size // 2
     assert (dest / "clotho_captions_development.csv").is_file() and not (dest / "development").exists()
 
     server.log.clear()
-    server.trickle.clear()
+    server.stall_after.clear()
+    server.release.set()  # the stalled handler now writes into the dead client's socket and ends
     done = run_cli(*args)
     assert done.returncode == 0, done.stderr
     assert server.log == [(archive, f"bytes={have}-")]  # CSVs and LICENSE were complete: not fetched again
@@ -228,11 +240,11 @@ def test_keep_archives_rerun_is_offline(tmp_path, server, mirror):
 
 
 def test_unreachable_network_is_one_clear_error(tmp_path):
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
+    with socket.socket() as sock:  # bound but not listening: connections are refused, and while the socket is
+        sock.bind(("127.0.0.1", 0))  # held no other process can take the port and answer
         port = sock.getsockname()[1]
-    proc = run_cli("download", "clotho", "--root", tmp_path / "c", "--base-url", f"http://127.0.0.1:{port}",
-                   "--retries", "1", "--backoff", "0", "--no-progress")
+        proc = run_cli("download", "clotho", "--root", tmp_path / "c", "--base-url", f"http://127.0.0.1:{port}",
+                       "--retries", "1", "--backoff", "0", "--no-progress")
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "cannot reach" in errors[0] and "network unreachable" in errors[0]
