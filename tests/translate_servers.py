@@ -29,7 +29,7 @@ class GoogleLikeServer:
         self.hang_s = hang_s
         self.delay_s = delay_s
         self.requests: Counter = Counter()  # (sl, tl, q) → requests received
-        self.answered: Counter = Counter()  # (sl, tl, q) → 200 answers sent
+        self.answered: Counter = Counter()  # (sl, tl, q) → 200 answers (counted when decided, before sending)
         self.fail_texts: set[str] = set()  # answered with HTTP 404 (a per-text failure, not retried)
         self.block_after: int | None = None  # block the request after this many 200 answers
         self.blocked = threading.Event()
@@ -51,12 +51,14 @@ class GoogleLikeServer:
                         action = "404"
                     if server.block_after is not None and sum(server.answered.values()) >= server.block_after:
                         action = "block"
+                    if action == "ok":  # counted here, under the lock that decides "block": counted after the
+                        server.answered[key] += 1  # write, a slow thread could let one request too many through
                 if action == "block":
                     server.blocked.set()
                     server.release.wait(30)
                     return
                 if action == "hang":
-                    time.sleep(server.hang_s)
+                    server.release.wait(server.hang_s)  # as long as a hang, but it ends when the server closes
                     return
                 if action in ("404", "429", "503"):
                     self.send_response(int(action))
@@ -70,8 +72,6 @@ class GoogleLikeServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-                with server._lock:
-                    server.answered[key] += 1
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
