@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -83,17 +85,23 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     D.cleanup()
 
 
-def _free_port() -> int:
+@contextmanager
+def _reserved_port() -> Iterator[int]:
+    """A free port that stays bound here (SO_REUSEADDR, not listening) until the ranks are done. A port that is
+    picked and closed is free for anyone during the seconds the ranks take to start; bound, no other bind (or
+    outgoing connection) gets it, while rank 0's store (SO_REUSEADDR too) can still bind it and listen."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def ranked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, np.ndarray]]:
     """Gradients seen by rank 0 (after DDP averaging) per loss mode, from 2 real gloo processes."""
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    with _reserved_port() as port:
+        mp.spawn(_worker, args=(port, str(out)), nprocs=WORLD, join=True)
     result = {}
     for mode in MODES:
         with np.load(out / f"{mode}.npz") as z:
