@@ -18,21 +18,20 @@ class AudioDecodeError(Exception):
 
 def decoder_versions() -> dict:
     """Versions of everything between the file and the waveform; part of the audio cache key."""
-    import librosa
+    import scipy
     import soundfile
     import soxr
 
     return {
         "soundfile": soundfile.__version__,
         "libsndfile": soundfile.__libsndfile_version__,
-        "librosa": librosa.__version__,
         "soxr": soxr.__version__,
+        "scipy": scipy.__version__,  # scipy.fft computes the STFT (pipeline/features.py)
     }
 
 
 def load_mono(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
     """Decode `path`, average the channels and resample to `config.sample_rate` with `config.resampler`."""
-    import librosa
     import soundfile
 
     path = Path(path)
@@ -59,8 +58,20 @@ def load_mono(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG) -> np.nda
     if not np.all(np.isfinite(y)):
         raise AudioDecodeError("decoded samples contain NaN or inf")
     if rate != config.sample_rate:
-        y = librosa.resample(y, orig_sr=rate, target_sr=config.sample_rate, res_type=config.resampler)
+        y = resample(y, rate, config.sample_rate, config.resampler)
     return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def resample(y: np.ndarray, orig_sr: int, target_sr: int, quality: str = "soxr_hq") -> np.ndarray:
+    """librosa.resample(res_type="soxr_…") without importing librosa: soxr, then trim or zero-pad to
+    ceil(n · target/orig) samples as librosa's `fix=True` does (tests/test_features.py checks they are equal)."""
+    import soxr
+
+    n_out = int(np.ceil(y.shape[0] * float(target_sr) / orig_sr))
+    out = soxr.resample(y, orig_sr, target_sr, quality=quality)
+    if out.shape[0] >= n_out:
+        return out[:n_out]
+    return np.pad(out, (0, n_out - out.shape[0]))
 
 
 def file_log_mel(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
