@@ -187,7 +187,7 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 60.0) -> bool:
 
 
 def test_kill9_at_several_moments_then_resume_is_bit_identical(tmp_path: Path) -> None:
-    clips = make_clips(tmp_path / "clips", 24, seconds=2.0)
+    clips = make_clips(tmp_path / "clips", 48, seconds=2.0)
     man = write_manifest(tmp_path / "clips" / "m.csv", clips)
     ref = prep(man, tmp_path / "ref", "--shard-size", "2", "--workers", "2")
     assert ref.returncode == 0, ref.stderr
@@ -210,7 +210,11 @@ def test_kill9_at_several_moments_then_resume_is_bit_identical(tmp_path: Path) -
             while job.poll() is None and not holds_lock(cache_dir, job.pid):
                 time.sleep(0.01)
             assert job.poll() is None, f"the job ended before it locked the cache: {job.communicate()[1].decode()}"
-            second = prep(man, tmp_path / "cache", "--shard-size", "2")
+            os.killpg(job.pid, signal.SIGSTOP)  # frozen while it holds the lock, however fast this machine is
+            try:
+                second = prep(man, tmp_path / "cache", "--shard-size", "2")
+            finally:
+                os.killpg(job.pid, signal.SIGCONT)
             assert second.returncode == 1 and LOCK_MESSAGE in second.stderr, second.stderr
         killed += kill_when(job, ready)
         assert shards_marked(cache_dir) >= -1  # the manifest is always either absent or whole JSON
