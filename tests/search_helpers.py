@@ -34,10 +34,17 @@ class Quadratic:
         while state["step"] < self.steps:
             time.sleep(self.seconds / self.steps)
             state["step"] += 1
-            prog.write_text(json.dumps(state))
-        prog.write_text(json.dumps(state))
+            _write_atomic(prog, json.dumps(state))
+        _write_atomic(prog, json.dumps(state))
         score = sum((float(v) - 0.5) ** 2 for v in params.values() if isinstance(v, (int, float)))
         return {"best_map10": math.exp(-score), "starts": state["starts"], "pid": os.getpid()}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Tests poll these files while trials run: a reader must never see a truncated, half-written file."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 class SlowFailing(Quadratic):
@@ -58,7 +65,7 @@ class EvalScores:
         if params.get("boom"):
             raise RuntimeError("variant asked to fail")
         if params.get("hang"):
-            (Path(trial_dir) / "pid").write_text(str(os.getpid()))
+            _write_atomic(Path(trial_dir) / "pid", str(os.getpid()))
             time.sleep(float(params["hang"]))
         base = 0.2 + 0.01 * float(params.get("g_max", 3)) + 0.001 * int(params["seed"])
         return {"best_map10": base, "eval_map10": base, "eval_r1": base / 2, "eval_r5": base * 2,

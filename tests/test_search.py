@@ -23,7 +23,9 @@ SPACE_TOML = "p_eda = [0.0, 1.0]\nw_t = [1, 64]\n"
 
 
 def _events(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """The journal's complete events; a line still being appended (no newline yet) is not an event yet."""
+    text = path.read_text()
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
 
 
 def _pid_alive(pid: int) -> bool:
