@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
@@ -132,6 +132,48 @@ class DaskExecutor:
             self.client.close()
 
     def __enter__(self) -> "DaskExecutor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+class RenewingExecutor:
+    """An executor whose `submit` replaces a broken pool it owns: what search and sweep drive their runs through.
+
+    Why: when one local pool worker dies (OOM killer, kill -9), ProcessPoolExecutor fails every future it holds
+    and refuses all later submits. The drivers record the lost futures as failed runs (`trainer.trials.result_of`)
+    and must go on with the remaining ones, so the next submit shuts the broken pool down and starts a fresh one
+    from `factory`. A borrowed executor (`executor=` given, e.g. a caller's Dask client) is never replaced and
+    never shut down: its BrokenExecutor propagates to the caller who owns it.
+    """
+
+    def __init__(self, factory: Callable[[], Any], executor: Any = None) -> None:
+        self.own = executor is None
+        self._factory = factory
+        self.executor = factory() if executor is None else executor
+        self.renewals = 0
+
+    def slots(self, default: int) -> int:
+        """How many tasks to keep in flight: the executor's worker count, else `default` (at least 1)."""
+        return max(1, int(getattr(self.executor, "workers", default) or default or 1))
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        try:
+            return self.executor.submit(fn, *args, **kwargs)
+        except BrokenExecutor:
+            if not self.own:
+                raise
+            self.executor.shutdown()
+            self.executor = self._factory()
+            self.renewals += 1
+            return self.executor.submit(fn, *args, **kwargs)
+
+    def shutdown(self) -> None:
+        if self.own:
+            self.executor.shutdown()
+
+    def __enter__(self) -> "RenewingExecutor":
         return self
 
     def __exit__(self, *exc: object) -> None:

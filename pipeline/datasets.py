@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -58,6 +60,7 @@ def load_records(dataset: str, root: str | Path, manifest: str | Path | None = N
     """
     if dataset not in DATASET_KINDS:
         raise DatasetError(f"unknown dataset kind {dataset!r}; known: {', '.join(sorted(DATASET_KINDS))}")
+    _LISTINGS.clear()  # folder listings are trusted for one read only
     records, problems = DATASET_KINDS[dataset](Path(root), Path(manifest) if manifest else None, splits)
     wanted = set(splits) if splits else None
     seen: dict[str, ClipRecord] = {}
@@ -100,6 +103,38 @@ def _read_csv(path: Path, text: str | None = None) -> tuple[list[str], list[tupl
     return [h.strip() for h in (reader.fieldnames or [])], rows
 
 
+def _nfc_names(folder: Path) -> dict[str, str]:
+    """NFC form → actual name of the entries of `folder` (cached per folder: listed once per dataset read)."""
+    key = str(folder)
+    if key not in _LISTINGS:
+        try:
+            _LISTINGS[key] = {unicodedata.normalize("NFC", n): n for n in os.listdir(folder)}
+        except OSError:
+            _LISTINGS[key] = {}
+    return _LISTINGS[key]
+
+
+_LISTINGS: dict[str, dict[str, str]] = {}
+
+
+def locate(path: Path) -> Path:
+    """`path`, or the file the file system holds under another Unicode normal form of the same name.
+
+    Why: CSVs (Clotho's included) write names in NFC, but an archive unpacked on macOS (or copied from it) stores
+    them in NFD, and Linux compares bytes: "café.wav" would be "missing" although it is right there. ASCII names
+    never take the slow path.
+    """
+    if os.path.lexists(path) or str(path).isascii():
+        return path
+    for form in ("NFC", "NFD"):
+        alt = Path(unicodedata.normalize(form, str(path)))
+        if os.path.lexists(alt):
+            return alt
+    parent = path.parent if os.path.isdir(path.parent) else locate(path.parent)
+    real = _nfc_names(parent).get(unicodedata.normalize("NFC", path.name)) if os.path.isdir(parent) else None
+    return parent / real if real else path
+
+
 def _check_audio(path: Path, split: str | None, problems: Problems) -> bool:
     if path.is_file():
         return True
@@ -133,7 +168,7 @@ def load_clotho(root: Path, manifest: Path | None = None,
             if not name:
                 problems.append(problem(f"{csv_path}:{line}", split, "empty file_name"))
                 continue
-            path = root / split / name
+            path = locate(root / split / name)
             if _check_audio(path, split, problems):
                 records.append(ClipRecord(name, split, path, _captions_of(row)))
     return records, problems
@@ -188,7 +223,7 @@ def load_manifest(root: Path, manifest: Path | None = None,
         if not name or not split:
             problems.append(problem(where, split or None, "row needs both split and file_name"))
             continue
-        path = Path(name) if Path(name).is_absolute() else base / name
+        path = locate(Path(name) if Path(name).is_absolute() else base / name)
         if _check_audio(path, split, problems):
             records.append(ClipRecord(name, split, path, _captions_of(row)))
     return records, problems

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-FEATURE_CODE_VERSION = "logmel-1"
+FEATURE_CODE_VERSION = "logmel-2"  # 2: own float32 STFT (≤ 6e-6 dB from librosa.stft)
 FLOOR_DB = -100.0  # 10*log10(1e-10): silence and padding
 
 
@@ -46,9 +46,27 @@ DEFAULT_CONFIG = LogMelConfig()
 
 @functools.lru_cache(maxsize=8)
 def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    import librosa
+    """librosa.filters.mel's default filterbank (Slaney mel scale, Slaney area norm), float32 (n_mels, bins).
 
-    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax).astype(np.float32)
+    Written out here (and checked against librosa in tests/test_features.py) so that `prep audio` workers need
+    neither librosa nor scipy.signal: importing them cost each spawned worker over a second."""
+    def hz_to_mel(f: np.ndarray) -> np.ndarray:
+        f = np.asarray(f, dtype=np.float64)
+        return np.where(f >= 1000.0, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0),
+                        f * 3.0 / 200.0)
+
+    def mel_to_hz(m: np.ndarray) -> np.ndarray:
+        return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * 200.0 / 3.0)
+
+    fft_freqs = np.fft.rfftfreq(n_fft, d=1.0 / sr)
+    mel_f = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fft_freqs)
+    weights = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)
+    for i in range(n_mels):
+        weights[i] = np.maximum(0.0, np.minimum(-ramps[i] / fdiff[i], ramps[i + 2] / fdiff[i + 1]))
+    weights *= (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, np.newaxis]
+    return weights
 
 
 def n_frames(n_samples: int, config: LogMelConfig = DEFAULT_CONFIG) -> int:
@@ -61,8 +79,6 @@ def log_mel(waveform: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.n
 
     Silence gives exactly the floor, never NaN/inf. Storage precision (float16) is the caller's business.
     """
-    import librosa
-
     y = np.asarray(waveform, dtype=np.float32)
     if y.ndim != 1:
         raise ValueError(f"log_mel expects a mono 1-D waveform, got shape {y.shape}")
@@ -70,17 +86,38 @@ def log_mel(waveform: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.n
         raise ValueError("log_mel got an empty waveform")
     if not np.all(np.isfinite(y)):
         raise ValueError("waveform contains NaN or inf samples")
-    spec = librosa.stft(
-        y,
-        n_fft=config.n_fft,
-        hop_length=config.hop_length,
-        win_length=config.win_length,
-        window=config.window,
-        center=config.center,
-        pad_mode=config.pad_mode,
-    )
-    power = (spec.real**2 + spec.imag**2).astype(np.float32)
-    mel = _mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax) @ power
+    power = _power_spectrogram(y, config)
+    mel = power @ _mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax).T
     # float64 for the log so the floor is exactly -100 dB (float32 rounding of 1e-10 gives -100.00001).
     out = 10.0 * np.log10(np.maximum(mel.astype(np.float64), config.amin))
-    return np.ascontiguousarray(out.T, dtype=np.float32)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _window(name: str, win_length: int, n_fft: int) -> np.ndarray:
+    """The periodic ("fftbins") window librosa.stft uses, centred and zero-padded to `n_fft`."""
+    if name == "hann":  # the contract's window, without importing scipy.signal (slow to import)
+        w = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(win_length) / win_length)
+    else:
+        import scipy.signal
+
+        w = scipy.signal.get_window(name, win_length, fftbins=True)
+    left = (n_fft - win_length) // 2
+    return np.pad(w.astype(np.float32), (left, n_fft - win_length - left))
+
+
+def _power_spectrogram(y: np.ndarray, config: LogMelConfig) -> np.ndarray:
+    """|STFT|² as (frames, 1 + n_fft/2) float32: librosa.stft's framing (centred, `pad_mode` padding), computed
+    with a strided frame view and scipy's float32 real FFT. It matches librosa.stft within 6e-6 dB after the log
+    (tests/test_features.py) at about half the time, which is most of `prep audio`'s per-clip cost."""
+    import scipy.fft
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    if config.center:
+        y = np.pad(y, config.n_fft // 2, mode=config.pad_mode)
+    if y.size < config.n_fft:
+        raise ValueError(f"waveform of {y.size} samples is shorter than one {config.n_fft}-sample frame")
+    frames = sliding_window_view(y, config.n_fft)[:: config.hop_length]
+    spec = scipy.fft.rfft(frames * _window(config.window, config.win_length, config.n_fft), axis=1,
+                          overwrite_x=True)
+    return spec.real**2 + spec.imag**2

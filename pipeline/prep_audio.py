@@ -84,8 +84,7 @@ def process_shard(task: dict) -> dict:
     import numpy as np
 
     from cache.audio_shards import write_audio_shard
-    from pipeline.audio_io import AudioDecodeError, load_mono
-    from pipeline.features import log_mel
+    from pipeline.audio_io import AudioDecodeError, load_mono, log_mel_chunked
 
     _one_blas_thread()
     cfg = _feature_config()
@@ -93,7 +92,10 @@ def process_shard(task: dict) -> dict:
     for clip_id, split, path in zip(task["clip_ids"], task["splits"], task["paths"]):
         try:
             y = load_mono(path, cfg)
-            feats.append(log_mel(y, cfg))
+            feat = log_mel_chunked(y, cfg)
+            if not np.isfinite(feat).all():  # never cache NaN/inf, whatever the decoder let through
+                raise ValueError("log-mel has NaN/inf values")
+            feats.append(feat)
         except (AudioDecodeError, ValueError, OSError, MemoryError) as exc:
             failures.append({"file": path, "split": split, "clip_id": clip_id, "error": str(exc) or type(exc).__name__})
             continue

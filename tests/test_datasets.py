@@ -131,3 +131,26 @@ def test_register_dataset_plugs_in_a_reader(tmp_path: Path) -> None:
 def test_split_list() -> None:
     assert split_list("development, validation") == ["development", "validation"]
     assert split_list("") is None and split_list(None) is None
+
+
+def test_names_stored_in_another_unicode_form_are_found(tmp_path: Path) -> None:
+    """A Clotho zip unpacked on macOS holds NFD names; the CSVs (and manifests typed by people) hold NFC."""
+    import unicodedata
+
+    nfc, nfd = (unicodedata.normalize(f, "Café crème, Über.wav") for f in ("NFC", "NFD"))
+    (tmp_path / "development").mkdir()
+    shutil.copy(ZERO, tmp_path / "development" / nfd)
+    folder = tmp_path / unicodedata.normalize("NFD", "Géraldine")  # NFD folder, NFC file inside
+    folder.mkdir()
+    shutil.copy(ZERO, folder / nfc)
+    write_csv(tmp_path / "clotho_captions_development.csv", ["file_name"] + [f"caption_{i}" for i in range(1, 6)],
+              [[nfc, "a", "b", "c", "d", "e"]])
+    records, problems = load_records("clotho", tmp_path)
+    assert problems == [] and [r.clip_id for r in records] == [nfc]  # the id stays as the CSV writes it
+    assert records[0].path.is_file()
+    manifest = write_csv(tmp_path / "m.csv", ["split", "file_name", "caption_1"],
+                         [["train", f"{unicodedata.normalize('NFC', 'Géraldine')}/{nfd}", "x"],
+                          ["train", "Géraldine/absent é.wav", "y"]])
+    records, problems = load_records("manifest", tmp_path, manifest)
+    assert [r.path.is_file() for r in records] == [True]
+    assert [p["error"] for p in problems] == ["audio file missing"]

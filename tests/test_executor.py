@@ -8,10 +8,12 @@ import os
 import pytest
 from skopt.space import Integer, Real
 
-from cache.executor import DaskExecutor, make_executor, map_unordered
+from cache.executor import DaskExecutor, RenewingExecutor, make_executor, map_unordered
 from conftest import real_clips
 from search_helpers import Quadratic
 from trainer.search import run_search
+from trainer.journal import Journal
+from trainer.trials import result_of
 
 import distributed  # noqa: E402  (a test dependency: a broken install must fail, not skip)
 
@@ -73,3 +75,41 @@ def test_four_trial_search_on_dask_equals_local_pool(cluster, tmp_path):
     with distributed.Client(cluster) as client:
         worker_pids = set(client.run(os.getpid).values())
     assert {t.metrics["pid"] for t in dask.by_status("finished")} <= worker_pids  # really ran on Dask workers
+
+
+def test_search_survives_a_pool_worker_that_dies(tmp_path):
+    """A trial whose worker process is SIGKILLed (an OOM kill) ends as failed with a clear error; the search
+    replaces the broken pool and still ends --trials trials (the same RenewingExecutor serves `sweep`)."""
+    space = [Real(0.0, 1.0, name="p_eda")]
+    journal = run_search(Quadratic(die=("001",)), tmp_path / "s", trials=3, space=space, initial=3, workers=1,
+                         log=lambda line: None)
+    by_number = {t.number: t for t in Journal(tmp_path / "s" / "trials.jsonl").trials.values()}
+    assert [by_number[n].status for n in range(3)] == ["finished", "failed", "finished"]
+    assert by_number[1].error.startswith("worker process died"), by_number[1].error
+    assert journal.n_ended == 3 and by_number[0].metrics["pid"] != by_number[2].metrics["pid"]
+
+
+def test_renewing_executor_replaces_only_a_pool_it_owns():
+    """The broken pool is shut down and a fresh one serves the next submit; a borrowed executor is the caller's."""
+    pool = RenewingExecutor(lambda: make_executor(1))
+    try:
+        lost = pool.submit(_die)
+        assert result_of(lost)["error"].startswith("worker process died (killed, e.g. out of memory?); run lost: "
+                                                   "BrokenProcessPool")
+        assert pool.submit(os.getpid).result() > 0 and pool.renewals == 1
+    finally:
+        pool.shutdown()
+    borrowed = make_executor(1)
+    try:
+        wrapped = RenewingExecutor(lambda: pytest.fail("must not replace a borrowed executor"), borrowed)
+        wrapped.submit(_die).exception()
+        with pytest.raises(Exception, match="process pool"):
+            wrapped.submit(os.getpid)
+        wrapped.shutdown()  # not ours: left open
+        assert borrowed._pool._broken
+    finally:
+        borrowed.shutdown()
+
+
+def _die() -> None:
+    os.kill(os.getpid(), 9)

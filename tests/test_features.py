@@ -10,7 +10,7 @@ import soundfile as sf
 
 from conftest import real_clips
 from pipeline.audio_io import file_log_mel, load_mono
-from pipeline.features import DEFAULT_CONFIG, FLOOR_DB, log_mel, n_frames
+from pipeline.features import DEFAULT_CONFIG, FLOOR_DB, _mel_basis, _window, log_mel, n_frames
 
 
 def reference_log_mel(path: Path) -> np.ndarray:
@@ -76,3 +76,32 @@ def test_bad_waveforms_are_rejected() -> None:
         log_mel(np.array([0.0, np.nan] * 600, dtype=np.float32))
     with pytest.raises(ValueError, match="mono"):
         log_mel(np.zeros((2, 1000), dtype=np.float32))
+
+
+@pytest.mark.parametrize("n", [1, 100, 512, 513, 1024, 32007, 320 * 3001 + 5])
+def test_own_stft_matches_librosa_stft(n: int) -> None:
+    """The fast framing + float32 FFT in features.py is librosa.stft's centred STFT, to float32 rounding."""
+    y = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 0.1
+    ref = np.abs(librosa.stft(y, n_fft=1024, hop_length=320, window="hann", center=True, pad_mode="reflect")) ** 2
+    ref_db = 10 * np.log10(np.maximum(librosa.filters.mel(sr=32000, n_fft=1024, n_mels=64, fmin=50.0,
+                                                          fmax=14000.0) @ ref, 1e-10)).T
+    ours = log_mel(y)
+    assert ours.shape == ref_db.shape == (n_frames(n), 64)
+    assert np.abs(ours - ref_db).max() < 1e-4
+
+
+@pytest.mark.parametrize("sr,n_fft,n_mels,fmin,fmax", [(32000, 1024, 64, 50.0, 14000.0), (44100, 2048, 128, 0.0, 22050.0)])
+def test_mel_basis_and_window_equal_librosa(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> None:
+    ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    assert np.array_equal(_mel_basis(sr, n_fft, n_mels, fmin, fmax), ref)
+    assert np.array_equal(_window("hann", n_fft, n_fft), librosa.filters.get_window("hann", n_fft, fftbins=True)
+                          .astype(np.float32))
+
+
+@pytest.mark.parametrize("orig_sr", [8000, 11025, 22050, 44100, 48000, 96000])
+def test_resampling_equals_librosa_soxr_hq(orig_sr: int, tmp_path: Path) -> None:
+    """load_mono streams through soxr without librosa; the samples are librosa.resample's, bit for bit."""
+    y = np.random.default_rng(orig_sr).standard_normal(orig_sr + 7).astype(np.float32) * 0.1
+    sf.write(tmp_path / "x.wav", y, orig_sr, subtype="FLOAT")
+    ref = librosa.resample(y, orig_sr=orig_sr, target_sr=32000, res_type="soxr_hq")
+    assert np.array_equal(load_mono(tmp_path / "x.wav"), ref)

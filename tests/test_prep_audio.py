@@ -187,7 +187,7 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 60.0) -> bool:
 
 
 def test_kill9_at_several_moments_then_resume_is_bit_identical(tmp_path: Path) -> None:
-    clips = make_clips(tmp_path / "clips", 24, seconds=2.0)
+    clips = make_clips(tmp_path / "clips", 48, seconds=2.0)
     man = write_manifest(tmp_path / "clips" / "m.csv", clips)
     ref = prep(man, tmp_path / "ref", "--shard-size", "2", "--workers", "2")
     assert ref.returncode == 0, ref.stderr

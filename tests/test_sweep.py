@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import statistics
+import subprocess
+import time
 
 import pytest
 
-from conftest import run_cli
+from conftest import cli_cmd, cli_env, run_cli
 from trainer.sweep import SweepError, parse_variant
 
 OBJ = ["--objective", "tests.search_helpers:EvalScores"]
@@ -43,6 +47,38 @@ def test_sweep_table_resume_and_failures(tmp_path):
 
     changed = run_cli("sweep", "--out", out, *OBJ, "--seeds", "2", "--variant", "full:g_max=1", cwd=tmp_path)
     assert changed.returncode == 2 and "variant 'full' was run with" in changed.stderr
+
+
+def test_pool_worker_killed_mid_run_fails_that_run_and_the_sweep_goes_on(tmp_path):
+    """kill -9 of the local pool worker running one run (what the OOM killer does): that run is journalled as
+    failed with a clear error, a fresh pool runs the rest, and the table is written (exit 3: partial)."""
+    out = tmp_path / "sw"
+    proc = subprocess.Popen(cli_cmd("sweep", "--out", out, *OBJ, "--seeds", "1", "--workers", "1",
+                                    "--variant", "lost:hang=60", "--variant", "a", "--variant", "b:g_max=0"),
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    pid_file = out / "runs" / "lost" / "seed0" / "pid"
+    deadline = time.monotonic() + 20
+    while not pid_file.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert pid_file.exists(), proc.communicate(timeout=5)
+    time.sleep(0.05)  # the write may be in progress
+    victim = int(pid_file.read_text())
+    assert victim != proc.pid  # a pool worker, not the driver
+    os.kill(victim, signal.SIGKILL)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3, err
+    assert "lost seed 0 FAILED: worker process died" in err
+
+    runs = {}
+    for e in map(json.loads, (out / "trials.jsonl").read_text().splitlines()):
+        if e["event"] in ("finished", "failed"):
+            runs[e["extra"]["variant"]] = e
+    assert runs["lost"]["event"] == "failed" and "BrokenProcessPool" in runs["lost"]["error"]
+    assert runs["a"]["event"] == runs["b"]["event"] == "finished"
+    assert victim not in {runs["a"]["metrics"]["pid"], runs["b"]["metrics"]["pid"]}  # ran in the fresh pool
+    rows = {row["variant"]: row for row in csv.DictReader((out / "table.csv").open())}
+    assert (rows["lost"]["seeds"], rows["lost"]["failed"]) == ("0", "1")
+    assert float(rows["b"]["map10_mean"]) == pytest.approx(0.2, abs=1e-9)
 
 
 def test_variant_parsing():

@@ -44,11 +44,54 @@ def test_init_from_a_missing_run_is_a_one_line_error(cache, tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "empty" in proc.stderr
 
 
-def test_nproc_2_on_cpu_writes_once_and_resumes(cache, tmp_path):
-    run = tmp_path / "ddp"
-    args = ("train", "--cache", cache, "--name", "demo", "--out", run, "--nproc", "2", "--no-progress")
-    run_cli(*args, *fast_overrides(1, ["batch_size=4"]), check=True, timeout=600)
+def test_nproc_2_on_cpu_writes_once_and_resumes_bit_exact(cache, tmp_path):
+    """2 ranks (gloo): rank 0 alone writes; the checkpoint holds every rank's RNG states, so a run interrupted
+    after epoch 1 and resumed ends with exactly the parameters of an uninterrupted run (dropout draws differ per
+    rank: restoring rank 0's states on rank 1 would change them)."""
+    run, ref = tmp_path / "ddp", tmp_path / "ref"
+    train = ("train", "--cache", cache, "--name", "demo", "--nproc", "2", "--no-progress")
+    run_cli(*train, "--out", run, *fast_overrides(1, ["batch_size=4"]), check=True, timeout=600)
     assert [r["epoch"] for r in rows(run)] == ["1"]
     assert (run / "checkpoints" / "best.pt").exists() and (run / "checkpoints" / "last.pt").exists()
-    run_cli(*args, "--resume", *fast_overrides(2, ["batch_size=4"]), check=True, timeout=600)
+    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert len(saved["rng_ranks"]) == 2
+    assert not torch.equal(saved["rng_ranks"][0]["torch"], saved["rng_ranks"][1]["torch"])
+    run_cli(*train, "--out", run, "--resume", *fast_overrides(2, ["batch_size=4"]), check=True, timeout=600)
     assert [r["epoch"] for r in rows(run)] == ["1", "2"]
+
+    run_cli(*train, "--out", ref, *fast_overrides(2, ["batch_size=4"]), check=True, timeout=600)
+    got = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    want = torch.load(ref / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert got.keys() == want.keys()
+    differ = [k for k in want if not torch.equal(got[k], want[k])]
+    assert not differ, f"resumed run differs from the uninterrupted one in {len(differ)} tensors, e.g. {differ[:3]}"
+    assert [r["loss"] for r in rows(run)] == [r["loss"] for r in rows(ref)]
+
+
+def test_rank_rng_restore_and_world_size_change(tmp_path):
+    """Each rank restores its own saved states; a checkpoint from another world size warns and re-seeds each rank
+    deterministically (no crash); the states survive a weights_only save/load."""
+    from trainer.checkpoint import gather_rank_rng, load_checkpoint, restore_rank_rng, save_checkpoint
+
+    gen = torch.Generator()
+    states = []
+    for r in range(2):  # what two ranks seeded seed + rank would save
+        torch.manual_seed(r)
+        gen.manual_seed(100 + r)
+        states.append(gather_rank_rng({"augment": gen})[0])
+    save_checkpoint(tmp_path / "last.pt", {"rng": states[0], "rng_ranks": states})
+    saved = load_checkpoint(tmp_path / "last.pt")  # weights_only=True
+
+    assert restore_rank_rng(saved, {"augment": gen}, rank=1, world_size=2, seed=0, epoch=3) is None
+    assert torch.equal(torch.get_rng_state(), states[1]["torch"])
+    assert torch.equal(gen.get_state(), states[1]["generators"]["augment"])
+    draws = []
+    for rank in (0, 1, 0):
+        warning = restore_rank_rng(saved, {"augment": gen}, rank=rank, world_size=3, seed=0, epoch=3)
+        assert warning.startswith("warning: checkpoint RNG states are from 2 rank(s), resuming with 3")
+        draws.append((torch.rand(1).item(), torch.rand(1, generator=gen).item()))
+    assert draws[0] == draws[2] != draws[1]  # deterministic per rank, different across ranks
+
+    old = {"rng": states[1]}  # a single-process checkpoint from before rng_ranks
+    assert restore_rank_rng(old, None, rank=0, world_size=1, seed=0, epoch=1) is None
+    assert torch.equal(torch.get_rng_state(), states[1]["torch"])

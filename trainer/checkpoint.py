@@ -2,8 +2,10 @@
 
 Why no pickled objects: a checkpoint from elsewhere must not be able to run code when loaded, so everything in it
 is a tensor, a number, a string, a list or a dict. RNG states are converted accordingly (numpy's MT19937 key and
-Python's Mersenne state become int64 tensors). Written through `cache.publish.publish_file`, so a run killed while
-saving leaves the previous checkpoint intact, never a torn file.
+Python's Mersenne state become int64 tensors). A distributed run stores every rank's RNG states (`rng_ranks`,
+gathered to rank 0, who alone writes): ranks draw different dropout masks, so restoring rank 0's states on every
+rank would make a resumed run diverge from an uninterrupted one. Written through `cache.publish.publish_file`,
+so a run killed while saving leaves the previous checkpoint intact, never a torn file.
 """
 from __future__ import annotations
 
@@ -50,6 +52,46 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator] 
     for k, g in (generators or {}).items():
         if k in state.get("generators", {}):
             g.set_state(state["generators"][k].cpu())
+
+
+def gather_rank_rng(generators: dict[str, torch.Generator] | None = None) -> list[dict[str, Any]]:
+    """Every rank's `rng_state`, in rank order, on every rank ([own state] for one process).
+
+    A collective: all ranks must call it at the same point of the epoch. Objects go over the process group (only
+    plain tensors, numbers, lists and dicts), so the checkpoint stays loadable with weights_only=True.
+    """
+    from trainer.distributed import current
+
+    own = rng_state(generators)
+    info = current()
+    if not info.enabled:
+        return [own]
+    states: list[Any] = [None] * info.world_size
+    torch.distributed.all_gather_object(states, own)
+    return states
+
+
+def restore_rank_rng(state: dict[str, Any], generators: dict[str, torch.Generator] | None, rank: int,
+                     world_size: int, seed: int, epoch: int) -> str | None:
+    """Restore this rank's RNG states from a checkpoint; returns a warning line when that cannot be exact.
+
+    A checkpoint written by another number of ranks (or before `rng_ranks` existed, by several ranks) holds no
+    state for this rank: the rank is re-seeded from (seed, epoch, rank) instead — deterministic, so two resumes
+    agree with each other, but not bit-exact with an uninterrupted run. Never a crash: changing the GPU count
+    of a long run on resume is legitimate.
+    """
+    ranks = state.get("rng_ranks") or [state["rng"]]
+    if len(ranks) == world_size:
+        set_rng_state(ranks[rank], generators)
+        return None
+    s = int(np.random.SeedSequence([int(seed), int(epoch), int(rank), 0x5EED]).generate_state(1, np.uint64)[0] >> 1)
+    torch.manual_seed(s)
+    np.random.seed(s % 2**32)
+    random.seed(s)
+    for i, g in enumerate((generators or {}).values()):
+        g.manual_seed(s + 1 + i)
+    return (f"warning: checkpoint RNG states are from {len(ranks)} rank(s), resuming with {world_size}: each rank "
+            f"re-seeded from (seed, epoch, rank); the run is reproducible but not bit-exact with an uninterrupted one")
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:

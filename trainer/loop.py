@@ -2,9 +2,9 @@
 
 Why resumes are exact: everything random in an epoch is either derived from (seed, epoch) — batch composition,
 crops, text augmentation, the audio-augmentation generator — or restored from the checkpoint written at the end
-of the previous epoch (torch/CUDA/numpy/Python global RNG states for dropout and DataLoader seeds, Adam moments,
-the scheduler). A run killed at any point and resumed therefore writes the same metrics.csv rows as one that was
-never interrupted.
+of the previous epoch (torch/CUDA/numpy/Python global RNG states for dropout and DataLoader seeds — every rank's
+own, in a distributed run — Adam moments, the scheduler). A run killed at any point and resumed therefore writes
+the same metrics.csv rows as one that was never interrupted.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import torch
 from cache.publish import publish_file, publish_json
 from trainer import distributed as dist_hooks
 from trainer.augment import augment_batch
-from trainer.checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from trainer.checkpoint import checkpoint_path, gather_rank_rng, load_checkpoint, restore_rank_rng, save_checkpoint
 from trainer.config import ConfigError, TrainConfig, diff, from_dict, resolve_split, save_config
 from trainer.data import Batch, TrainData, check_audio_config
 from trainer.evaluate import RUN_INFO, autocast, build_model, resolve_device, score_split
@@ -214,7 +214,10 @@ def train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume: 
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"], {"augment": generator})
+        warning = restore_rank_rng(state, {"augment": generator}, rank, dist_hooks.get_world_size(), cfg.seed,
+                                   int(state["epoch"]))
+        if warning and main:
+            print(f"{run_dir}: {warning}", file=sys.stderr, flush=True)
         best, best_epoch, bad_epochs = float(state["best_map10"]), int(state["best_epoch"]), int(state["bad_epochs"])
         start_epoch = int(state["epoch"]) + 1
         if main:
@@ -245,8 +248,9 @@ def train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume: 
         else:
             bad_epochs += 1
         stopped = cfg.patience > 0 and bad_epochs >= cfg.patience
+        rng_ranks = gather_rank_rng({"augment": generator})  # every rank's states (a collective)
         payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                   "scheduler": scheduler.state_dict(), "rng": rng_state({"augment": generator}), "epoch": epoch,
+                   "scheduler": scheduler.state_dict(), "rng": rng_ranks[0], "rng_ranks": rng_ranks, "epoch": epoch,
                    "config": cfg.to_dict(), "best_map10": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
                    "val": val, "stopped": stopped}
         if main:

@@ -21,7 +21,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import sys
-from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,10 +29,10 @@ import numpy as np
 from skopt import Optimizer
 from skopt.space import Dimension
 
-from cache.executor import make_executor
+from cache.executor import RenewingExecutor, make_executor
 from trainer.journal import Journal, JournalError, driver_lock, TrialState
 from trainer.space import default_space, describe, params_to_point, point_to_params
-from trainer.trials import Objective, run_trial
+from trainer.trials import Objective, result_of, run_trial
 
 METRIC = "best_map10"
 ESTIMATORS = ("GP", "RF", "ET")  # GBRT is broken in skopt 0.10 on scikit-learn >= 1.6 (DESIGN.md)
@@ -131,10 +131,9 @@ def _drive(journal: Journal, objective: Objective, out: Path, space: list[Dimens
     if requeue:
         log(f"search: resuming; {journal.n_ended} ended, re-queuing running trial(s) "
             f"{', '.join(trial_dir_name(t.number) for t in requeue)}")
-    own = executor is None
-    if own:
-        executor = make_executor(workers, scheduler=scheduler, gpus=gpus)
-    slots = max(1, int(getattr(executor, "workers", workers) or workers))
+    # A pool worker killed mid-trial fails the trials that pool held; the next submit starts a fresh pool.
+    executor = RenewingExecutor(lambda: make_executor(workers, scheduler=scheduler, gpus=gpus), executor)
+    slots = executor.slots(workers)
     in_flight: dict[Future, TrialState] = {}
     best = min((t for t in journal.by_status("finished")), key=lambda t: t.objective, default=None)
     try:
@@ -152,16 +151,8 @@ def _drive(journal: Journal, objective: Objective, out: Path, space: list[Dimens
                     t = TrialState(number, params, "started", f"trials/{trial_dir_name(number)}")
                     resumed = False
                 journal.append("started", trial=t.number, params=t.params, run_dir=t.run_dir, resumed=resumed)
-                task = (run_trial, objective, t.params, str(out / t.run_dir),
-                        str(out / ".locks" / trial_dir_name(t.number)))
-                try:
-                    fut = executor.submit(*task)
-                except BrokenExecutor:  # a worker died (OOM kill): its trials failed; start a fresh pool
-                    if not own:
-                        raise
-                    executor.shutdown()
-                    executor = make_executor(workers, scheduler=scheduler, gpus=gpus)
-                    fut = executor.submit(*task)
+                fut = executor.submit(run_trial, objective, t.params, str(out / t.run_dir),
+                                      str(out / ".locks" / trial_dir_name(t.number)))
                 in_flight[fut] = journal.trials[t.number]
                 room -= 1
             if not in_flight:
@@ -169,19 +160,10 @@ def _drive(journal: Journal, objective: Objective, out: Path, space: list[Dimens
             done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
             for fut in sorted(done, key=lambda f: in_flight[f].number):
                 t = in_flight.pop(fut)
-                res = _result_of(fut)
+                res = result_of(fut)
                 best = _record(journal, t, res, best, trials, log)
     finally:
-        if own:
-            executor.shutdown()
-
-
-def _result_of(fut: Future) -> dict[str, Any]:
-    """The trial's own report, or the executor's failure (a lost Dask worker, a crashed pool process)."""
-    try:
-        return fut.result()
-    except BaseException as exc:  # noqa: BLE001 - becomes a failed trial
-        return {"error": f"{type(exc).__name__}: {exc}".strip(), "wall_s": None}
+        executor.shutdown()
 
 
 def _record(journal: Journal, t: TrialState, res: dict[str, Any], best: TrialState | None, trials: int,

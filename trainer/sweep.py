@@ -18,10 +18,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any, Callable
 
-from cache.executor import make_executor
+from cache.executor import RenewingExecutor, make_executor
 from cache.publish import publish_file
 from trainer.journal import Journal, JournalError, driver_lock, TrialState
-from trainer.trials import Objective, run_trial
+from trainer.trials import Objective, result_of, run_trial
 
 METRICS = (("r1", "R@1"), ("r5", "R@5"), ("r10", "R@10"), ("map10", "mAP@10"))
 PREFIX = "eval_"  # TrainObjective(evaluate_split=...) reports evaluation metrics as eval_<name>
@@ -147,10 +147,15 @@ def run_sweep(objective: Objective, out_dir: str | Path, variants: list[tuple[st
 
 def _pump(journal: Journal, objective: Objective, out: Path, todo: list[TrialState], workers: int,
           scheduler: Any, gpus: list[int] | None, executor: Any, log: Callable[[str], None]) -> None:
-    own = executor is None
-    if own and todo:
-        executor = make_executor(workers, scheduler=scheduler, gpus=gpus)
-    slots = max(1, int(getattr(executor, "workers", workers) or workers))
+    """Keep the pool full until every run in `todo` has ended, journalling each as finished or failed.
+
+    A pool worker that dies (OOM kill) fails the runs that pool held — journalled with the error, retried by the
+    next `audioret sweep` — and the next submit starts a fresh pool, so the other runs and the table still come.
+    """
+    if not todo:
+        return
+    executor = RenewingExecutor(lambda: make_executor(workers, scheduler=scheduler, gpus=gpus), executor)
+    slots = executor.slots(workers)
     in_flight: dict[Future, TrialState] = {}
     done_count, total = 0, len(todo)
     try:
@@ -165,15 +170,12 @@ def _pump(journal: Journal, objective: Objective, out: Path, todo: list[TrialSta
             done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
             for fut in done:
                 t = in_flight.pop(fut)
-                try:
-                    res = fut.result()
-                except BaseException as exc:  # noqa: BLE001 - a lost worker fails this run only
-                    res = {"error": f"{type(exc).__name__}: {exc}", "wall_s": None}
+                res = result_of(fut)
                 done_count += 1
                 label = f"[{done_count}/{total}] {t.extra['variant']} seed {t.extra['seed']}"
                 if "error" in res:
                     journal.append("failed", trial=t.number, params=t.params, run_dir=t.run_dir, extra=t.extra,
-                                   error=res["error"], traceback=res.get("traceback", ""), wall_s=res["wall_s"])
+                                   error=res["error"], traceback=res.get("traceback", ""), wall_s=res.get("wall_s"))
                     log(f"{label} FAILED: {res['error']}")
                 else:
                     journal.append("finished", trial=t.number, params=t.params, run_dir=t.run_dir, extra=t.extra,
@@ -182,5 +184,4 @@ def _pump(journal: Journal, objective: Objective, out: Path, todo: list[TrialSta
                     log(f"{label} " + " ".join(f"{lab} {shown[k]:.4f}" for k, lab in METRICS
                                                if isinstance(shown[k], (int, float))) + f" {res['wall_s']:.1f} s")
     finally:
-        if own and executor is not None:
-            executor.shutdown()
+        executor.shutdown()

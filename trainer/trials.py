@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
+from concurrent.futures import BrokenExecutor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -51,6 +52,22 @@ def run_trial(objective: Objective, params: dict[str, Any], trial_dir: str, lock
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return {"error": f"{type(exc).__name__}: {first}".rstrip(": "), "traceback": tb,
                 "wall_s": time.monotonic() - start}
+
+
+def result_of(fut: Future) -> dict[str, Any]:
+    """The run's own report, or the executor's failure as an error report (never raises).
+
+    Why here: `run_trial` never raises, so an exception from the future is infrastructure — a pool worker that
+    died (OOM kill, kill -9: every run that pool held is lost) or a lost Dask worker; the drivers journal it as a
+    failed run and go on.
+    """
+    try:
+        return fut.result()
+    except BaseException as exc:  # noqa: BLE001 - becomes a failed run
+        msg = f"{type(exc).__name__}: {str(exc).strip()}".rstrip(": ")
+        if isinstance(exc, BrokenExecutor):
+            msg = f"worker process died (killed, e.g. out of memory?); run lost: {msg}"
+        return {"error": msg, "wall_s": None}
 
 
 @dataclass(frozen=True)
