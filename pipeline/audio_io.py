@@ -7,7 +7,7 @@ file in its failure report and carry on with the rest.
 Why it streams: a real recording can be an hour long. Decoding it whole (all channels, float32), resampling it
 whole and taking one STFT of it needs ~1.3 GB per 10 min of 48 kHz stereo in every worker. Here the file is read
 in blocks, mixed to mono and fed to a streaming soxr resampler block by block (bit-identical to the one-shot
-`librosa.resample(..., res_type="soxr_hq")`), and clips over a minute get their log-mel in overlapping chunks
+`librosa.resample(..., res_type="soxr_hq")`), and clips over a minute get their log-mel in overlapping chunks (`features.log_mel_chunked`)
 whose frames equal one whole-signal `log_mel` call up to float32 rounding (≤ 1 ulp, far below the float16 storage
 step). Memory then grows only with the 32 kHz mono output (measured: 10 min of 48 kHz stereo WAV, peak RSS
 805 MB → 380 MB).
@@ -27,7 +27,6 @@ import numpy as np
 from pipeline.features import DEFAULT_CONFIG, LogMelConfig
 
 BLOCK_FRAMES = 1 << 21  # frames per read (47 s at 44.1 kHz): a block costs BLOCK_FRAMES × channels × 4 bytes
-CHUNK_FRAMES = 6000  # log-mel frames per STFT call (60 s): clips up to a minute take exactly one call
 #: A sample this large is corrupt data, not audio (float WAVs scaled like int16 reach 32768; 1e30 overflows the
 #: power spectrum into NaN).
 MAX_ABS_SAMPLE = 1e6
@@ -182,31 +181,8 @@ def load_mono(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG) -> np.nda
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
-def log_mel_chunked(y: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG,
-                    chunk_frames: int | None = None) -> np.ndarray:
-    """`features.log_mel(y)`, computed `chunk_frames` frames at a time so memory stays bounded on long clips.
-
-    Each chunk is given two hops of true context on either side (≥ n_fft/2 samples), so every kept frame sees
-    exactly the samples it sees in one whole-signal call; only the real start and end of the clip use centre
-    padding, as in one call. (The FFT batch differs, so a frame may differ by float32 rounding, ≤ 1 ulp.)
-    """
-    from pipeline.features import log_mel, n_frames
-
-    chunk_frames = chunk_frames or CHUNK_FRAMES
-    total = n_frames(len(y), config)
-    if total <= chunk_frames:
-        return log_mel(y, config)
-    hop = config.hop_length
-    context = -(-(config.n_fft // 2) // hop)  # whole hops covering half a window
-    out = np.empty((total, config.n_mels), dtype=np.float32)
-    for t0 in range(0, total, chunk_frames):
-        t1 = min(total, t0 + chunk_frames)
-        first = max(0, t0 - context)
-        seg = log_mel(y[first * hop:min(len(y), (t1 - 1 + context) * hop + 1)], config)
-        out[t0:t1] = seg[t0 - first:t1 - first]
-    return out
-
-
 def file_log_mel(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
     """Decode + resample + log-mel for one file: the whole per-clip feature path, float32 (frames, n_mels)."""
+    from pipeline.features import log_mel_chunked
+
     return log_mel_chunked(load_mono(path, config), config)

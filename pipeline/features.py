@@ -15,6 +15,7 @@ import numpy as np
 
 FEATURE_CODE_VERSION = "logmel-2"  # 2: own float32 STFT (≤ 6e-6 dB from librosa.stft)
 FLOOR_DB = -100.0  # 10*log10(1e-10): silence and padding
+CHUNK_FRAMES = 6000  # log-mel frames per STFT call (60 s): clips up to a minute take exactly one call
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,29 @@ def log_mel(waveform: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.n
     # float64 for the log so the floor is exactly -100 dB (float32 rounding of 1e-10 gives -100.00001).
     out = 10.0 * np.log10(np.maximum(mel.astype(np.float64), config.amin))
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def log_mel_chunked(y: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG,
+                    chunk_frames: int | None = None) -> np.ndarray:
+    """`features.log_mel(y)`, computed `chunk_frames` frames at a time so memory stays bounded on long clips.
+
+    Each chunk is given two hops of true context on either side (≥ n_fft/2 samples), so every kept frame sees
+    exactly the samples it sees in one whole-signal call; only the real start and end of the clip use centre
+    padding, as in one call. (The FFT batch differs, so a frame may differ by float32 rounding, ≤ 1 ulp.)
+    """
+    chunk_frames = chunk_frames or CHUNK_FRAMES
+    total = n_frames(len(y), config)
+    if total <= chunk_frames:
+        return log_mel(y, config)
+    hop = config.hop_length
+    context = -(-(config.n_fft // 2) // hop)  # whole hops covering half a window
+    out = np.empty((total, config.n_mels), dtype=np.float32)
+    for t0 in range(0, total, chunk_frames):
+        t1 = min(total, t0 + chunk_frames)
+        first = max(0, t0 - context)
+        seg = log_mel(y[first * hop:min(len(y), (t1 - 1 + context) * hop + 1)], config)
+        out[t0:t1] = seg[t0 - first:t1 - first]
+    return out
 
 
 @functools.lru_cache(maxsize=8)

@@ -84,14 +84,15 @@ def process_shard(task: dict) -> dict:
     import numpy as np
 
     from cache.audio_shards import write_audio_shard
-    from pipeline.audio_io import AudioDecodeError, load_mono, log_mel_chunked
+    from pipeline.audio_io import AudioDecodeError, load_mono
+    from pipeline.features import log_mel_chunked
 
     _one_blas_thread()
     cfg = _feature_config()
     ids, splits, feats, durations, failures = [], [], [], [], []
     for clip_id, split, path in zip(task["clip_ids"], task["splits"], task["paths"]):
         try:
-            y = load_mono(path, cfg)
+            y = load_mono(path, cfg)  # the waveform's length is the clip's duration below
             feat = log_mel_chunked(y, cfg)
             if not np.isfinite(feat).all():  # never cache NaN/inf, whatever the decoder let through
                 raise ValueError("log-mel has NaN/inf values")

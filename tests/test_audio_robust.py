@@ -14,9 +14,9 @@ import pytest
 import soundfile as sf
 
 from conftest import AUDIO
-from pipeline import audio_io
-from pipeline.audio_io import AudioDecodeError, file_log_mel, load_mono, log_mel_chunked
-from pipeline.features import log_mel
+from pipeline import audio_io, features
+from pipeline.audio_io import AudioDecodeError, file_log_mel, load_mono
+from pipeline.features import log_mel, log_mel_chunked
 
 
 def tone(rate: int, seconds: float, channels: int = 1) -> np.ndarray:
@@ -93,7 +93,7 @@ def test_memory_grows_with_the_mono_output_not_the_source(tmp_path: Path, monkey
     path = tmp_path / "long.wav"
     sf.write(path, tone(48000, 20.0, 2), 48000, subtype="PCM_16")
     monkeypatch.setattr(audio_io, "BLOCK_FRAMES", 48000)
-    monkeypatch.setattr(audio_io, "CHUNK_FRAMES", 300)
+    monkeypatch.setattr(features, "CHUNK_FRAMES", 300)
     output_bytes = 20 * 32000 * 4
     sf.write(tmp_path / "warm.wav", tone(48000, 0.5, 2), 48000)
     file_log_mel(tmp_path / "warm.wav")  # imports and filter caches are not the clip's memory
