@@ -8,10 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
 KEY_DIR_CHARS = 16  # directory names use the first 16 hex chars (64 bits); manifests keep the full key
+_KEY_DIR = re.compile(rf"^[0-9a-f]{{{KEY_DIR_CHARS}}}$")
 
 
 def canonical_json(obj: Any) -> str:
@@ -58,3 +60,8 @@ def cache_key(kind: str, config: dict, code_version: str, versions: dict, source
 
 def key_dir_name(key: str) -> str:
     return key[:KEY_DIR_CHARS]
+
+
+def is_key_dir_name(name: str) -> bool:
+    """True for a name `key_dir_name` can produce: only such folders under CACHE/<kind>/ are caches."""
+    return bool(_KEY_DIR.match(name))

@@ -11,17 +11,27 @@ import time
 from pathlib import Path
 
 
-class CacheLockedError(Exception):
-    """Another live process holds the writer lock."""
+LOCK_NAME = ".lock"
+BUSY_CACHE = ("{dir}: cache is being written by another process (pid {pid}); "
+              "wait for it to finish or pass --wait-lock SECONDS")
+
+
+class CacheLockedError(RuntimeError):
+    """Another live process holds the writer lock (a run-time failure: exit 1 in every command)."""
 
 
 class CacheLock:
-    """`with CacheLock(dir, wait=0):` — wait seconds for the lock (0: refuse at once, None: wait forever)."""
+    """`with CacheLock(dir, wait=0):` — wait seconds for the lock (0: refuse at once, None: wait forever).
 
-    def __init__(self, directory: str | Path, wait: float | None = 0.0, poll: float = 0.2):
-        self.path = Path(directory) / ".lock"
+    `busy` is the refusal message, formatted with `dir` and `pid` (the holder), so other directories that take
+    the same lock (a training run directory) can say what is busy in their own words.
+    """
+
+    def __init__(self, directory: str | Path, wait: float | None = 0.0, poll: float = 0.2, busy: str = BUSY_CACHE):
+        self.path = Path(directory) / LOCK_NAME
         self.wait = wait
         self.poll = poll
+        self.busy = busy
         self._fd: int | None = None
 
     def acquire(self) -> "CacheLock":
@@ -37,10 +47,7 @@ class CacheLock:
                 if deadline is not None and time.monotonic() >= deadline:
                     holder = _read_holder(fd)
                     os.close(fd)
-                    raise CacheLockedError(
-                        f"{self.path.parent}: cache is being written by another process (pid {holder}); "
-                        f"wait for it to finish or pass --wait-lock SECONDS"
-                    ) from None
+                    raise CacheLockedError(self.busy.format(dir=self.path.parent, pid=holder)) from None
                 time.sleep(self.poll)
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
@@ -70,7 +77,7 @@ def _read_holder(fd: int) -> str:
 
 def is_locked(directory: str | Path) -> bool:
     """True if a live process holds the writer lock of `directory`."""
-    path = Path(directory) / ".lock"
+    path = Path(directory) / LOCK_NAME
     if not path.exists():
         return False
     fd = os.open(str(path), os.O_RDONLY)

@@ -6,13 +6,15 @@ land and at the end with `complete: true`. A reader trusts only complete caches 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from cache.keys import key_dir_name
-from cache.publish import publish_file, publish_json
+from cache.keys import is_key_dir_name, key_dir_name
+from cache.locks import LOCK_NAME
+from cache.publish import TMP_PATTERN, publish_file, publish_json
 
 MANIFEST_NAME = "manifest.json"
 FAILURES_NAME = "failures.jsonl"
@@ -33,6 +35,20 @@ def now_iso() -> str:
 
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}.h5"
+
+
+_SHARD_NAME = re.compile(r"^shard-\d{5,}\.h5$")
+
+
+def is_cache_file_name(name: str) -> bool:
+    """True for a name the tool writes inside a cache directory: the manifest, the failure report, the writer
+    lock, a shard (`shard_name`), or a temp file of one of those (`cache.publish.tmp_path_for`).
+
+    `cache gc` deletes only such files: anything else in a cache directory was put there by someone else.
+    """
+    tmp = TMP_PATTERN.match(name)
+    final = tmp.group("final") if tmp else name
+    return final in (MANIFEST_NAME, FAILURES_NAME, LOCK_NAME) or bool(_SHARD_NAME.match(final))
 
 
 @dataclass
@@ -116,12 +132,16 @@ def cache_dir_for(cache_root: str | Path, kind: str, key: str) -> Path:
 
 
 def iter_caches(cache_root: str | Path, kind: str | None = None) -> Iterator[tuple[Path, Manifest | None]]:
-    """Every cache directory under `cache_root` (of `kind`), with its manifest or None if unreadable/missing."""
+    """Every cache directory under `cache_root` (of `kind`), with its manifest or None if unreadable/missing.
+
+    Only folders named like a key (`cache.keys.is_key_dir_name`) are caches; a user's own folder beside them
+    (CACHE/audio/my_recordings/) is not one, and ls / verify / gc / train never treat it as one.
+    """
     for k in (kind,) if kind else KINDS:
         base = Path(cache_root) / k
         if not base.is_dir():
             continue
-        for d in sorted(p for p in base.iterdir() if p.is_dir()):
+        for d in sorted(p for p in base.iterdir() if p.is_dir() and is_key_dir_name(p.name)):
             try:
                 yield d, Manifest.read(d)
             except (OSError, ValueError, TypeError, KeyError):

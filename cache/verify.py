@@ -1,11 +1,10 @@
-"""`cache ls`, `cache verify` and `cache gc` as plain functions (the CLI only formats their results).
+"""`cache ls` and `cache verify` as plain functions (the CLI only formats their results; `cache gc` is cache/gc.py).
 
 Verification re-reads every shard: the payload checksum recorded at publish time (file attribute and manifest),
 the cache key attribute, and the kind's own structural checks (offsets, shapes, dtypes against the manifest).
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -13,9 +12,8 @@ from typing import Callable
 import h5py
 import numpy as np
 
-from cache.locks import CacheLock, CacheLockedError, is_locked
+from cache.locks import is_locked
 from cache.manifest import FAILURES_NAME, Manifest, ShardEntry, iter_caches
-from cache.publish import stale_temp_files
 from cache.shards import CHECKSUM_ATTR, payload_checksum
 
 ShardCheck = Callable[[h5py.File, ShardEntry, Manifest], list[str]]
@@ -121,47 +119,4 @@ def summarise(cache_root: str | Path) -> list[CacheSummary]:
     return out
 
 
-def garbage(cache_root: str | Path) -> list[Path]:
-    """Temp files of dead writers, and incomplete caches that no live process is writing."""
-    found: list[Path] = []
-    root = Path(cache_root)
-    for d, m in iter_caches(root):
-        if is_locked(d):
-            continue
-        if m is None or not m.complete:
-            found.append(d)
-        else:
-            found += stale_temp_files(d)
-    for kind_dir in (root / "audio", root / "captions", root / "translations"):
-        if kind_dir.is_dir():
-            found += stale_temp_files(kind_dir)
-    return found
-
-
-def remove(paths: list[Path]) -> list[Path]:
-    """Delete what `garbage` found; a cache directory only while holding its writer lock (a prep that started
-    since is left alone). Returns what was skipped."""
-    skipped = []
-    for p in paths:
-        if p.is_dir():
-            try:
-                with CacheLock(p, wait=0):
-                    if _is_complete(p):  # finished by a writer since `garbage` looked
-                        skipped.append(p)
-                        continue
-                    shutil.rmtree(p)
-            except CacheLockedError:
-                skipped.append(p)
-        else:
-            p.unlink(missing_ok=True)
-    return skipped
-
-
-def _is_complete(directory: Path) -> bool:
-    try:
-        return Manifest.read(directory).complete
-    except (OSError, ValueError, TypeError, KeyError):
-        return False
-
-
-__all__ = ["verify_cache", "summarise", "garbage", "remove", "register_shard_check", "FAILURES_NAME"]
+__all__ = ["verify_cache", "summarise", "register_shard_check", "FAILURES_NAME"]

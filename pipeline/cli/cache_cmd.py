@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from cache.manifest import iter_caches
-from cache.verify import garbage, remove, summarise, verify_cache
+from cache.gc import garbage, remove
+from cache.verify import summarise, verify_cache
 from pipeline.cli.groups import EXIT_FAILURE, cache_group
 
 
@@ -80,19 +81,24 @@ def verify_cmd(cache_dir: Path, key: str | None) -> None:
 def gc_cmd(cache_dir: Path, yes: bool) -> None:
     """Remove temp files of dead writers and incomplete caches nobody is writing.
 
+    Only what this tool wrote is deleted: folders under audio/ and captions/ not named like a cache key, and
+    files inside an incomplete cache that the tool does not write, are listed as "not ours" and left alone.
+
     \b
     Example:
       audioret cache gc caches/          # list what would go
       audioret cache gc caches/ --yes    # delete it
     """
-    found = garbage(cache_dir)
-    if not found:
+    plan = garbage(cache_dir)
+    for p in plan.foreign:
+        click.echo(f"not ours, left alone: {p}")
+    if not plan.remove:
         click.echo("nothing to remove")
         return
-    for p in found:
+    for p in plan.remove:
         click.echo(("removing " if yes else "would remove ") + str(p))
     if yes:
-        for p in remove(found):
-            click.echo(f"skipped {p}: a writer is using it now")
+        for p, why in remove(plan.remove):
+            click.echo(f"kept {p}: {why}")
     else:
         click.echo("re-run with --yes to delete")

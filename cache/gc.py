@@ -1,0 +1,116 @@
+"""`cache gc`: delete only what this tool provably wrote and nobody needs any more.
+
+Why so strict: CACHE/audio/ and CACHE/captions/ are ordinary folders a user may also put things into (their own
+recordings, notes). gc therefore deletes only
+- folders named like a cache key (`cache.keys.is_key_dir_name`) whose cache is incomplete and not being written
+  (its writer lock is free), and of those only the files the tool's naming scheme produces
+  (`cache.manifest.is_cache_file_name`); the folder itself goes only once nothing else is left in it;
+- temp files (`cache.publish.tmp_path_for` names) whose writer process is dead.
+Everything else it meets is reported as "not ours" and left alone: a folder not named like a key, a file or
+sub-folder inside an incomplete cache that the tool does not write, a loose file beside the caches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cache.keys import is_key_dir_name
+from cache.locks import LOCK_NAME, CacheLock, CacheLockedError, is_locked
+from cache.manifest import KINDS, Manifest, is_cache_file_name
+from cache.publish import TMP_PATTERN, pid_alive, stale_temp_files
+
+TRANSLATIONS_DIR = "translations"  # the translation store's folder (pipeline/translate/store.py): temp files only
+
+
+@dataclass
+class GcPlan:
+    """What `cache gc` would delete, and what it met that the tool did not write."""
+
+    remove: list[Path] = field(default_factory=list)  # incomplete cache folders and dead writers' temp files
+    foreign: list[Path] = field(default_factory=list)  # not ours: left alone
+
+
+def _removable_files(directory: Path) -> tuple[list[Path], list[Path]]:
+    """(tool-written files that may go, everything else) in an incomplete cache folder nobody is writing.
+
+    A temp file of a live process stays (and so keeps the folder): only a dead writer's temp file is garbage.
+    """
+    ours, other = [], []
+    for p in sorted(directory.iterdir()):
+        if not (p.is_file() and not p.is_symlink() and is_cache_file_name(p.name)):
+            other.append(p)
+            continue
+        tmp = TMP_PATTERN.match(p.name)
+        if tmp is None or not pid_alive(int(tmp.group("pid"))):
+            ours.append(p)
+    return ours, other
+
+
+def _is_complete(directory: Path) -> bool:
+    try:
+        return Manifest.read(directory).complete
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+
+
+def garbage(cache_root: str | Path) -> GcPlan:
+    """Look at every entry under CACHE/audio/ and CACHE/captions/ (and temp files under CACHE/translations/)."""
+    plan = GcPlan()
+    root = Path(cache_root)
+    for kind in KINDS:
+        base = root / kind
+        if not base.is_dir():
+            continue
+        for entry in sorted(base.iterdir()):
+            if entry.is_symlink() or not entry.is_dir():
+                if entry.is_file() and TMP_PATTERN.match(entry.name):
+                    plan.remove += [entry] if entry in stale_temp_files(base) else []
+                else:
+                    plan.foreign.append(entry)
+            elif not is_key_dir_name(entry.name):
+                plan.foreign.append(entry)
+            elif is_locked(entry):
+                continue
+            elif _is_complete(entry):
+                plan.remove += [p for p in stale_temp_files(entry) if is_cache_file_name(p.name)]
+            else:
+                plan.remove.append(entry)
+                plan.foreign += _removable_files(entry)[1]
+    translations = root / TRANSLATIONS_DIR
+    if translations.is_dir():
+        plan.remove += stale_temp_files(translations)
+    return plan
+
+
+def remove(paths: list[Path]) -> list[tuple[Path, str]]:
+    """Delete what `garbage` planned; returns (cache folder, why) for each folder left in place.
+
+    A cache folder is emptied only while holding its writer lock, and only if it is still incomplete (a prep
+    that started or finished since `garbage` looked is left alone); then its tool-written files are deleted —
+    the lock file last, so a prep starting meanwhile can never have a file of its own deleted — and the folder
+    too once nothing else is left in it.
+    """
+    kept = []
+    for p in paths:
+        if not p.is_dir():
+            p.unlink(missing_ok=True)
+            continue
+        try:
+            with CacheLock(p, wait=0):
+                if _is_complete(p):
+                    kept.append((p, "a writer finished it meanwhile"))
+                    continue
+                ours, other = _removable_files(p)
+                for f in sorted(ours, key=lambda f: f.name == LOCK_NAME):
+                    f.unlink(missing_ok=True)  # the lock stays held through the open descriptor
+        except CacheLockedError:
+            kept.append((p, "a writer is using it now"))
+            continue
+        try:
+            p.rmdir()
+        except OSError:  # files the tool did not write (or a prep that started since) keep the folder
+            kept.append((p, "it holds files this tool did not write" if other else "a writer is using it now"))
+    return kept
+
+
+__all__ = ["GcPlan", "garbage", "remove"]
