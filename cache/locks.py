@@ -1,4 +1,5 @@
-"""An exclusive writer lock per cache directory (fcntl.flock), so two `prep` runs never write the same cache.
+"""An exclusive writer lock per directory (fcntl.flock), so two `prep` runs never write the same cache (and two
+`train` runs never the same run directory: trainer/run_lock.py).
 
 The kernel drops a flock when its holder dies (kill -9 included), so a crashed writer never leaves a stale lock.
 The holder's PID is written into the lock file for the error message.

@@ -27,6 +27,7 @@ from trainer.checkpoint import checkpoint_path, gather_rank_rng, load_checkpoint
 from trainer.config import ConfigError, TrainConfig, diff, from_dict, resolve_split, save_config
 from trainer.data import Batch, TrainData, check_audio_config
 from trainer.evaluate import RUN_INFO, autocast, build_model, resolve_device, score_split
+from trainer.run_lock import run_dir_lock
 
 METRICS_CSV = "metrics.csv"
 METRIC_FIELDS = ["epoch", "loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr", "seconds", "data_wait_share"]
@@ -140,12 +141,22 @@ def train_epoch(model, data: TrainData, optimizer, cfg: TrainConfig, epoch: int,
 
 
 def train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume: bool = False,
-          audio_key: str | None = None, caption_key: str | None = None, progress: bool = True) -> dict[str, Any]:
+          audio_key: str | None = None, caption_key: str | None = None, progress: bool = True,
+          wait_lock: float | None = 0.0) -> dict[str, Any]:
     """Train (or resume) one run in `run_dir`; returns a summary (best_map10, best_epoch, epochs_run, run_dir, ...).
 
-    Writes RUN_DIR/{run.json, config.toml, metrics.csv, summary.json, checkpoints/{last,best}.pt}.
+    Writes RUN_DIR/{run.json, config.toml, metrics.csv, summary.json, checkpoints/{last,best}.pt}, holding the
+    run directory's writer lock throughout (trainer/run_lock.py): a second run on the same directory raises
+    CacheLockedError, or waits up to `wait_lock` seconds (None: forever) for the first to end.
     """
-    run_dir, cache_root = Path(run_dir), Path(cache_root)
+    dist_hooks.init_distributed(device=cfg.device)
+    with run_dir_lock(run_dir, wait_lock):
+        return _train(cfg, Path(cache_root), name, Path(run_dir), resume, audio_key, caption_key, progress)
+
+
+def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume: bool, audio_key: str | None,
+           caption_key: str | None, progress: bool) -> dict[str, Any]:
+    """The run itself; the caller holds the run directory's lock and has joined the process group."""
     last_path = checkpoint_path(run_dir, "last")
     state = None
     if last_path.exists():
@@ -167,7 +178,7 @@ def train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume: 
                     "epochs_run": int(state["epoch"]), "stopped_early": bool(state["stopped"]), "run_dir": str(run_dir)}
 
     # 1. Seeds, device, caches, data. Distributed: rank 0 alone writes and logs; batches are per-rank slices.
-    rank = dist_hooks.init_distributed(device=cfg.device).rank
+    rank = dist_hooks.get_rank()
     main, progress = rank == 0, progress and rank == 0
     torch.manual_seed(cfg.seed + rank)
     np.random.seed((cfg.seed + rank) % 2**32)

@@ -56,16 +56,19 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 @click.option("--nnodes", default="1", show_default=True, help="Nodes for multi-node runs (torchrun semantics).")
 @click.option("--rdzv-endpoint", default="", help="HOST:PORT rendezvous for multi-node runs.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm bars and epoch lines on stderr.")
+@click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds to wait when another train holds RUN_DIR (0: refuse at once).")
 def train_command(cache_root: Path, name: str | None, run_dir: Path, config_file: Path | None,
                   overrides: tuple[str, ...], resume: bool, audio_key: str | None, caption_key: str | None,
-                  init_from: Path | None, nproc: int, nnodes: str, rdzv_endpoint: str, progress: bool) -> None:
+                  init_from: Path | None, nproc: int, nnodes: str, rdzv_endpoint: str, progress: bool,
+                  wait_lock: float) -> None:
     """Train the audio–text bi-encoder on cached features; the best checkpoint by validation mAP@10 is kept.
 
     \b
     Examples:
       audioret train --cache caches/ --name clotho --out runs/base
       audioret train --cache caches/ --name clotho --out runs/small --set audio_width=0.5 --set epochs=20
-      audioret train --cache caches/ --name clotho --out runs/base --resume
+      audioret train --cache caches/ --name clotho --out runs/base --resume --wait-lock 600
       audioret train --cache caches/ --name clotho --out runs/ddp --nproc 4        # 4 GPUs, global batch 4 × 30
       audioret train --cache caches/ --name clotho --out runs/ft --init-from runs/audiocaps --set lr=2e-6
     """
@@ -74,6 +77,12 @@ def train_command(cache_root: Path, name: str | None, run_dir: Path, config_file
     from trainer.loop import RunExistsError, train
 
     if nproc > 1 and not distributed.launched_distributed():
+        from trainer.run_lock import wait_until_free
+
+        try:
+            wait_until_free(run_dir, wait_lock)  # before starting the ranks; rank 0 takes the lock for the run
+        except _known_errors() as exc:
+            _fail(str(exc))
         argv = [a for a in sys.argv[1:]]
         sys.exit(distributed.launch_local(nproc, argv, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint))
     if init_from is not None:
@@ -85,7 +94,7 @@ def train_command(cache_root: Path, name: str | None, run_dir: Path, config_file
     try:
         cfg = load_config(config_file, list(overrides))
         summary = train(cfg, cache_root, name, run_dir, resume=resume, audio_key=audio_key, caption_key=caption_key,
-                        progress=progress)
+                        progress=progress, wait_lock=wait_lock)
         distributed.cleanup()
     except (ConfigError, RunExistsError) as exc:
         _fail(str(exc), EXIT_USAGE)
