@@ -31,7 +31,7 @@ def test_init_from_copies_the_source_runs_best_weights(cache, tmp_path):
     assert str(src.resolve()) in json.dumps(record)
     assert f'init_from = "{src.resolve()}"' in (dst / "config.toml").read_text()
     a = torch.load(src / "checkpoints" / "best.pt", weights_only=True)["model"]
-    b = torch.load(dst / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(dst / "checkpoints" / "best.pt", weights_only=True)["model"]
     conv = "audio.conv_block1.conv1.weight"
     # lr 1e-12 barely moves the weights: the new run started from the source run's weights, not a fresh init
     assert torch.allclose(a[conv], b[conv], atol=1e-6)
@@ -49,7 +49,7 @@ def test_nproc_2_on_cpu_writes_once_and_resumes_bit_exact(cache, tmp_path):
     after epoch 1 and resumed ends with exactly the parameters of an uninterrupted run (dropout draws differ per
     rank: restoring rank 0's states on rank 1 would change them)."""
     run, ref = tmp_path / "ddp", tmp_path / "ref"
-    train = ("train", "--cache", cache, "--name", "demo", "--nproc", "2", "--no-progress")
+    train = ("train", "--cache", cache, "--name", "demo", "--nproc", "2", "--no-progress", "--set", "keep_last=true")
     run_cli(*train, "--out", run, *fast_overrides(1, ["batch_size=4"]), check=True, timeout=600)
     assert [r["epoch"] for r in rows(run)] == ["1"]
     assert (run / "checkpoints" / "best.pt").exists() and (run / "checkpoints" / "last.pt").exists()

@@ -48,10 +48,16 @@ def test_train_writes_run_and_beats_chance(trained):
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
     cfg = load_config(trained / "config.toml")
     assert cfg.epochs == EPOCHS and cfg.audio_width == 0.125 and cfg.text_lr == 0.0
-    for which in ("best", "last"):
-        state = torch.load(trained / "checkpoints" / f"{which}.pt", map_location="cpu", weights_only=True)
-        assert {"model", "optimizer", "scheduler", "rng", "epoch", "config"} <= set(state)
-        assert state["config"] == cfg.to_dict() and isinstance(state["rng"]["numpy"]["key"], torch.Tensor)
+    best_pt = torch.load(trained / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+    assert {"model", "epoch", "config", "val", "token"} <= set(best_pt) and best_pt["config"] == cfg.to_dict()
+    assert not {"optimizer", "scheduler", "rng"} & set(best_pt)  # weights only: optimiser state is for resuming
+    # the frozen MiniLM (text_lr=0) is stored by name; its trained projection head is stored
+    assert not any(k.startswith("text.transformer.") for k in best_pt["model"])
+    assert any(k.startswith("text.proj.") for k in best_pt["model"])
+    assert best_pt["frozen_text"]["text_model"] == cfg.text_model and len(best_pt["frozen_text"]["sha256"]) == 64
+    last_pt = torch.load(trained / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert last_pt["finished"] and last_pt["epoch"] == EPOCHS and "model" not in last_pt  # the run ended here
+    assert (trained / "checkpoints" / "last.pt").stat().st_size < 50_000
     best = max(float(r["val_map10"]) for r in rows)
     summary = json.loads((trained / "summary.json").read_text())
     assert summary["best_map10"] == pytest.approx(best, abs=1e-6) and summary["epochs_run"] == EPOCHS
@@ -127,6 +133,20 @@ def test_resume_after_sigkill_reaches_identical_metrics(cache, trained, tmp_path
     assert [r["epoch"] for r in got] == ["1", "2", "3"]
     for g, w in zip(got, want):  # stream mode + kill -9 + resume ≡ resident, uninterrupted
         assert {k: g[k] for k in VAL_FIELDS} == {k: w[k] for k in VAL_FIELDS}
+
+
+def test_finished_run_resumes_as_finished_and_says_what_it_no_longer_has(cache, trained):
+    before = (trained / "metrics.csv").read_text()
+    again = run_cli("train", "--cache", cache, "--name", "demo", "--out", trained, *fast_overrides(EPOCHS),
+                    "--resume", check=True)
+    assert f"already finished at epoch {EPOCHS}" in again.stderr and "epoch 1/" not in again.stderr
+    assert (trained / "metrics.csv").read_text() == before
+    longer = run_cli("train", "--cache", cache, "--name", "demo", "--out", trained,
+                     *fast_overrides(EPOCHS + 2), "--resume")
+    assert longer.returncode == 2 and len(longer.stderr.strip().splitlines()) == 1, longer.stderr
+    assert "keep_last" in longer.stderr and "--init-from" in longer.stderr
+    last = run_cli("eval", trained, "--checkpoint", "last")
+    assert last.returncode == 1 and "keeps no weights" in last.stderr and "Traceback" not in last.stderr
 
 
 def test_usage_errors_exit_2(cache, tmp_path):

@@ -36,6 +36,7 @@ class TrainConfig:
     patience: int = 10  # epochs without a better validation mAP@10 before stopping; 0 = never stop early
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     seed: int = 0
+    keep_last: bool = False  # keep last.pt's optimiser/RNG state after the run ends (to extend it with --resume)
     # hardware / data path
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 2  # DataLoader workers in streamed mode

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from cache.publish import publish_file, publish_json
-from trainer.checkpoint import checkpoint_path, load_checkpoint
+from trainer.checkpoint import checkpoint_path, load_checkpoint, load_model_state
 from trainer.config import TrainConfig, from_dict, resolve_split
 from trainer.data import caption_table, check_audio_config, pad_arrays
 from trainer.metrics import retrieval_metrics, top_k
@@ -108,11 +108,12 @@ class LoadedRun:
             raise FileNotFoundError(f"{self.run_dir}: not a training run (no {RUN_INFO})")
         self.info: dict[str, Any] = json.loads(info_path.read_text(encoding="utf-8"))
         self.checkpoint = checkpoint
-        state = load_checkpoint(checkpoint_path(self.run_dir, checkpoint))
+        path = checkpoint_path(self.run_dir, checkpoint)
+        state = load_checkpoint(path)
         self.cfg = from_dict(state["config"], f"{self.run_dir} checkpoint config")
         self.device = resolve_device(device or self.cfg.device)
         self.model = build_model(self.cfg)
-        self.model.load_state_dict(state["model"])
+        load_model_state(self.model, state, path)
         self.model.to(self.device).eval()
         self.epoch, self.token = int(state["epoch"]), str(state["token"])
 

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainer.checkpoint import CheckpointError, full_model_state
+
 
 class InitFromError(RuntimeError):
     """The source run cannot provide weights for this model (missing checkpoint, different architecture)."""
@@ -41,9 +43,12 @@ def load_init_weights(model: nn.Module, run_dir: str | Path, which: str = "best"
         payload = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt / foreign files
         raise InitFromError(f"{ckpt}: cannot load checkpoint ({str(exc).splitlines()[0][:200]})") from None
-    state = payload.get("model") if isinstance(payload, dict) else None
-    if not isinstance(state, dict):
+    if not isinstance(payload, dict):
         raise InitFromError(f"{ckpt}: no 'model' state dict in the checkpoint")
+    try:  # a frozen text encoder stored by name: this model must have loaded the same one (then it is "copied")
+        state = full_model_state(model, payload, ckpt)
+    except CheckpointError as exc:
+        raise InitFromError(str(exc)) from None
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

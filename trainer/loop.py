@@ -23,7 +23,9 @@ import torch
 from cache.publish import publish_file, publish_json
 from trainer import distributed as dist_hooks
 from trainer.augment import augment_batch
-from trainer.checkpoint import checkpoint_path, gather_rank_rng, load_checkpoint, restore_rank_rng, save_checkpoint
+from trainer.checkpoint import (checkpoint_path, finished_state, frozen_text_record, gather_rank_rng,
+                                load_checkpoint, load_model_state, model_weights, restore_rank_rng, save_checkpoint,
+                                weights_sha256)
 from trainer.config import ConfigError, TrainConfig, diff, from_dict, resolve_split, save_config
 from trainer.data import Batch, TrainData, check_audio_config
 from trainer.evaluate import RUN_INFO, autocast, build_model, resolve_device, score_split
@@ -32,7 +34,8 @@ from trainer.run_lock import run_dir_lock
 METRICS_CSV = "metrics.csv"
 METRIC_FIELDS = ["epoch", "loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr", "seconds", "data_wait_share"]
 # Keys that may change between a run and its resume without changing what is computed (or that extend it).
-RESUME_FREE = {"epochs", "patience", "device", "num_workers", "resident", "memory_budget_gb", "eval_batch_size"}
+RESUME_FREE = {"epochs", "patience", "device", "num_workers", "resident", "memory_budget_gb", "eval_batch_size",
+               "keep_last"}
 
 
 class RunExistsError(RuntimeError):
@@ -176,6 +179,10 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
                 return json.loads(summary_path.read_text(encoding="utf-8"))
             return {"best_map10": float(state["best_map10"]), "best_epoch": int(state["best_epoch"]),
                     "epochs_run": int(state["epoch"]), "stopped_early": bool(state["stopped"]), "run_dir": str(run_dir)}
+        if "model" not in state:
+            raise ConfigError(f"{run_dir}: the run finished at epoch {state['epoch']} and kept no training state "
+                              f"(keep_last=false), so it cannot be extended to epochs={cfg.epochs}; start a new run "
+                              f"with --init-from {run_dir}, or train with --set keep_last=true to keep it extendable")
 
     # 1. Seeds, device, caches, data. Distributed: rank 0 alone writes and logs; batches are per-rank slices.
     rank = dist_hooks.get_rank()
@@ -194,6 +201,7 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
 
     # 2. Model, optimiser, schedule.
     model = build_model(cfg, audio.n_mels)
+    pretrained_text = weights_sha256(model.text.transformer) if cfg.effective_text_lr() == 0 else None
     if cfg.audio_checkpoint and state is None:
         report = model.audio.load_panns_checkpoint(cfg.audio_checkpoint)
         _log(progress, f"audio checkpoint {cfg.audio_checkpoint}: {len(report['loaded'])} tensors loaded, "
@@ -222,7 +230,7 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
         save_config(cfg, run_dir / "config.toml")
         _rewrite_metrics(metrics_path, 0)
     elif state is not None:
-        model.load_state_dict(state["model"])
+        load_model_state(model, state, last_path)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         warning = restore_rank_rng(state, {"augment": generator}, rank, dist_hooks.get_world_size(), cfg.seed,
@@ -235,6 +243,7 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
             save_config(cfg, run_dir / "config.toml")
             _rewrite_metrics(metrics_path, int(state["epoch"]))
         _log(progress, f"resuming {run_dir} after epoch {state['epoch']} (best mAP@10 {best:.4f} @ {best_epoch})")
+    frozen_text = frozen_text_record(model, cfg.text_model, pretrained_text)  # stored by name when unchanged
     dist_hooks.barrier()
     ddp_model = dist_hooks.wrap_model(model, device)
     writer = _tensorboard(run_dir) if main else None
@@ -260,16 +269,20 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
             bad_epochs += 1
         stopped = cfg.patience > 0 and bad_epochs >= cfg.patience
         rng_ranks = gather_rank_rng({"augment": generator})  # every rank's states (a collective)
-        payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                   "scheduler": scheduler.state_dict(), "rng": rng_ranks[0], "rng_ranks": rng_ranks, "epoch": epoch,
-                   "config": cfg.to_dict(), "best_map10": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                   "val": val, "stopped": stopped}
+        run_state = {"epoch": epoch, "config": cfg.to_dict(), "best_map10": best, "best_epoch": best_epoch,
+                     "bad_epochs": bad_epochs, "val": val, "stopped": stopped, "frozen_text": frozen_text}
         if main:
             with open(metrics_path, "a", newline="", encoding="utf-8") as f:  # before the checkpoint: a kill in
                 csv.DictWriter(f, METRIC_FIELDS).writerow(row)  # between redoes this epoch and rewrites its row
-            if improved:
-                save_checkpoint(checkpoint_path(run_dir, "best"), payload)
-            save_checkpoint(last_path, payload)
+            weights = model_weights(model, frozen_text)
+            if improved:  # weights only: optimiser state serves a resume, and that reads last.pt
+                save_checkpoint(checkpoint_path(run_dir, "best"), {"model": weights, **run_state})
+            if (stopped or epoch == cfg.epochs) and not cfg.keep_last:
+                save_checkpoint(last_path, finished_state(run_state))  # the run ends here: no weights kept
+            else:
+                save_checkpoint(last_path, {"model": weights, "optimizer": optimizer.state_dict(),
+                                            "scheduler": scheduler.state_dict(), "rng": rng_ranks[0],
+                                            "rng_ranks": rng_ranks, **run_state})
         if writer is not None:
             for k in ("loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr", "data_wait_share"):
                 writer.add_scalar(k, float(row[k]), epoch)

@@ -91,11 +91,12 @@ def run_search(objective: Objective, out_dir: str | Path, trials: int, space: li
                initial: int = 10, estimator: str = "GP", acq: str = "gp_hedge", seed: int = 0, workers: int = 1,
                scheduler: Any = None, gpus: list[int] | None = None, executor: Any = None,
                objective_id: str = "", base_config: str | Path | None = None, overrides: Sequence[str] = (),
-               log: Callable[[str], None] = _log) -> Journal:
+               log: Callable[[str], None] = _log, keep_best: int | None = 3) -> Journal:
     """Run (or resume) a search until `trials` trials have ended; write the outputs; return the journal.
 
     `executor` (anything with `submit` returning concurrent futures) overrides `workers/scheduler/gpus`.
     `overrides` are the fixed `KEY=VALUE` settings every trial ran with; best.toml carries them.
+    `keep_best`: only the best K finished trials keep their weights (None: all; see `keep_best_weights`).
     Raises SearchError for a busy or foreign SEARCH_DIR.
     """
     if estimator not in ESTIMATORS:
@@ -111,7 +112,9 @@ def run_search(objective: Objective, out_dir: str | Path, trials: int, space: li
                         "seed": int(seed), "objective": objective_id,
                         "base_config": str(base_config) if base_config else None}
             journal.ensure_header(settings, MUST_MATCH)
-            _drive(journal, objective, out, space, settings, trials, workers, scheduler, gpus, executor, log)
+            _drive(journal, objective, out, space, settings, trials, workers, scheduler, gpus, executor, log,
+                   keep_best)
+            keep_best_weights(journal, out, keep_best, log)  # also after a resume with a smaller --keep-best
             from trainer.search_report import write_outputs
 
             write_outputs(journal, space, out, base_config, log=log, overrides=overrides)
@@ -122,7 +125,7 @@ def run_search(objective: Objective, out_dir: str | Path, trials: int, space: li
 
 def _drive(journal: Journal, objective: Objective, out: Path, space: list[Dimension], settings: dict[str, Any],
            trials: int, workers: int, scheduler: Any, gpus: list[int] | None, executor: Any,
-           log: Callable[[str], None]) -> None:
+           log: Callable[[str], None], keep_best: int | None) -> None:
     """The ask → submit → wait → journal → tell loop, bounded by free slots and the trials still to end."""
     requeue = [t for t in journal.by_status("started")]
     if journal.n_ended >= trials and not requeue:
@@ -162,6 +165,7 @@ def _drive(journal: Journal, objective: Objective, out: Path, space: list[Dimens
                 t = in_flight.pop(fut)
                 res = result_of(fut)
                 best = _record(journal, t, res, best, trials, log)
+                keep_best_weights(journal, out, keep_best, log)
     finally:
         executor.shutdown()
 
@@ -189,3 +193,23 @@ def _record(journal: Journal, t: TrialState, res: dict[str, Any], best: TrialSta
         f"{trial_dir_name(best.number)}) {res['wall_s']:.1f} s  {_fmt_params(t.params)}")
     return best
 
+
+
+def keep_best_weights(journal: Journal, out: Path, keep: int | None, log: Callable[[str], None] = _log) -> None:
+    """Delete the weights of finished trials outside the best `keep` (by objective, ties by trial number).
+
+    Why: every trial is a full run, and 110 runs of BERT-base weights are hundreds of GB; only the best few are
+    ever evaluated. A trial's config.toml, metrics.csv and summary stay (it can be retrained), and a note in its
+    checkpoints/ says why the weights are gone. Running and failed trials are never touched (failed ones are
+    kept for a resume by hand).
+    """
+    if keep is None:
+        return
+    from trainer.checkpoint import drop_weights
+
+    ranked = sorted(journal.by_status("finished"), key=lambda t: (t.objective, t.number))
+    for t in ranked[keep:]:
+        reason = (f"weights removed by `audioret search --keep-best {keep}`: trial {trial_dir_name(t.number)} "
+                  f"is not among the {keep} best; retrain it from its config.toml")
+        if drop_weights(out / t.run_dir, reason):
+            log(f"search: trial {trial_dir_name(t.number)} left the best {keep}: its weights were removed")

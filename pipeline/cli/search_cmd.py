@@ -124,10 +124,12 @@ def _common(fn: Any) -> Any:
               help="Surrogate model (GBRT is broken on current scikit-learn and not offered).")
 @click.option("--acq", type=click.Choice(["gp_hedge", "EI", "PI", "LCB"]), default="gp_hedge", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--keep-best", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Finished trials that keep their weights (the best K); the others keep config and metrics.")
 def search_cmd(cache: Path | None, name: str | None, out: Path, overrides: tuple[str, ...], workers: int,
                gpus: str | None, scheduler: str | None, audio_key: str | None, caption_key: str | None,
                custom: str | None, config: Path | None, space: Path | None, trials: int, initial: int,
-               estimator: str, acq: str, seed: int) -> None:
+               estimator: str, acq: str, seed: int, keep_best: int) -> None:
     """Tune training hyperparameters with scikit-optimize; every trial is a run dir OUT/trials/NNN/.
 
     \b
@@ -151,7 +153,7 @@ def search_cmd(cache: Path | None, name: str | None, out: Path, overrides: tuple
         journal = run_search(objective, out, trials, space=dims, initial=initial, estimator=estimator, acq=acq,
                              seed=seed, workers=workers, scheduler=scheduler, gpus=_gpus(gpus),
                              objective_id=ident, base_config=config,
-                             overrides=overrides)
+                             overrides=overrides, keep_best=keep_best)
     except (SpaceError, SearchError, ConfigError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
