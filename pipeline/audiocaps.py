@@ -21,13 +21,13 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline.datasets import DATASET_KINDS, ClipRecord, DatasetError, Problems, problem, register_dataset
+from pipeline.datasets import (AUDIO_EXTENSIONS, DATASET_KINDS, ClipRecord, DatasetError, Problems, problem,
+                               register_dataset)
 
 AUDIOCAPS_SPLITS = ("train", "val", "test")
 #: The roles the trainer gives these splits (Clotho names); documentation and the CLI's summary use it.
 SPLIT_ROLES = {"train": "development", "val": "validation", "test": "evaluation"}
 COLUMNS = ("audiocap_id", "youtube_id", "start_time", "caption")
-AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".mp3")
 
 
 def _csv_dirs(root: Path) -> list[Path]:

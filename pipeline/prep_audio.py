@@ -155,6 +155,7 @@ def _all_failures(m: Manifest) -> list[dict]:
 
 def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None = None, name: str | None = None,
                splits: list[str] | None = None, workers: int | None = None, shard_size: int = 256,
+               subsets: list[str] | None = None,
                wait_lock: float | None = 0.0, content_hash: bool = False, progress: bool = True,
                report: Callable[[str], None] | None = None, scheduler: str | None = None) -> PrepResult:
     """Fill (or finish) the audio cache of `dataset` under `cache_root`; return what happened.
@@ -164,7 +165,7 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
     """
     root = Path(root)
     name = name or dataset
-    records, problems = load_records(dataset, root, manifest, splits)
+    records, problems = load_records(dataset, root, manifest, splits, subsets)
     if not records:
         for p in problems:
             (report or _stderr)(f"{p['file']}: {p['error']}")

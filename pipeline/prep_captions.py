@@ -124,9 +124,10 @@ def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | N
                   name: str | None = None, splits: list[str] | None = None, translator: str = "none",
                   pivots: Sequence[str] = DEFAULT_PIVOTS, batch_size: int = 64, device: str = "auto",
                   marian_template: str | None = None, google: dict | None = None, shard_size: int = 1000,
-                  wait_lock: float | None = 0.0, progress: bool = True) -> CaptionPrepResult:
+                  wait_lock: float | None = 0.0, progress: bool = True,
+                  subsets: list[str] | None = None) -> CaptionPrepResult:
     """Build (or finish) the captions cache of `dataset`; raises TranslatorUnavailable / DatasetError."""
-    records, problems = load_records(dataset, root, manifest, splits)
+    records, problems = load_records(dataset, root, manifest, splits, subsets)
     name = name or dataset
     options: dict = {}
     if translator == "marian":

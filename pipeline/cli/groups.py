@@ -95,13 +95,25 @@ def dataset_root(dataset: str, root, manifest):
     return root
 
 
+def dataset_subsets(dataset: str, text: str | None) -> list[str] | None:
+    """--subsets as a list, checked against the dataset's registered subsets (usage error, exit 2)."""
+    from pipeline.datasets import DatasetError, check_subsets, split_list
+
+    subsets = split_list(text)
+    try:
+        check_subsets(dataset, subsets)
+    except DatasetError as exc:
+        raise click.BadParameter(str(exc), param_hint="--subsets") from None
+    return subsets
+
+
 def dataset_options(cache_help: str):
     """The options every `prep` stage takes to find a dataset and its cache (one definition, same spelling)."""
     from pathlib import Path
 
     options = [
         click.option("--dataset", required=True, metavar="KIND",
-                     help="Dataset reader: clotho (Clotho v2.1 layout), manifest (CSV/JSONL), audiocaps, "
+                     help="Dataset reader: clotho (Clotho v2.1 layout), manifest (CSV/JSONL), audiocaps, wavcaps, "
                           "or any registered one."),
         click.option("--root", type=click.Path(path_type=Path), default=None,
                      help="Dataset root (Clotho: the folder with clotho_captions_*.csv). Manifest: default its "
@@ -112,6 +124,9 @@ def dataset_options(cache_help: str):
                      help=cache_help),
         click.option("--name", default=None, help="Name to find this cache by later (default: the dataset kind)."),
         click.option("--splits", default=None, help="Comma-separated splits to include (default: all present)."),
+        click.option("--subsets", default=None, metavar="NAMES",
+                     help="Comma-separated parts of a dataset that has them (wavcaps: freesound,bbc,soundbible,"
+                          "audioset_sl; default: every part present)."),
     ]
 
     def decorate(fn):

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, dataset_options, dataset_root, prep
+from pipeline.cli.groups import (CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, dataset_options, dataset_root,
+                                 dataset_subsets, prep)
 
 
 @prep.command("audio", context_settings=CONTEXT)
@@ -21,7 +22,7 @@ from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, da
               help="Dask scheduler, e.g. tcp://head:8786 (workers need this package and the same paths).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar on stderr.")
 def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache_root: Path, name: str | None,
-                   splits: str | None, workers: int | None, shard_size: int, wait_lock: float,
+                   splits: str | None, subsets: str | None, workers: int | None, shard_size: int, wait_lock: float,
                    content_hash: bool, scheduler: str | None, progress: bool) -> None:
     """Decode every clip once and cache its 64-bin log-mel (32 kHz, hop 320) as float16 HDF5 shards.
 
@@ -33,14 +34,17 @@ def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache
     Examples:
       audioret prep audio --dataset clotho --root data/clotho --cache caches/
       audioret prep audio --dataset manifest --manifest my/clips.csv --cache caches/ --name mine --workers 4
+      audioret prep audio --dataset wavcaps --root data --subsets freesound,bbc --cache caches/
     """
     from cache.locks import CacheLockedError
     from pipeline.datasets import DatasetError, split_list
     from pipeline.prep_audio import prep_audio
 
     root = dataset_root(dataset, root, manifest)
+    subset_list = dataset_subsets(dataset, subsets)
     try:
         result = prep_audio(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
+                            subsets=subset_list,
                             workers=workers, shard_size=shard_size, wait_lock=wait_lock,
                             content_hash=content_hash, progress=progress, scheduler=scheduler)
     except (DatasetError, CacheLockedError, RuntimeError) as exc:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, dataset_options, dataset_root, prep, preview
+from pipeline.cli.groups import (CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, dataset_options, dataset_root,
+                                 dataset_subsets, prep, preview)
 
 # The paper's best text-augmentation setting (Table 4); `--set` overrides any of them.
 PAPER_BEST = {"p_eda": 0.9936, "p_syn": 0.2962, "p_swp": 0.0085, "p_del": 0.1944, "p_ins": 0.0, "p_bt": 0.1812}
@@ -40,7 +41,8 @@ PAPER_BEST = {"p_eda": 0.9936, "p_syn": 0.2962, "p_swp": 0.0085, "p_del": 0.1944
               help="Seconds to wait when another prep holds the cache (0: refuse at once).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar on stderr.")
 def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, cache_root: Path, name: str | None,
-                      splits: str | None, translator: str, pivots: str, batch_size: int, device: str,
+                      splits: str | None, subsets: str | None, translator: str, pivots: str, batch_size: int,
+                      device: str,
                       marian_model_template: str | None, google_url: str | None, google_rps: float,
                       google_timeout: float, google_retries: int, google_backoff: float, shard_size: int,
                       wait_lock: float, progress: bool) -> None:
@@ -64,6 +66,7 @@ def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, ca
     from pipeline.translate import TranslatorUnavailable
 
     root = dataset_root(dataset, root, manifest)
+    subset_list = dataset_subsets(dataset, subsets)
     pivot_list = [p for p in pivots.replace(" ", ",").split(",") if p]
     if translator != "none" and not pivot_list:
         raise click.BadParameter("give at least one pivot language, e.g. de,fr,es", param_hint="--pivots")
@@ -73,6 +76,7 @@ def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, ca
               "backoff": google_backoff}
     try:
         result = prep_captions(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
+                               subsets=subset_list,
                                translator=translator, pivots=pivot_list, batch_size=batch_size, device=device,
                                marian_template=marian_model_template, google=google, shard_size=shard_size,
                                wait_lock=wait_lock, progress=progress)
