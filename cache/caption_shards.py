@@ -162,3 +162,37 @@ class CaptionCache:
         """(clip_id, caption_index, normalised text) for every caption (of `split`), in clip-id order."""
         return [(cid, i, text) for cid, s in zip(self.clip_ids, self.splits) if split is None or s == split
                 for i, text in enumerate(self._caps[cid])]
+
+
+def build_caption_cache(cache_root: str | Path, captions: dict[str, list[str]], name: str,
+                        dataset: str = "memory", splits: dict[str, str] | None = None,
+                        shard_size: int = 1000, code_version: str = "memory") -> Manifest:
+    """Write a complete caption cache (no back-translations) from captions already in memory: the counterpart of
+    `cache.audio_shards.build_audio_cache` for tests and benchmarks. The texts are stored as given, already
+    normalised; the key covers the config and every (clip id, split, captions) row."""
+    import hashlib
+
+    from cache.keys import cache_key
+    from cache.manifest import cache_dir_for, plan_shards
+
+    ids = sorted(captions)
+    split_of = splits or {c: "development" for c in ids}
+    config = {"name": name, "normalisation": "as given", "backend": "none", "pivots": [], "models": {},
+              "shard_size": shard_size}
+    rows = hashlib.sha256(json.dumps([[c, split_of[c], captions[c]] for c in ids]).encode("utf-8")).hexdigest()
+    key = cache_key(KIND, config, code_version, {}, [{"caption_rows_sha256": rows, "n_clips": len(ids)}])
+    directory = cache_dir_for(cache_root, KIND, key)
+    directory.mkdir(parents=True, exist_ok=True)
+    m = Manifest(kind=KIND, key=key, name=name, dataset=dataset, splits=sorted(set(split_of.values())),
+                 clip_ids=ids, clip_splits=[split_of[c] for c in ids], shard_size=shard_size,
+                 shards=plan_shards(len(ids), shard_size), config=config, code_version=code_version,
+                 extra={"n_captions": sum(len(v) for v in captions.values()), "failures": [], "problems": []})
+    for s in m.shards:
+        part = ids[s.start:s.start + s.count]
+        texts = [captions[c] for c in part]
+        s.sha256 = write_caption_shard(directory / s.file, part, [split_of[c] for c in part], texts, texts, {}, {},
+                                       key, config)
+        s.complete = True
+    m.complete = True
+    m.write(directory)
+    return m

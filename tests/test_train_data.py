@@ -96,6 +96,23 @@ def test_resident_and_streamed_batches_are_identical(caches):
             assert torch.all(batch.x[i, n:] == FLOOR_DB)
 
 
+def test_streamed_workers_ship_float16_and_yield_the_resident_float32_batches(caches):
+    """Workers send the stored float16 (half the bytes through shared memory); the trainer gets float32 equal to
+    the resident path's, floor padding included."""
+    audio, captions = caches
+    sets = ["max_seconds=0.7", "batch_size=8", "p_eda=0", "p_bt=0", "seed=3"]
+    resident = TrainData(audio, captions, "development", load_config(None, sets), torch.device("cpu"))
+    streamed = TrainData(audio, captions, "development", load_config(None, sets + ["resident=stream",
+                                                                                   "num_workers=2"]),
+                         torch.device("cpu"))
+    assert streamed.mode == "stream"
+    assert StreamedBatches(audio, streamed.table, streamed.text, streamed.plan(1))[0]["x"].dtype == torch.float16
+    pairs = list(zip(resident.epoch(1), streamed.epoch(1), strict=True))
+    for a, b in pairs:
+        assert b.x.dtype == torch.float32 and torch.equal(a.x, b.x) and torch.equal(a.lengths, b.lengths)
+        assert a.texts == b.texts
+
+
 def test_text_augmentation_is_seeded_and_changes_some_captions(caches):
     audio, captions = caches
     cfg = load_config(None, ["p_eda=1", "p_syn=0", "p_del=0.3", "p_bt=0.5", "seed=1"])
