@@ -153,6 +153,15 @@ def _all_failures(m: Manifest) -> list[dict]:
     return list(m.extra.get("problems", [])) + list(m.extra.get("failures", []))
 
 
+def _refuse_if_nothing_decoded(m: Manifest, cache_dir: Path, source: Path) -> None:
+    """Every clip failed: an error (exit 1), not a partial success. The cache stays incomplete, so neither a
+    re-run's fast path nor training ever takes it for a 0-clip dataset; failures.jsonl still lists each file."""
+    if m.extra.get("durations"):
+        return
+    raise DatasetError(f"{source}: none of the {len(m.clip_ids)} clip(s) could be decoded, nothing was cached; "
+                       f"see {cache_dir / 'failures.jsonl'}")
+
+
 def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None = None, name: str | None = None,
                splits: list[str] | None = None, workers: int | None = None, shard_size: int = 256,
                wait_lock: float | None = 0.0, content_hash: bool = False, progress: bool = True,
@@ -173,14 +182,14 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
     cache_dir = cache_dir_for(cache_root, KIND, key)
 
     done = finished_manifest(cache_dir)  # fast path: no lock needed to see a finished cache
-    if done is not None:
+    if done is not None and done.extra.get("durations"):
         return PrepResult(cache_dir, key, len(done.clip_ids), _all_failures(done),
                           shards_skipped=len(done.shards), noop=True)
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     with CacheLock(cache_dir, wait=wait_lock):
         done = finished_manifest(cache_dir)  # another writer may have finished while we waited
-        if done is not None:
+        if done is not None and done.extra.get("durations"):
             return PrepResult(cache_dir, key, len(done.clip_ids), _all_failures(done),
                               shards_skipped=len(done.shards), noop=True)
         try:
@@ -200,6 +209,7 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
         for tmp in stale_temp_files(cache_dir):  # left by workers of a killed run that were still exiting
             tmp.unlink(missing_ok=True)
         publish_failures(cache_dir, _all_failures(m))  # before `complete`: a kill between them loses nothing
+        _refuse_if_nothing_decoded(m, cache_dir, Path(manifest or root))
         m.complete = True
         m.write(cache_dir)
     result.failures = _all_failures(m)

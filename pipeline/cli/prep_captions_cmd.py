@@ -81,9 +81,15 @@ def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, ca
         sys.exit(EXIT_FAILURE)
     if translator == "none":
         click.echo("translator none: no back-translations; training will treat p_bt as 0", err=True)
-    if result.problems:
-        click.echo(f"{len(result.problems)} dataset row(s) skipped (e.g. {result.problems[0]['file']}: "
-                   f"{result.problems[0]['error']}); see {result.cache_dir / 'failures.jsonl'}", err=True)
+    for drop in result.dropped:
+        click.echo(f"warning: {drop['file']}: {drop['error']}", err=True)
+    if result.dropped:
+        click.echo(f"{len(result.dropped)} caption(s) dropped (empty after normalisation); see "
+                   f"{result.cache_dir / 'failures.jsonl'}", err=True)
+    skipped = [p for p in result.problems if p not in result.dropped]
+    if skipped:
+        click.echo(f"{len(skipped)} dataset row(s) skipped (e.g. {skipped[0]['file']}: "
+                   f"{skipped[0]['error']}); see {result.cache_dir / 'failures.jsonl'}", err=True)
     if result.noop:
         click.echo(f"captions cache complete, nothing to do ({result.n_clips} clips, {result.n_captions} captions)",
                    err=True)
