@@ -39,6 +39,7 @@ class PrepResult:
     shards_done: int = 0
     shards_skipped: int = 0
     noop: bool = False
+    decoder_warnings: int = 0  # lines the decoder printed (each shown as `warning: <path>: ...`)
 
 
 def _feature_config():
@@ -89,10 +90,13 @@ def process_shard(task: dict) -> dict:
 
     _one_blas_thread()
     cfg = _feature_config()
-    ids, splits, feats, durations, failures = [], [], [], [], []
+    ids, splits, feats, durations, failures, messages = [], [], [], [], [], []
     for clip_id, split, path in zip(task["clip_ids"], task["splits"], task["paths"]):
+        def to_parent(message: str, path: str = path) -> None:  # printed by the parent, above its progress bar
+            messages.append({"file": path, "message": message})
+
         try:
-            y = load_mono(path, cfg)  # the waveform's length is the clip's duration below
+            y = load_mono(path, cfg, to_parent)  # the waveform's length is the clip's duration below
             feat = log_mel_chunked(y, cfg)
             if not np.isfinite(feat).all():  # never cache NaN/inf, whatever the decoder let through
                 raise ValueError("log-mel has NaN/inf values")
@@ -106,7 +110,7 @@ def process_shard(task: dict) -> dict:
     sha, n_frames = write_audio_shard(task["path"], ids, splits, feats, np.asarray(durations, dtype=np.float64),
                                       task["key"], task["config"])
     return {"file": Path(task["path"]).name, "sha256": sha, "n_frames": int(n_frames), "failures": failures,
-            "durations": dict(zip(ids, durations)), "n_clips": len(task["clip_ids"])}
+            "durations": dict(zip(ids, durations)), "n_clips": len(task["clip_ids"]), "decoder_warnings": messages}
 
 
 def _shard_on_disk_ok(cache_dir: Path, entry: ShardEntry, planned_ids: list[str]) -> dict | None:
@@ -259,8 +263,12 @@ def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers
             entry.n_failed, entry.complete = len(out["failures"]), True
             durations.update(out["durations"])
             failures.extend(out["failures"])
+            say = report or (lambda line: bar.write(line, file=sys.stderr))
+            for warning in out["decoder_warnings"]:
+                say(f"warning: {warning['file']}: {warning['message']}")
+            result.decoder_warnings += len(out["decoder_warnings"])
             for fail in out["failures"]:
-                (report or (lambda line: bar.write(line, file=sys.stderr)))(f"{fail['file']}: {fail['error']}")
+                say(f"{fail['file']}: {fail['error']}")
             m.write(cache_dir)
             result.shards_done += 1
             audio_s += sum(out["durations"].values())
