@@ -24,7 +24,7 @@ from cache.caption_shards import KIND, write_caption_shard
 from cache.keys import cache_key, canonical_json
 from cache.locks import CacheLock
 from cache.manifest import Manifest, cache_dir_for, finished_manifest, plan_shards, publish_failures
-from pipeline.datasets import ClipRecord, load_records, problem
+from pipeline.datasets import ClipRecord, DatasetError, load_records, problem
 from pipeline.text import NORMALISATION, normalise_caption
 from pipeline.translate import SOURCE_LANG, Backend, TranslationResult, make_backend, translate_all
 from pipeline.translate.store import TranslationStore
@@ -149,6 +149,9 @@ def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | N
                   wait_lock: float | None = 0.0, progress: bool = True) -> CaptionPrepResult:
     """Build (or finish) the captions cache of `dataset`; raises TranslatorUnavailable / DatasetError."""
     records, problems = load_records(dataset, root, manifest, splits)
+    if not records:  # a 0-clip caption cache would be "complete" and useless
+        example = f"; e.g. {problems[0]['file']}: {problems[0]['error']}" if problems else ""
+        raise DatasetError(f"{manifest or root}: no usable clips ({len(problems)} problem rows{example})")
     records, dropped = drop_empty_captions(records)
     problems += dropped
     name = name or dataset

@@ -146,3 +146,14 @@ def test_retrieve_with_an_empty_query_is_a_usage_error(tmp_path: Path, query: st
     proc = run_cli("retrieve", tmp_path, "a dog barks", query)
     assert proc.returncode == 2, proc.stderr
     assert f"query {query!r} is empty after normalisation" in proc.stderr
+
+
+def test_prep_captions_with_no_usable_clip_is_exit_1(tmp_path: Path) -> None:
+    manifest = tmp_path / "clips.csv"
+    manifest.write_text("split,file_name,caption_1\ndevelopment,gone.wav,a dog barks\n", encoding="utf-8")
+    proc = run_cli("prep", "captions", "--dataset", "manifest", "--manifest", manifest, "--cache", tmp_path / "c",
+                   "--no-progress")
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip() == (f"error: {manifest}: no usable clips (1 problem rows; e.g. {tmp_path / 'gone.wav'}: "
+                                   "audio file missing)")
+    assert not (tmp_path / "c" / "captions").exists()
