@@ -122,11 +122,24 @@ def _read_text(path: Path) -> str:
         raise DatasetError(f"{path}: cannot read ({exc.strerror})") from None
 
 
+def check_not_empty(path: Path, header: list[str] | None, n_rows: int) -> None:
+    """Refuse a table with no header (0-byte or blank file) or no rows below its header: reading "nothing" as a
+    dataset of 0 clips would only fail later, far from the cause (an empty split, a truncated download)."""
+    if not header:
+        raise DatasetError(f"{path}: file is empty (no header line); expected a CSV with a header and one row "
+                           "per clip")
+    if n_rows == 0:
+        raise DatasetError(f"{path}: no rows below the header ({', '.join(header)}); the file lists no clips")
+
+
 def _read_csv(path: Path, text: str | None = None) -> tuple[list[str], list[tuple[int, dict]]]:
-    """(header, [(line number, row)]) of a UTF-8 CSV; quoted commas/newlines in names handled by csv."""
+    """(header, [(line number, row)]) of a UTF-8 CSV; quoted commas/newlines in names handled by csv.
+    An empty or header-only file is a DatasetError saying so."""
     reader = csv.DictReader(io.StringIO(_read_text(path) if text is None else text, newline=""))
     rows = [(reader.line_num, row) for row in reader]
-    return [h.strip() for h in (reader.fieldnames or [])], rows
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    check_not_empty(path, header, len(rows))
+    return header, rows
 
 
 def _nfc_names(folder: Path) -> dict[str, str]:
@@ -220,6 +233,8 @@ def _manifest_rows(path: Path) -> list[tuple[str, dict]]:
         if not isinstance(row, dict):
             row = {"__error__": "line is not a JSON object"}
         out.append((f"{path}:{i}", row))
+    if not out:
+        raise DatasetError(f"{path}: file is empty (no JSON lines); expected one object per clip")
     return out
 
 

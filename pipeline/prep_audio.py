@@ -39,6 +39,7 @@ class PrepResult:
     shards_done: int = 0
     shards_skipped: int = 0
     noop: bool = False
+    decoder_warnings: int = 0  # lines the decoder printed (each shown as `warning: <path>: ...`)
 
 
 def _feature_config():
@@ -89,10 +90,13 @@ def process_shard(task: dict) -> dict:
 
     _one_blas_thread()
     cfg = _feature_config()
-    ids, splits, feats, durations, failures = [], [], [], [], []
+    ids, splits, feats, durations, failures, messages = [], [], [], [], [], []
     for clip_id, split, path in zip(task["clip_ids"], task["splits"], task["paths"]):
+        def to_parent(message: str, path: str = path) -> None:  # printed by the parent, above its progress bar
+            messages.append({"file": path, "message": message})
+
         try:
-            y = load_mono(path, cfg)  # the waveform's length is the clip's duration below
+            y = load_mono(path, cfg, to_parent)  # the waveform's length is the clip's duration below
             feat = log_mel_chunked(y, cfg)
             if not np.isfinite(feat).all():  # never cache NaN/inf, whatever the decoder let through
                 raise ValueError("log-mel has NaN/inf values")
@@ -106,7 +110,7 @@ def process_shard(task: dict) -> dict:
     sha, n_frames = write_audio_shard(task["path"], ids, splits, feats, np.asarray(durations, dtype=np.float64),
                                       task["key"], task["config"])
     return {"file": Path(task["path"]).name, "sha256": sha, "n_frames": int(n_frames), "failures": failures,
-            "durations": dict(zip(ids, durations)), "n_clips": len(task["clip_ids"])}
+            "durations": dict(zip(ids, durations)), "n_clips": len(task["clip_ids"]), "decoder_warnings": messages}
 
 
 def _shard_on_disk_ok(cache_dir: Path, entry: ShardEntry, planned_ids: list[str]) -> dict | None:
@@ -153,6 +157,15 @@ def _all_failures(m: Manifest) -> list[dict]:
     return list(m.extra.get("problems", [])) + list(m.extra.get("failures", []))
 
 
+def _refuse_if_nothing_decoded(m: Manifest, cache_dir: Path, source: Path) -> None:
+    """Every clip failed: an error (exit 1), not a partial success. The cache stays incomplete, so neither a
+    re-run's fast path nor training ever takes it for a 0-clip dataset; failures.jsonl still lists each file."""
+    if m.extra.get("durations"):
+        return
+    raise DatasetError(f"{source}: none of the {len(m.clip_ids)} clip(s) could be decoded, nothing was cached; "
+                       f"see {cache_dir / 'failures.jsonl'}")
+
+
 def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None = None, name: str | None = None,
                splits: list[str] | None = None, workers: int | None = None, shard_size: int = 256,
                subsets: list[str] | None = None,
@@ -174,14 +187,14 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
     cache_dir = cache_dir_for(cache_root, KIND, key)
 
     done = finished_manifest(cache_dir)  # fast path: no lock needed to see a finished cache
-    if done is not None:
+    if done is not None and done.extra.get("durations"):
         return PrepResult(cache_dir, key, len(done.clip_ids), _all_failures(done),
                           shards_skipped=len(done.shards), noop=True)
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     with CacheLock(cache_dir, wait=wait_lock):
         done = finished_manifest(cache_dir)  # another writer may have finished while we waited
-        if done is not None:
+        if done is not None and done.extra.get("durations"):
             return PrepResult(cache_dir, key, len(done.clip_ids), _all_failures(done),
                               shards_skipped=len(done.shards), noop=True)
         try:
@@ -201,6 +214,7 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
         for tmp in stale_temp_files(cache_dir):  # left by workers of a killed run that were still exiting
             tmp.unlink(missing_ok=True)
         publish_failures(cache_dir, _all_failures(m))  # before `complete`: a kill between them loses nothing
+        _refuse_if_nothing_decoded(m, cache_dir, Path(manifest or root))
         m.complete = True
         m.write(cache_dir)
     result.failures = _all_failures(m)
@@ -250,8 +264,12 @@ def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers
             entry.n_failed, entry.complete = len(out["failures"]), True
             durations.update(out["durations"])
             failures.extend(out["failures"])
+            say = report or (lambda line: bar.write(line, file=sys.stderr))
+            for warning in out["decoder_warnings"]:
+                say(f"warning: {warning['file']}: {warning['message']}")
+            result.decoder_warnings += len(out["decoder_warnings"])
             for fail in out["failures"]:
-                (report or (lambda line: bar.write(line, file=sys.stderr)))(f"{fail['file']}: {fail['error']}")
+                say(f"{fail['file']}: {fail['error']}")
             m.write(cache_dir)
             result.shards_done += 1
             audio_s += sum(out["durations"].values())

@@ -13,6 +13,7 @@ down, rate limit persists, model missing) stops the run with exit 1: what was tr
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sys
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from cache.caption_shards import KIND, write_caption_shard
 from cache.keys import cache_key, canonical_json
 from cache.locks import CacheLock
 from cache.manifest import Manifest, cache_dir_for, finished_manifest, plan_shards, publish_failures
-from pipeline.datasets import ClipRecord, load_records
+from pipeline.datasets import ClipRecord, DatasetError, load_records, problem
 from pipeline.text import NORMALISATION, normalise_caption
 from pipeline.translate import SOURCE_LANG, Backend, TranslationResult, make_backend, translate_all
 from pipeline.translate.store import TranslationStore
@@ -43,6 +44,7 @@ class CaptionPrepResult:
     n_requested: int = 0  # texts sent to the translator in this run (0 on a rerun)
     failures: list[dict] = field(default_factory=list)  # translation failures (exit 3)
     problems: list[dict] = field(default_factory=list)  # dataset rows skipped (e.g. audio missing)
+    dropped: list[dict] = field(default_factory=list)  # captions that normalise to "" (also in problems)
 
 
 def _versions(backend: str) -> dict:
@@ -120,6 +122,26 @@ def _shard_payload(recs: Sequence[ClipRecord], pivots: Sequence[str], fwd: dict,
     return bt, bt_raw
 
 
+def drop_empty_captions(records: Sequence[ClipRecord]) -> tuple[list[ClipRecord], list[dict]]:
+    """Records without the captions that normalise to "" ("!!!", "..."), and one problem entry per dropped caption.
+
+    Why: an empty caption would become an all-padding text input (no words to retrieve by) and, as an evaluation
+    query, a row no model can answer; dropping it (warned, listed in failures.jsonl) keeps the rest usable."""
+    kept: list[ClipRecord] = []
+    dropped: list[dict] = []
+    for r in records:
+        good = [c for c in r.captions if normalise_caption(c)]
+        if len(good) < len(r.captions):
+            for i, c in enumerate(r.captions):
+                if not normalise_caption(c):
+                    dropped.append({**problem(r.path, r.split, f"caption {i + 1} {c!r} is empty after normalisation "
+                                                               "(no letters or digits); dropped"),
+                                    "clip_id": r.clip_id})
+            r = dataclasses.replace(r, captions=good)
+        kept.append(r)
+    return kept, dropped
+
+
 def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | None = None,
                   name: str | None = None, splits: list[str] | None = None, translator: str = "none",
                   pivots: Sequence[str] = DEFAULT_PIVOTS, batch_size: int = 64, device: str = "auto",
@@ -128,6 +150,11 @@ def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | N
                   subsets: list[str] | None = None) -> CaptionPrepResult:
     """Build (or finish) the captions cache of `dataset`; raises TranslatorUnavailable / DatasetError."""
     records, problems = load_records(dataset, root, manifest, splits, subsets)
+    if not records:  # a 0-clip caption cache would be "complete" and useless
+        example = f"; e.g. {problems[0]['file']}: {problems[0]['error']}" if problems else ""
+        raise DatasetError(f"{manifest or root}: no usable clips ({len(problems)} problem rows{example})")
+    records, dropped = drop_empty_captions(records)
+    problems += dropped
     name = name or dataset
     options: dict = {}
     if translator == "marian":
@@ -141,7 +168,7 @@ def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | N
     key = cache_key(KIND, config, CODE_VERSION, _versions(translator), [records_fingerprint(records)])
     cache_dir = cache_dir_for(cache_root, KIND, key)
     result = CaptionPrepResult(cache_dir, key, len(records), sum(len(r.captions) for r in records),
-                               problems=problems)
+                               problems=problems, dropped=dropped)
     done = finished_manifest(cache_dir, allow_failed=False)
     if done is not None:
         result.noop = True

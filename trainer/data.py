@@ -258,6 +258,9 @@ class TrainData:
         self.text = build_text_side(self.table, captions, cfg)
         self.crop = max(1, int(round(cfg.max_seconds * self.fps)))
         self.clip_indices = np.unique(self.table.clip_pos)
+        if len(self.clip_indices) < 2:  # a batch of one clip has no negative: the contrastive loss learns nothing
+            raise DataError(f"{audio.directory}: split {split!r} has {len(self.clip_indices)} clip(s) with captions "
+                            "and audio; training needs at least 2 (check the split's CSV and failures.jsonl)")
         self.mode = choose_mode(cfg, audio, self.clip_indices, device)
         self.resident = (ResidentAudio(audio, self.clip_indices, device if self.mode == "gpu" else torch.device("cpu"))
                          if self.mode in ("ram", "gpu") else None)

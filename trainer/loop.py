@@ -24,7 +24,8 @@ from cache.publish import publish_file, publish_json
 from trainer import distributed as dist_hooks
 from trainer.augment import augment_batch
 from trainer.checkpoint import checkpoint_path, gather_rank_rng, load_checkpoint, restore_rank_rng, save_checkpoint
-from trainer.config import ConfigError, TrainConfig, diff, from_dict, resolve_split, save_config
+from trainer.config import (ConfigError, TrainConfig, check_audio_checkpoint, diff, from_dict, resolve_split,
+                            save_config)
 from trainer.data import Batch, TrainData, check_audio_config
 from trainer.evaluate import RUN_INFO, autocast, build_model, resolve_device, score_split
 
@@ -148,7 +149,9 @@ def train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume: 
     run_dir, cache_root = Path(run_dir), Path(cache_root)
     last_path = checkpoint_path(run_dir, "last")
     state = None
-    if last_path.exists():
+    if not last_path.exists():
+        check_audio_checkpoint(cfg)  # a fresh run loads it: refuse a bad one before caches and models
+    else:
         if not resume:
             raise RunExistsError(f"{run_dir}: already holds a run; pass --resume to continue it or use another --out")
         state = load_checkpoint(last_path)

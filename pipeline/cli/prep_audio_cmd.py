@@ -54,6 +54,8 @@ def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache
         click.echo(f"cache complete, nothing to do ({result.n_clips} clips)", err=True)
     else:
         click.echo(f"{result.shards_done} shards written, {result.shards_skipped} already present", err=True)
+    if result.decoder_warnings:
+        click.echo(f"{result.decoder_warnings} decoder warning(s) (the `warning: <file>: ...` lines above)", err=True)
     if result.failures:
         if result.noop:  # the failures of the run that made the cache still hold: say so again
             for fail in result.failures:

@@ -160,6 +160,11 @@ def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str
     from pipeline.text import normalise_caption
     from trainer.evaluate import LoadedRun
 
+    normalised = [normalise_caption(q) for q in queries]
+    for q, n in zip(queries, normalised):
+        if not n:  # nothing to embed: an error, not a ranking of every clip by an empty text
+            raise click.UsageError(f"query {q!r} is empty after normalisation (lower case, punctuation "
+                                   "stripped); give words to search for, e.g. \"a dog barks\"")
     failed: list[dict] = []
     try:
         run = LoadedRun(run_dir, checkpoint, device)
@@ -170,7 +175,6 @@ def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str
             emb = run.embed_features(feats)
         else:
             names, emb = run.clip_embeddings(split)
-        normalised = [normalise_caption(q) for q in queries]
         results = run.retrieve(normalised, names, emb, k)
     except _known_errors() as exc:
         _fail(str(exc).strip().splitlines()[0])
