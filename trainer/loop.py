@@ -25,7 +25,7 @@ from trainer import distributed as dist_hooks
 from trainer.augment import augment_batch
 from trainer.checkpoint import checkpoint_path, gather_rank_rng, load_checkpoint, restore_rank_rng, save_checkpoint
 from trainer.config import ConfigError, TrainConfig, diff, from_dict, resolve_split, save_config
-from trainer.data import Batch, TrainData, check_audio_config
+from trainer.data import Batch, TrainData, check_audio_config, feature_fits
 from trainer.evaluate import RUN_INFO, autocast, build_model, resolve_device, score_split
 
 METRICS_CSV = "metrics.csv"
@@ -65,8 +65,16 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def open_caches(cache_root: Path, name: str, audio_key: str | None, caption_key: str | None):
     from cache.audio_shards import AudioCache
     from cache.caption_shards import CaptionCache
+    from cache.manifest import CacheNotFoundError, resolve_cache
 
     audio = AudioCache.open(cache_root, name=None if audio_key else name, key=audio_key)
+    if not audio_key and not feature_fits(audio.config):
+        # Caches of several feature definitions can share a name: take the newest one this encoder can read,
+        # and if there is none, let check_audio_config name both definitions.
+        try:
+            audio = AudioCache(resolve_cache(cache_root, "audio", name=name, where=lambda m: feature_fits(m.config)))
+        except CacheNotFoundError:
+            pass
     check_audio_config(audio.config, str(audio.directory))
     captions = CaptionCache.open(cache_root, name=None if caption_key else name, key=caption_key)
     return audio, captions
