@@ -140,8 +140,8 @@ def _window(name: str, win_length: int, n_fft: int) -> np.ndarray:
 
 def _power_spectrogram(y: np.ndarray, config: LogMelConfig) -> np.ndarray:
     """|STFT|² as (frames, 1 + n_fft/2) float32 with this config's (periodic, librosa) window."""
-    return power_spectrogram(y, config.n_fft, config.hop_length, _window(config.window, config.win_length, config.n_fft),
-                             config.center, config.pad_mode)
+    window = _window(config.window, config.win_length, config.n_fft)
+    return power_spectrogram(y, config.n_fft, config.hop_length, window, config.center, config.pad_mode)
 
 
 def power_spectrogram(y: np.ndarray, n_fft: int, hop_length: int, window: np.ndarray, center: bool = True,

@@ -1,4 +1,5 @@
-"""`prep audio`: decode every clip once, compute its features (pipeline/feature_defs.py), and publish it into fixed, immutable HDF5 shards.
+"""`prep audio`: decode every clip once, compute its features (pipeline/feature_defs.py), and publish them into
+fixed, immutable HDF5 shards.
 
 Why it is shaped this way (DESIGN.md, "Shard format"):
 - The cache key covers the extractor config, the code and decoder versions and every source fingerprint, so a
