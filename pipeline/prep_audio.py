@@ -1,4 +1,5 @@
-"""`prep audio`: decode every clip once, compute the log-mel, and publish it into fixed, immutable HDF5 shards.
+"""`prep audio`: decode every clip once, compute its features (pipeline/feature_defs.py), and publish them into
+fixed, immutable HDF5 shards.
 
 Why it is shaped this way (DESIGN.md, "Shard format"):
 - The cache key covers the extractor config, the code and decoder versions and every source fingerprint, so a
@@ -42,26 +43,32 @@ class PrepResult:
     decoder_warnings: int = 0  # lines the decoder printed (each shown as `warning: <path>: ...`)
 
 
-def _feature_config():
-    from pipeline.features import DEFAULT_CONFIG
+def _definition(features: str):
+    from pipeline.feature_defs import feature_definition
 
-    return DEFAULT_CONFIG
+    return feature_definition(features)
 
 
-def compute_key(records: list[ClipRecord], root: Path, dataset: str, name: str, content_hash: bool = False) -> str:
-    """sha256 over config, code + decoder versions and the sorted source fingerprints.
+def _versions(defn) -> dict:
+    """Decoder versions plus the feature definition's own (e.g. transformers for `hf:` extractors)."""
+    from pipeline.audio_io import decoder_versions
+
+    return {**decoder_versions(), **defn.versions}
+
+
+def compute_key(records: list[ClipRecord], root: Path, dataset: str, name: str, content_hash: bool = False,
+                features: str = "panns") -> str:
+    """sha256 over the feature definition (name, version, config), decoder versions and the source fingerprints.
 
     Each fingerprint also carries its clip id and split (they are stored in the shards, so a manifest that moves a
     clip to another split must not reuse the old cache), and the dataset kind + name join as one more entry so two
     names for the same files get separate caches that `resolve_cache(name=...)` can each find.
     """
-    from pipeline.audio_io import decoder_versions
-    from pipeline.features import FEATURE_CODE_VERSION
-
     sources = [{**source_fingerprint(r.path, root, content_hash), "clip_id": r.clip_id, "split": r.split}
                for r in records]
     sources.append({"dataset": dataset, "name": name})
-    return cache_key(KIND, _feature_config().to_dict(), FEATURE_CODE_VERSION, decoder_versions(), sources)
+    defn = _definition(features)
+    return cache_key(KIND, defn.cache_config(), defn.version, _versions(defn), sources)
 
 
 def _one_blas_thread() -> None:
@@ -77,7 +84,8 @@ def _one_blas_thread() -> None:
 
 
 def process_shard(task: dict) -> dict:
-    """Worker task: decode + log-mel every clip of one shard and publish the shard file.
+    """Worker task: decode + compute the features (task["features"], default the PANNs log-mel) of every clip of
+    one shard and publish the shard file.
 
     A clip that fails is left out of the shard and reported; the shard is still written so the re-run logic
     ("file exists and checksum matches → done") stays the same for every shard.
@@ -86,27 +94,26 @@ def process_shard(task: dict) -> dict:
 
     from cache.audio_shards import write_audio_shard
     from pipeline.audio_io import AudioDecodeError, load_mono
-    from pipeline.features import log_mel_chunked
 
     _one_blas_thread()
-    cfg = _feature_config()
+    defn = _definition(task.get("features", "panns"))
     ids, splits, feats, durations, failures, messages = [], [], [], [], [], []
     for clip_id, split, path in zip(task["clip_ids"], task["splits"], task["paths"]):
         def to_parent(message: str, path: str = path) -> None:  # printed by the parent, above its progress bar
             messages.append({"file": path, "message": message})
 
         try:
-            y = load_mono(path, cfg, to_parent)  # the waveform's length is the clip's duration below
-            feat = log_mel_chunked(y, cfg)
+            y = load_mono(path, defn, to_parent)  # resampled to the definition's rate; its length is the duration
+            feat = defn.compute(y)
             if not np.isfinite(feat).all():  # never cache NaN/inf, whatever the decoder let through
-                raise ValueError("log-mel has NaN/inf values")
+                raise ValueError(f"{defn.name} features have NaN/inf values")
             feats.append(feat)
         except (AudioDecodeError, ValueError, OSError, MemoryError) as exc:
             failures.append({"file": path, "split": split, "clip_id": clip_id, "error": str(exc) or type(exc).__name__})
             continue
         ids.append(clip_id)
         splits.append(split)
-        durations.append(len(y) / cfg.sample_rate)
+        durations.append(len(y) / defn.sample_rate)
     sha, n_frames = write_audio_shard(task["path"], ids, splits, feats, np.asarray(durations, dtype=np.float64),
                                       task["key"], task["config"])
     return {"file": Path(task["path"]).name, "sha256": sha, "n_frames": int(n_frames), "failures": failures,
@@ -137,16 +144,15 @@ def _shard_on_disk_ok(cache_dir: Path, entry: ShardEntry, planned_ids: list[str]
         return None
 
 
-def _new_manifest(key: str, name: str, dataset: str, records: list[ClipRecord], shard_size: int) -> Manifest:
-    from pipeline.audio_io import decoder_versions
-    from pipeline.features import FEATURE_CODE_VERSION
-
+def _new_manifest(key: str, name: str, dataset: str, records: list[ClipRecord], shard_size: int,
+                  features: str = "panns") -> Manifest:
+    defn = _definition(features)
     splits = sorted({r.split for r in records}, key=lambda s: (CLOTHO_SPLITS.index(s) if s in CLOTHO_SPLITS else 9, s))
     return Manifest(kind=KIND, key=key, name=name, dataset=dataset, splits=splits,
                     clip_ids=[r.clip_id for r in records], clip_splits=[r.split for r in records],
                     shard_size=shard_size, shards=plan_shards(len(records), shard_size),
-                    config=_feature_config().to_dict(), code_version=FEATURE_CODE_VERSION,
-                    versions=decoder_versions(), extra={"durations": {}, "failures": [], "problems": []})
+                    config=defn.cache_config(), code_version=defn.version,
+                    versions=_versions(defn), extra={"durations": {}, "failures": [], "problems": []})
 
 
 def _stderr(line: str) -> None:
@@ -170,8 +176,10 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
                splits: list[str] | None = None, workers: int | None = None, shard_size: int = 256,
                subsets: list[str] | None = None,
                wait_lock: float | None = 0.0, content_hash: bool = False, progress: bool = True,
-               report: Callable[[str], None] | None = None, scheduler: str | None = None) -> PrepResult:
-    """Fill (or finish) the audio cache of `dataset` under `cache_root`; return what happened.
+               report: Callable[[str], None] | None = None, scheduler: str | None = None,
+               features: str = "panns") -> PrepResult:
+    """Fill (or finish) the audio cache of `dataset` under `cache_root` with the `features` definition
+    (pipeline/feature_defs.py: "panns", "passt" or "hf:<extractor>"); return what happened.
 
     Raises `DatasetError` when the dataset cannot be read and `CacheLockedError` when another writer holds the
     cache. `report` receives one `path: problem` line per failed file (default: stderr, above the progress bar).
@@ -183,7 +191,7 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
         for p in problems:
             (report or _stderr)(f"{p['file']}: {p['error']}")
         raise DatasetError(f"{manifest or root}: no usable audio clips ({len(problems)} problem rows)")
-    key = compute_key(records, root, dataset, name, content_hash)
+    key = compute_key(records, root, dataset, name, content_hash, features)
     cache_dir = cache_dir_for(cache_root, KIND, key)
 
     done = finished_manifest(cache_dir)  # fast path: no lock needed to see a finished cache
@@ -202,7 +210,7 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
             if m.key != key:
                 raise ValueError("key mismatch")
         except (OSError, ValueError, TypeError, KeyError):
-            m = _new_manifest(key, name, dataset, records, shard_size)
+            m = _new_manifest(key, name, dataset, records, shard_size, features)
         for tmp in stale_temp_files(cache_dir):  # half-written shards of a killed run: never read, now removed
             tmp.unlink(missing_ok=True)
         m.extra["problems"] = problems
@@ -210,7 +218,8 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
         m.write(cache_dir)
         for p in problems:
             (report or _stderr)(f"{p['file']}: {p['error']}")
-        result = _run_shards(m, records, cache_dir, workers or os.cpu_count() or 1, progress, report, scheduler)
+        result = _run_shards(m, records, cache_dir, workers or os.cpu_count() or 1, progress, report, scheduler,
+                             features)
         for tmp in stale_temp_files(cache_dir):  # left by workers of a killed run that were still exiting
             tmp.unlink(missing_ok=True)
         publish_failures(cache_dir, _all_failures(m))  # before `complete`: a kill between them loses nothing
@@ -222,7 +231,8 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
 
 
 def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers: int, progress: bool,
-                report: Callable[[str], None] | None, scheduler: str | None = None) -> PrepResult:
+                report: Callable[[str], None] | None, scheduler: str | None = None,
+                features: str = "panns") -> PrepResult:
     """Skip finished shards, run the rest in a bounded process pool, re-publish the manifest after each shard."""
     from tqdm import tqdm
 
@@ -245,6 +255,7 @@ def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers
         entry.complete = False
         failures[:] = [f for f in failures if f.get("clip_id") not in set(ids)]
         todo.append({"path": str(cache_dir / entry.file), "clip_ids": ids, "key": m.key, "config": m.config,
+                     "features": features,
                      "splits": [by_id[i].split for i in ids], "paths": [str(by_id[i].path) for i in ids]})
     if result.shards_skipped:
         m.write(cache_dir)

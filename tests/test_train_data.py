@@ -2,6 +2,7 @@
 and the resident and streamed paths producing the same batches from real caches."""
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import numpy as np
@@ -12,8 +13,8 @@ from cache.audio_shards import AudioCache
 from cache.caption_shards import CaptionCache
 from trainer.augment import FLOOR_DB
 from trainer.config import load_config
-from trainer.data import (DataError, StreamedBatches, TrainData, check_audio_config, crop_windows, pad_arrays,
-                          plan_batches)
+from trainer.data import (ENCODER_FEATURES, DataError, StreamedBatches, TrainData, check_audio_config, crop_windows,
+                          pad_arrays, plan_batches)
 from demo_fixtures import demo_cache
 
 
@@ -65,6 +66,40 @@ def test_foreign_feature_config_is_refused():
     with pytest.raises(DataError, match="sample_rate"):
         check_audio_config({"n_mels": 64, "sample_rate": 16000, "hop_length": 320}, "some/cache")
     assert check_audio_config({"n_mels": 64, "sample_rate": 32000, "hop_length": 320}, "x") == 100.0
+
+
+def test_cache_of_another_feature_definition_is_refused_naming_both():
+    from pipeline.feature_defs import feature_definition
+
+    passt = feature_definition("passt").cache_config()
+    with pytest.raises(DataError) as err:
+        check_audio_config(passt, "some/cache")
+    msg = str(err.value)
+    assert "passt-mel (passt-mel-1)" in msg and "cnn10 encoder needs panns-logmel" in msg and "\n" not in msg
+    assert "--features panns" in msg
+    panns = feature_definition("panns").cache_config()
+    assert panns["feature"] == ENCODER_FEATURES["cnn10"]["feature"]  # the trainer's name is pipeline's name
+    assert check_audio_config(panns, "x") == 100.0
+
+
+def test_newest_cache_that_fits_the_encoder_is_chosen_among_one_name(tmp_path):
+    from cache.audio_shards import build_audio_cache
+    from pipeline.feature_defs import feature_definition
+    from trainer.loop import open_audio_cache
+
+    one = {"a.wav": np.zeros((50, 64), np.float32)}
+    legacy = build_audio_cache(tmp_path, one, {"n_mels": 64, "sample_rate": 32000, "hop_length": 320}, name="x")
+    time.sleep(1.1)  # manifests record their creation to the second
+    passt = build_audio_cache(tmp_path, {"a.wav": np.zeros((50, 128), np.float32)},
+                              feature_definition("passt").cache_config(), name="x")
+    assert AudioCache.open(tmp_path, name="x").key == passt.key  # the newest of the name holds PaSST mels
+    assert open_audio_cache(tmp_path, "x").key == legacy.key  # a cache without a feature name is the PANNs one
+    with pytest.raises(DataError, match="passt-mel"):
+        open_audio_cache(tmp_path, "x", audio_key=passt.key)
+    build_audio_cache(tmp_path, {"b.wav": np.zeros((50, 128), np.float32)},
+                      feature_definition("passt").cache_config(), name="only-passt")
+    with pytest.raises(DataError, match="passt-mel.*needs panns-logmel"):
+        open_audio_cache(tmp_path, "only-passt")
 
 
 @pytest.fixture(scope="module")

@@ -19,20 +19,44 @@ import torch
 from trainer.augment import FLOOR_DB
 from trainer.config import TrainConfig
 
-EXPECTED_FEATURES = {"n_mels": 64, "sample_rate": 32000, "hop_length": 320}
+#: The cached feature each audio encoder is built for: the name `prep audio` records in the cache config (defined
+#: in pipeline/feature_defs.py) and the numbers the encoder's shapes depend on.
+ENCODER_FEATURES = {
+    "cnn10": {"feature": "panns-logmel", "prep": "--features panns", "n_mels": 64, "sample_rate": 32000,
+              "hop_length": 320},
+}
+LEGACY_FEATURE = "panns-logmel"  # caches written before the feature name was recorded hold the PANNs log-mel
 
 
 class DataError(ValueError):
     """The caches cannot feed this model (wrong features, no captions for a split, ...)."""
 
 
-def check_audio_config(config: dict, source: str) -> float:
-    """Refuse a cache whose log-mels differ from what the model is built for; returns frames per second."""
-    for key, want in EXPECTED_FEATURES.items():
+def cache_feature(config: dict) -> str:
+    """The feature definition a cache holds, as "name (version)" where a version is recorded."""
+    name = str(config.get("feature", LEGACY_FEATURE))
+    return f"{name} ({config['feature_version']})" if config.get("feature_version") else name
+
+
+def feature_fits(config: dict, encoder: str = "cnn10") -> bool:
+    """Whether a cache's recorded feature definition is the one `encoder` needs (numbers checked separately)."""
+    return str(config.get("feature", LEGACY_FEATURE)) == ENCODER_FEATURES[encoder]["feature"]
+
+
+def check_audio_config(config: dict, source: str, encoder: str = "cnn10") -> float:
+    """Refuse a cache whose features differ from what `encoder` is built for; returns frames per second.
+
+    First the recorded feature definition (a PaSST mel cache has a plausible shape but other numbers), then the
+    numbers the encoder's shapes depend on."""
+    need = ENCODER_FEATURES[encoder]
+    if not feature_fits(config, encoder):
+        raise DataError(f"{source}: audio cache holds {cache_feature(config)} features, the {encoder} encoder "
+                        f"needs {need['feature']} (re-run `audioret prep audio {need['prep']}`)")
+    for key in ("n_mels", "sample_rate", "hop_length"):
         got = config.get(key)
-        if got is None or int(got) != want:
-            raise DataError(f"{source}: audio cache has {key}={got!r}, the model needs {key}={want} "
-                            f"(re-run `audioret prep audio` with the default log-mel config)")
+        if got is None or int(got) != need[key]:
+            raise DataError(f"{source}: audio cache has {key}={got!r}, the model needs {key}={need[key]} "
+                            f"(re-run `audioret prep audio {need['prep']}`)")
     return float(config["sample_rate"]) / float(config["hop_length"])
 
 

@@ -10,6 +10,17 @@ from pipeline.cli.groups import (CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, d
                                  dataset_subsets, prep)
 
 
+def _check_features(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Load the definition up front (an `hf:` extractor too), so a bad value is a usage error before any work."""
+    from pipeline.feature_defs import FeatureSpecError, feature_definition
+
+    try:
+        feature_definition(value)
+    except FeatureSpecError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 @prep.command("audio", context_settings=CONTEXT)
 @dataset_options("Cache root; the features land in CACHE/audio/<key>/.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
@@ -20,11 +31,17 @@ from pipeline.cli.groups import (CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, d
               help="Fingerprint sources by content (sha256) too, not only size and mtime.")
 @click.option("--scheduler", default=None, metavar="ADDR",
               help="Dask scheduler, e.g. tcp://head:8786 (workers need this package and the same paths).")
+@click.option("--features", "features", default="panns", show_default=True, callback=_check_features,
+              metavar="panns|passt|hf:NAME",
+              help="Feature definition: the PANNs log-mel (CNN10), the PaSST mel, or a Hugging Face feature "
+                   "extractor by hub name or local folder (AST, CLAP).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar on stderr.")
 def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache_root: Path, name: str | None,
                    splits: str | None, subsets: str | None, workers: int | None, shard_size: int, wait_lock: float,
-                   content_hash: bool, scheduler: str | None, progress: bool) -> None:
-    """Decode every clip once and cache its 64-bin log-mel (32 kHz, hop 320) as float16 HDF5 shards.
+                   content_hash: bool, scheduler: str | None, features: str, progress: bool) -> None:
+    """Decode every clip once and cache its features as float16 HDF5 shards: by default the 64-bin PANNs log-mel
+    (32 kHz, hop 320); `--features passt` the 128-bin PaSST mel; `--features hf:NAME` what a Hugging Face
+    feature extractor computes per clip, at its own sampling rate.
 
     Re-running finishes an interrupted cache (only missing shards are redone) or, when the cache is complete,
     just prints its directory. Files that cannot be decoded are listed in failures.jsonl and on stderr; the
@@ -35,6 +52,7 @@ def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache
       audioret prep audio --dataset clotho --root data/clotho --cache caches/
       audioret prep audio --dataset manifest --manifest my/clips.csv --cache caches/ --name mine --workers 4
       audioret prep audio --dataset wavcaps --root data --subsets freesound,bbc --cache caches/
+      audioret prep audio --dataset clotho --root data/clotho --cache caches/ --features passt
     """
     from cache.locks import CacheLockedError
     from pipeline.datasets import DatasetError, split_list
@@ -46,7 +64,8 @@ def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache
         result = prep_audio(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
                             subsets=subset_list,
                             workers=workers, shard_size=shard_size, wait_lock=wait_lock,
-                            content_hash=content_hash, progress=progress, scheduler=scheduler)
+                            content_hash=content_hash, progress=progress, scheduler=scheduler,
+                            features=features)
     except (DatasetError, CacheLockedError, RuntimeError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILURE)
