@@ -254,6 +254,8 @@ class TrainData:
         self.crop = max(1, int(round(cfg.max_seconds * self.fps)))
         self.clip_indices = np.unique(self.table.clip_pos)
         self.mode = choose_mode(cfg, audio, self.clip_indices, device)
+        if self.mode == "stream":
+            audio.verify()  # here, before DataLoader workers fork: they inherit the result (cache/integrity.py)
         self.resident = (ResidentAudio(audio, self.clip_indices, device if self.mode == "gpu" else torch.device("cpu"))
                          if self.mode in ("ram", "gpu") else None)
 
