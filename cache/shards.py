@@ -11,6 +11,7 @@ sorted name order) are recorded as file attributes at publish time:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -38,7 +39,7 @@ def _raw_bytes(ds: h5py.Dataset) -> memoryview | None:
     """The bytes of a contiguous, unfiltered numeric dataset straight from the file (a read-only memmap at its
     offset: no copy, so hashing runs at the digest's speed), or None where h5py must decode the data."""
     offset = ds.id.get_offset()
-    if offset is None or ds.chunks is not None or ds.compression is not None or ds.dtype.kind not in "biuf":
+    if ds.file.driver != "sec2" or offset is None or ds.chunks is not None or ds.compression is not None or ds.dtype.kind not in "biuf":
         return None
     n = ds.size * ds.dtype.itemsize
     return memoryview(np.memmap(ds.file.filename, dtype=np.uint8, mode="r", offset=offset, shape=(n,))) if n else None
@@ -109,7 +110,12 @@ def write_h5_shard(final_path: str | Path, datasets: Mapping[str, Any], attrs: M
     result: dict[str, str] = {}
 
     def write(tmp: Path) -> None:
-        with h5py.File(tmp, "w", libver="latest") as f:
+        # Built in memory, then written with plain file I/O. Why: when the disk fills up while HDF5 itself writes,
+        # its file id stays half-closed, fails again at every later flush and can crash the interpreter at exit;
+        # a plain write fails once, with a clean OSError (ENOSPC) that publish_file reports. Costs one copy of the
+        # shard in memory.
+        buffer = io.BytesIO()
+        with h5py.File(buffer, "w", libver="latest") as f:
             for name, value in datasets.items():
                 arr = _as_h5_array(value)
                 if arr.dtype == object:
@@ -123,6 +129,8 @@ def write_h5_shard(final_path: str | Path, datasets: Mapping[str, Any], attrs: M
             result["sha"] = digests["sha256"]
             f.attrs[CHECKSUM_ATTR] = digests["sha256"]
             f.attrs[FAST_CHECKSUM_ATTR] = digests["xxh3_128"]
+        with open(tmp, "wb") as out:
+            out.write(buffer.getbuffer())
 
     publish_file(final_path, write)
     return result["sha"]
