@@ -13,7 +13,8 @@ arrays plus int64 offsets, like the audio shards' frames:
            pivots (JSON list), models (JSON dict pivot → [forward, backward])
 
 `CaptionCache` reads every shard of a cache into memory at once (a few MB for Clotho) and keeps no HDF5 handle
-open, so it is safe across fork and fast for the trainer's per-example look-ups.
+open, so it is safe across fork and fast for the trainer's per-example look-ups. Each shard's payload checksum is
+checked as it is read (cache/integrity.py, the same check as the audio reader's).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import Sequence
 import h5py
 import numpy as np
 
+from cache.integrity import open_shard, verify_shard
 from cache.manifest import Manifest, ShardEntry, read_for_reading, resolve_cache
 from cache.shards import CacheIntegrityError, write_h5_shard
 from cache.verify import register_shard_check
@@ -99,7 +101,8 @@ register_shard_check(KIND, check_caption_shard)
 class CaptionCache:
     """All captions of one caption cache, in memory: `CaptionCache(dir)` or `CaptionCache.open(root, name, key)`."""
 
-    def __init__(self, directory: str | Path, allow_incomplete: bool = False):
+    def __init__(self, directory: str | Path, allow_incomplete: bool = False, verify: bool | None = None):
+        """`verify`: check payload checksums (default: unless AUDIORET_NO_VERIFY=1, `--no-verify`)."""
         self.directory = Path(directory)
         self.manifest = read_for_reading(self.directory, KIND, allow_incomplete)
         self.config: dict = dict(self.manifest.config)
@@ -113,16 +116,18 @@ class CaptionCache:
         self._bt: dict[str, dict[str, list[str]]] = {}
         for entry in self.manifest.shards:
             if entry.complete:
+                verify_shard(self.directory / entry.file, KIND, entry.sha256, verify)
                 self._read_shard(self.directory / entry.file)
         self._index = {cid: i for i, cid in enumerate(self.clip_ids)}
 
     @classmethod
-    def open(cls, cache_root: str | Path, name: str | None = None, key: str | None = None) -> "CaptionCache":
+    def open(cls, cache_root: str | Path, name: str | None = None, key: str | None = None,
+             verify: bool | None = None) -> "CaptionCache":
         """The newest complete captions cache named `name` (or with key prefix `key`) under `cache_root`."""
-        return cls(resolve_cache(cache_root, KIND, name=name, key=key))
+        return cls(resolve_cache(cache_root, KIND, name=name, key=key), verify=verify)
 
     def _read_shard(self, path: Path) -> None:
-        with h5py.File(path, "r") as f:
+        with open_shard(path, KIND) as f:
             if f.attrs.get("cache_key") != self.key:
                 raise CacheIntegrityError(
                     f"{path}: shard belongs to cache {f.attrs.get('cache_key')!r}, not {self.key}")

@@ -9,6 +9,8 @@ Why it is shaped this way (DESIGN.md, "Shard format"):
 - Each task is one whole shard, so a worker writes its own file (temp → fsync → rename) and the parent only
   re-publishes the small manifest; the parent never holds more than a bounded number of tasks in flight.
 - A file that cannot be decoded is a failure line (failures.jsonl + stderr), not a crash; the rest completes.
+- A full disk stops the stage with one line saying how much the unwritten shards need (`DiskFullError`); every
+  shard already published stays, so a re-run after freeing space finishes the same cache.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from cache.executor import make_executor, map_unordered
 from cache.keys import cache_key, source_fingerprint
 from cache.locks import CacheLock
 from cache.manifest import Manifest, ShardEntry, cache_dir_for, finished_manifest, plan_shards, publish_failures
-from cache.publish import stale_temp_files
+from cache.publish import disk_full_error, is_disk_full, stale_temp_files
 from pipeline.datasets import CLOTHO_SPLITS, ClipRecord, DatasetError, load_records
 
 KIND = "audio"
@@ -199,6 +201,39 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
         return PrepResult(cache_dir, key, len(done.clip_ids), _all_failures(done),
                           shards_skipped=len(done.shards), noop=True)
 
+    try:
+        return _prep_locked(cache_dir, key, name, dataset, records, problems, shard_size, wait_lock, workers,
+                            progress, report, scheduler)
+    except OSError as exc:
+        if is_disk_full(exc, cache_dir):
+            raise disk_full_error(cache_dir, "the shards not yet written", space_needed(records, shard_size, cache_dir),
+                                  "finished shards") from exc
+        raise
+
+
+def space_needed(records: list[ClipRecord], shard_size: int, cache_dir: Path) -> int:
+    """Bytes the shards not on disk yet will take: frames × n_mels × 2 (float16) per clip, durations read from
+    the files' headers (30 s where a header cannot be read), plus HDF5 overhead per clip and per shard."""
+    import soundfile as sf
+
+    cfg = _feature_config()
+    need = 0
+    for entry in plan_shards(len(records), shard_size):
+        if (cache_dir / entry.file).is_file():
+            continue
+        need += 64 << 10
+        for r in records[entry.start:entry.start + entry.count]:
+            try:
+                seconds = sf.info(str(r.path)).duration
+            except (RuntimeError, OSError, ValueError):
+                seconds = 30.0
+            need += (int(seconds * cfg.frames_per_second) + 1) * cfg.n_mels * 2 + 256
+    return need
+
+
+def _prep_locked(cache_dir: Path, key: str, name: str, dataset: str, records: list[ClipRecord], problems: list,
+                 shard_size: int, wait_lock: float | None, workers: int | None, progress: bool,
+                 report: Callable[[str], None] | None, scheduler: str | None) -> PrepResult:
     cache_dir.mkdir(parents=True, exist_ok=True)
     with CacheLock(cache_dir, wait=wait_lock):
         done = finished_manifest(cache_dir)  # another writer may have finished while we waited

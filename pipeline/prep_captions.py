@@ -9,12 +9,16 @@ lands in immutable shards that every training run reads. Resumability comes in t
   publish = temp → fsync → rename; a writer lock; failures.jsonl.
 A text the translator answered for but could not translate is a *failure* (listed; its shard stores "" there and
 readers fall back to the original; exit 3; a rerun retries only those). A translator that is unusable (network
-down, rate limit persists, model missing) stops the run with exit 1: what was translated stays in the store.
+down, rate limit persists, model missing) stops the run with exit 1: what was translated stays in the store. So
+does a full disk, reported in one line with the space the stage needs (`_disk_full_reported`).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import inspect
+import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +28,7 @@ from cache.caption_shards import KIND, write_caption_shard
 from cache.keys import cache_key, canonical_json
 from cache.locks import CacheLock
 from cache.manifest import Manifest, cache_dir_for, finished_manifest, plan_shards, publish_failures
+from cache.publish import disk_full_error, is_disk_full
 from pipeline.datasets import ClipRecord, DatasetError, load_records, problem
 from pipeline.text import NORMALISATION, normalise_caption
 from pipeline.translate import SOURCE_LANG, Backend, TranslationResult, make_backend, translate_all
@@ -142,6 +147,37 @@ def drop_empty_captions(records: Sequence[ClipRecord]) -> tuple[list[ClipRecord]
     return kept, dropped
 
 
+
+def caption_space_needed(records: Sequence[ClipRecord], n_pivots: int) -> int:
+    """Bytes of the caption shards and translation store for `records`: each caption's UTF-8 text stored raw and
+    normalised, and per pivot its back-translation (normalised and raw) in the shards plus the forward and backward
+    translation in the SQLite store; ×2 for HDF5/SQLite overhead, plus 16 KiB per 1000 clips."""
+    text = sum(len(c.encode("utf-8")) + 16 for r in records for c in r.captions)
+    return 2 * text * (2 + 4 * n_pivots) + (16 << 10) * (1 + len(records) // 1000)
+
+
+def _disk_full_reported(fn):
+    """A full disk (OSError ENOSPC, or SQLite's "database or disk is full") becomes one DiskFullError line with
+    the space the stage needs; the shards and translations committed before it stay for the re-run."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (OSError, sqlite3.Error) as exc:
+            a = inspect.signature(fn).bind(*args, **kwargs)
+            a.apply_defaults()
+            root = Path(a.arguments["cache_root"])
+            if not is_disk_full(exc, root):
+                raise
+            records, _ = load_records(a.arguments["dataset"], a.arguments["root"], a.arguments["manifest"],
+                                      a.arguments["splits"], a.arguments["subsets"])
+            pivots = 0 if a.arguments["translator"] == "none" else len(a.arguments["pivots"])
+            raise disk_full_error(root, "the caption shards and translations", caption_space_needed(records, pivots),
+                                  "finished shards and translations") from exc
+    return wrapper
+
+
+@_disk_full_reported
 def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | None = None,
                   name: str | None = None, splits: list[str] | None = None, translator: str = "none",
                   pivots: Sequence[str] = DEFAULT_PIVOTS, batch_size: int = 64, device: str = "auto",

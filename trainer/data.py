@@ -286,6 +286,8 @@ class TrainData:
             raise DataError(f"{audio.directory}: split {split!r} has {len(self.clip_indices)} clip(s) with captions "
                             "and audio; training needs at least 2 (check the split's CSV and failures.jsonl)")
         self.mode = choose_mode(cfg, audio, self.clip_indices, device)
+        if self.mode == "stream":
+            audio.verify()  # here, before DataLoader workers fork: they inherit the result (cache/integrity.py)
         self.resident = (ResidentAudio(audio, self.clip_indices, device if self.mode == "gpu" else torch.device("cpu"))
                          if self.mode in ("ram", "gpu") else None)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli.groups import (CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, dataset_options, dataset_root,
-                                 dataset_subsets, prep, preview)
+                                 dataset_subsets, no_verify_option, prep, preview)
 
 # The paper's best text-augmentation setting (Table 4); `--set` overrides any of them.
 PAPER_BEST = {"p_eda": 0.9936, "p_syn": 0.2962, "p_swp": 0.0085, "p_del": 0.1944, "p_ins": 0.0, "p_bt": 0.1812}
@@ -132,6 +132,7 @@ def parse_sets(items: tuple[str, ...]) -> dict[str, float]:
 
 
 @preview.command("captions", context_settings=CONTEXT)
+@no_verify_option
 @click.option("--cache", "cache_root", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Cache root holding captions/<key>/.")
 @click.option("--name", default=None, help="Captions cache name (default: newest complete one).")

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
+from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main, no_verify_option
 
 
 def _config_error() -> type[Exception]:
@@ -110,7 +110,7 @@ COMMON = [
 def _common(fn: Any) -> Any:
     for opt in reversed(COMMON):
         fn = opt(fn)
-    return fn
+    return no_verify_option(fn)
 
 
 @main.command("search", context_settings=CONTEXT)
