@@ -203,20 +203,20 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
 
     try:
         return _prep_locked(cache_dir, key, name, dataset, records, problems, shard_size, wait_lock, workers,
-                            progress, report, scheduler)
+                            progress, report, scheduler, features, Path(manifest or root))
     except OSError as exc:
         if is_disk_full(exc, cache_dir):
-            raise disk_full_error(cache_dir, "the shards not yet written", space_needed(records, shard_size, cache_dir),
-                                  "finished shards") from exc
+            need = space_needed(records, shard_size, cache_dir, features)
+            raise disk_full_error(cache_dir, "the shards not yet written", need, "finished shards") from exc
         raise
 
 
-def space_needed(records: list[ClipRecord], shard_size: int, cache_dir: Path) -> int:
-    """Bytes the shards not on disk yet will take: frames × n_mels × 2 (float16) per clip, durations read from
+def space_needed(records: list[ClipRecord], shard_size: int, cache_dir: Path, features: str = "panns") -> int:
+    """Bytes the shards not on disk yet will take: frames × bins × 2 (float16) per clip, durations read from
     the files' headers (30 s where a header cannot be read), plus HDF5 overhead per clip and per shard."""
     import soundfile as sf
 
-    cfg = _feature_config()
+    defn = _definition(features)
     need = 0
     for entry in plan_shards(len(records), shard_size):
         if (cache_dir / entry.file).is_file():
@@ -227,13 +227,14 @@ def space_needed(records: list[ClipRecord], shard_size: int, cache_dir: Path) ->
                 seconds = sf.info(str(r.path)).duration
             except (RuntimeError, OSError, ValueError):
                 seconds = 30.0
-            need += (int(seconds * cfg.frames_per_second) + 1) * cfg.n_mels * 2 + 256
+            need += (int(seconds * defn.frames_per_second) + 1) * defn.n_bins * 2 + 256
     return need
 
 
 def _prep_locked(cache_dir: Path, key: str, name: str, dataset: str, records: list[ClipRecord], problems: list,
                  shard_size: int, wait_lock: float | None, workers: int | None, progress: bool,
-                 report: Callable[[str], None] | None, scheduler: str | None) -> PrepResult:
+                 report: Callable[[str], None] | None, scheduler: str | None, features: str,
+                 source: Path) -> PrepResult:
     cache_dir.mkdir(parents=True, exist_ok=True)
     with CacheLock(cache_dir, wait=wait_lock):
         done = finished_manifest(cache_dir)  # another writer may have finished while we waited
@@ -258,7 +259,7 @@ def _prep_locked(cache_dir: Path, key: str, name: str, dataset: str, records: li
         for tmp in stale_temp_files(cache_dir):  # left by workers of a killed run that were still exiting
             tmp.unlink(missing_ok=True)
         publish_failures(cache_dir, _all_failures(m))  # before `complete`: a kill between them loses nothing
-        _refuse_if_nothing_decoded(m, cache_dir, Path(manifest or root))
+        _refuse_if_nothing_decoded(m, cache_dir, source)
         m.complete = True
         m.write(cache_dir)
     result.failures = _all_failures(m)
