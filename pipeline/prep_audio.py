@@ -24,6 +24,7 @@ from cache.locks import CacheLock
 from cache.manifest import Manifest, ShardEntry, cache_dir_for, finished_manifest, plan_shards, publish_failures
 from cache.publish import stale_temp_files
 from pipeline.datasets import CLOTHO_SPLITS, ClipRecord, DatasetError, load_records
+from pipeline.exclude import ExclusionReport, exclude_from
 
 KIND = "audio"
 
@@ -39,6 +40,8 @@ class PrepResult:
     shards_done: int = 0
     shards_skipped: int = 0
     noop: bool = False
+    excluded: ExclusionReport | None = None  # what --exclude removed (None: no list given)
+    n_decoded: int = 0  # clips decoded by this run (0 when every shard was already cached)
 
 
 def _feature_config():
@@ -47,12 +50,14 @@ def _feature_config():
     return DEFAULT_CONFIG
 
 
-def compute_key(records: list[ClipRecord], root: Path, dataset: str, name: str, content_hash: bool = False) -> str:
+def compute_key(records: list[ClipRecord], root: Path, dataset: str, name: str, content_hash: bool = False,
+                exclude_sha256: str | None = None) -> str:
     """sha256 over config, code + decoder versions and the sorted source fingerprints.
 
     Each fingerprint also carries its clip id and split (they are stored in the shards, so a manifest that moves a
     clip to another split must not reuse the old cache), and the dataset kind + name join as one more entry so two
-    names for the same files get separate caches that `resolve_cache(name=...)` can each find.
+    names for the same files get separate caches that `resolve_cache(name=...)` can each find. An exclusion list's
+    content hash joins as one more entry (only when a list is given, so existing keys stay as they were).
     """
     from pipeline.audio_io import decoder_versions
     from pipeline.features import FEATURE_CODE_VERSION
@@ -60,6 +65,8 @@ def compute_key(records: list[ClipRecord], root: Path, dataset: str, name: str, 
     sources = [{**source_fingerprint(r.path, root, content_hash), "clip_id": r.clip_id, "split": r.split}
                for r in records]
     sources.append({"dataset": dataset, "name": name})
+    if exclude_sha256:
+        sources.append({"exclude_sha256": exclude_sha256})
     return cache_key(KIND, _feature_config().to_dict(), FEATURE_CODE_VERSION, decoder_versions(), sources)
 
 
@@ -156,33 +163,36 @@ def _all_failures(m: Manifest) -> list[dict]:
 def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None = None, name: str | None = None,
                splits: list[str] | None = None, workers: int | None = None, shard_size: int = 256,
                wait_lock: float | None = 0.0, content_hash: bool = False, progress: bool = True,
-               report: Callable[[str], None] | None = None, scheduler: str | None = None) -> PrepResult:
+               report: Callable[[str], None] | None = None, scheduler: str | None = None,
+               exclude: str | Path | None = None) -> PrepResult:
     """Fill (or finish) the audio cache of `dataset` under `cache_root`; return what happened.
 
     Raises `DatasetError` when the dataset cannot be read and `CacheLockedError` when another writer holds the
     cache. `report` receives one `path: problem` line per failed file (default: stderr, above the progress bar).
+    `exclude`: an exclusion list (pipeline/exclude.py) whose clips are removed before anything is cached.
     """
     root = Path(root)
     name = name or dataset
     records, problems = load_records(dataset, root, manifest, splits)
+    records, problems, excluded = exclude_from(records, problems, exclude)
     if not records:
         for p in problems:
             (report or _stderr)(f"{p['file']}: {p['error']}")
         raise DatasetError(f"{manifest or root}: no usable audio clips ({len(problems)} problem rows)")
-    key = compute_key(records, root, dataset, name, content_hash)
+    key = compute_key(records, root, dataset, name, content_hash, excluded.sha256 if excluded else None)
     cache_dir = cache_dir_for(cache_root, KIND, key)
 
     done = finished_manifest(cache_dir)  # fast path: no lock needed to see a finished cache
     if done is not None:
         return PrepResult(cache_dir, key, len(done.clip_ids), _all_failures(done),
-                          shards_skipped=len(done.shards), noop=True)
+                          shards_skipped=len(done.shards), noop=True, excluded=excluded)
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     with CacheLock(cache_dir, wait=wait_lock):
         done = finished_manifest(cache_dir)  # another writer may have finished while we waited
         if done is not None:
             return PrepResult(cache_dir, key, len(done.clip_ids), _all_failures(done),
-                              shards_skipped=len(done.shards), noop=True)
+                              shards_skipped=len(done.shards), noop=True, excluded=excluded)
         try:
             m = Manifest.read(cache_dir)
             if m.key != key:
@@ -192,6 +202,8 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
         for tmp in stale_temp_files(cache_dir):  # half-written shards of a killed run: never read, now removed
             tmp.unlink(missing_ok=True)
         m.extra["problems"] = problems
+        if excluded:
+            m.extra["exclude"] = excluded.to_dict()
         m.complete = False
         m.write(cache_dir)
         for p in problems:
@@ -203,6 +215,7 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
         m.complete = True
         m.write(cache_dir)
     result.failures = _all_failures(m)
+    result.excluded = excluded
     return result
 
 
@@ -253,6 +266,7 @@ def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers
                 (report or (lambda line: bar.write(line, file=sys.stderr)))(f"{fail['file']}: {fail['error']}")
             m.write(cache_dir)
             result.shards_done += 1
+            result.n_decoded += out["n_clips"]
             audio_s += sum(out["durations"].values())
             bar.update(out["n_clips"])
             bar.set_postfix_str(f"{audio_s / max(time.monotonic() - t0, 1e-9):.1f} audio-s/s", refresh=False)

@@ -24,6 +24,7 @@ from cache.keys import cache_key, canonical_json
 from cache.locks import CacheLock
 from cache.manifest import Manifest, cache_dir_for, finished_manifest, plan_shards, publish_failures
 from pipeline.datasets import ClipRecord, load_records
+from pipeline.exclude import ExclusionReport, exclude_from
 from pipeline.text import NORMALISATION, normalise_caption
 from pipeline.translate import SOURCE_LANG, Backend, TranslationResult, make_backend, translate_all
 from pipeline.translate.store import TranslationStore
@@ -43,6 +44,7 @@ class CaptionPrepResult:
     n_requested: int = 0  # texts sent to the translator in this run (0 on a rerun)
     failures: list[dict] = field(default_factory=list)  # translation failures (exit 3)
     problems: list[dict] = field(default_factory=list)  # dataset rows skipped (e.g. audio missing)
+    excluded: ExclusionReport | None = None  # what --exclude removed (None: no list given)
 
 
 def _versions(backend: str) -> dict:
@@ -124,9 +126,14 @@ def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | N
                   name: str | None = None, splits: list[str] | None = None, translator: str = "none",
                   pivots: Sequence[str] = DEFAULT_PIVOTS, batch_size: int = 64, device: str = "auto",
                   marian_template: str | None = None, google: dict | None = None, shard_size: int = 1000,
-                  wait_lock: float | None = 0.0, progress: bool = True) -> CaptionPrepResult:
-    """Build (or finish) the captions cache of `dataset`; raises TranslatorUnavailable / DatasetError."""
+                  wait_lock: float | None = 0.0, progress: bool = True,
+                  exclude: str | Path | None = None) -> CaptionPrepResult:
+    """Build (or finish) the captions cache of `dataset`; raises TranslatorUnavailable / DatasetError.
+
+    `exclude`: an exclusion list (pipeline/exclude.py); its clips are removed exactly as `prep audio` removes them
+    and its content hash joins the key."""
     records, problems = load_records(dataset, root, manifest, splits)
+    records, problems, excluded = exclude_from(records, problems, exclude)
     name = name or dataset
     options: dict = {}
     if translator == "marian":
@@ -137,10 +144,11 @@ def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | N
         options = dict(google or {})
     backend = make_backend(translator, **options)
     config = caption_config(name, translator, backend, pivots, shard_size)
-    key = cache_key(KIND, config, CODE_VERSION, _versions(translator), [records_fingerprint(records)])
+    sources = [records_fingerprint(records)] + ([{"exclude_sha256": excluded.sha256}] if excluded else [])
+    key = cache_key(KIND, config, CODE_VERSION, _versions(translator), sources)
     cache_dir = cache_dir_for(cache_root, KIND, key)
     result = CaptionPrepResult(cache_dir, key, len(records), sum(len(r.captions) for r in records),
-                               problems=problems)
+                               problems=problems, excluded=excluded)
     done = finished_manifest(cache_dir, allow_failed=False)
     if done is not None:
         result.noop = True
@@ -177,6 +185,8 @@ def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | N
             result.shards_done += 1
             m.write(cache_dir)
         m.extra["problems"] = problems
+        if excluded:
+            m.extra["exclude"] = excluded.to_dict()
         m.complete = all(s.complete for s in m.shards)
         result.failures = list(m.extra.get("failures", []))
         publish_failures(cache_dir, problems + result.failures)

@@ -101,7 +101,7 @@ def dataset_options(cache_help: str):
 
     options = [
         click.option("--dataset", required=True, metavar="KIND",
-                     help="Dataset reader: clotho (Clotho v2.1 layout), manifest (CSV/JSONL), audiocaps, "
+                     help="Dataset reader: clotho (Clotho v2.1 layout), manifest (CSV/JSONL), audiocaps, folder, "
                           "or any registered one."),
         click.option("--root", type=click.Path(path_type=Path), default=None,
                      help="Dataset root (Clotho: the folder with clotho_captions_*.csv). Manifest: default its "
@@ -112,6 +112,10 @@ def dataset_options(cache_help: str):
                      help=cache_help),
         click.option("--name", default=None, help="Name to find this cache by later (default: the dataset kind)."),
         click.option("--splits", default=None, help="Comma-separated splits to include (default: all present)."),
+        click.option("--exclude", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+                     metavar="FILE", help="Clips to leave out (e.g. the DCASE list of sounds overlapping the "
+                                          "evaluation data): names or Freesound ids, one per line, a CSV column "
+                                          "(sound_id/file_name/fname/id) or JSON; part of the cache key."),
     ]
 
     def decorate(fn):

@@ -21,7 +21,7 @@ from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, da
               help="Dask scheduler, e.g. tcp://head:8786 (workers need this package and the same paths).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar on stderr.")
 def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache_root: Path, name: str | None,
-                   splits: str | None, workers: int | None, shard_size: int, wait_lock: float,
+                   splits: str | None, exclude: Path | None, workers: int | None, shard_size: int, wait_lock: float,
                    content_hash: bool, scheduler: str | None, progress: bool) -> None:
     """Decode every clip once and cache its 64-bin log-mel (32 kHz, hop 320) as float16 HDF5 shards.
 
@@ -33,6 +33,8 @@ def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache
     Examples:
       audioret prep audio --dataset clotho --root data/clotho --cache caches/
       audioret prep audio --dataset manifest --manifest my/clips.csv --cache caches/ --name mine --workers 4
+      audioret prep audio --dataset manifest --manifest wavcaps.csv --cache caches/ --exclude excluded_ids.csv
+      audioret prep audio --dataset folder --root data/eval_audio --cache caches/   # every audio file, no captions
     """
     from cache.locks import CacheLockedError
     from pipeline.datasets import DatasetError, split_list
@@ -42,10 +44,12 @@ def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache
     try:
         result = prep_audio(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
                             workers=workers, shard_size=shard_size, wait_lock=wait_lock,
-                            content_hash=content_hash, progress=progress, scheduler=scheduler)
+                            content_hash=content_hash, progress=progress, scheduler=scheduler, exclude=exclude)
     except (DatasetError, CacheLockedError, RuntimeError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILURE)
+    if result.excluded:
+        click.echo(result.excluded.summary(), err=True)
     if result.noop:
         click.echo(f"cache complete, nothing to do ({result.n_clips} clips)", err=True)
     else:
