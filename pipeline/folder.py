@@ -52,7 +52,10 @@ def load_folder(root: Path, manifest: Path | None = None,
     if splits and len(splits) > 1:
         raise DatasetError(f"{root}: a folder is one split; give at most one split name (got {', '.join(splits)})")
     split = splits[0] if splits else FOLDER_SPLIT
-    return [ClipRecord(p.relative_to(root).as_posix(), split, p) for p in audio_files(root)], []
+    files = audio_files(root)
+    if not files:
+        raise DatasetError(f"{root}: no audio files in this folder (looked for {', '.join(sorted(AUDIO_SUFFIXES))})")
+    return [ClipRecord(p.relative_to(root).as_posix(), split, p) for p in files], []
 
 
 register_dataset("folder", load_folder)

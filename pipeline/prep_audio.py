@@ -41,7 +41,7 @@ class PrepResult:
     shards_skipped: int = 0
     noop: bool = False
     excluded: ExclusionReport | None = None  # what --exclude removed (None: no list given)
-    n_decoded: int = 0  # clips decoded by this run (0 when every shard was already cached)
+    n_decoded: int = 0  # clips decoded into the cache by this run (0 when every shard was already cached)
 
 
 def _feature_config():
@@ -266,7 +266,7 @@ def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers
                 (report or (lambda line: bar.write(line, file=sys.stderr)))(f"{fail['file']}: {fail['error']}")
             m.write(cache_dir)
             result.shards_done += 1
-            result.n_decoded += out["n_clips"]
+            result.n_decoded += out["n_clips"] - len(out["failures"])
             audio_s += sum(out["durations"].values())
             bar.update(out["n_clips"])
             bar.set_postfix_str(f"{audio_s / max(time.monotonic() - t0, 1e-9):.1f} audio-s/s", refresh=False)

@@ -105,10 +105,11 @@ def predict_command(run_dir: Path, audio_dir: Path, queries_file: Path, out_file
     """
     from cache.manifest import publish_failures
     from pipeline.queries import read_queries
-    from trainer.evaluate import LoadedRun, write_submission
 
     try:
-        queries = read_queries(queries_file)  # a bad query file fails before any decoding
+        queries = read_queries(queries_file)  # a bad query file fails before the model loads or anything decodes
+        from trainer.evaluate import LoadedRun, write_submission
+
         run = LoadedRun(run_dir, checkpoint, device)
         names, clip_emb, failures = folder_embeddings(run, audio_dir, cache_root, workers, progress)
         similarity = run.embed_texts([q.normalised for q in queries]) @ clip_emb.T
