@@ -155,14 +155,15 @@ def resolve_cache(cache_root: str | Path, kind: str, name: str | None = None, ke
     return max(complete, key=lambda dm: dm[1].created)[0]
 
 
-def publish_failures(directory: str | Path, rows: list[dict]) -> Path:
-    """Atomically write the failure report `failures.jsonl`: one JSON object per failed input."""
+def publish_failures(directory: str | Path, rows: list[dict], name: str = FAILURES_NAME) -> Path:
+    """Atomically write the failure report `directory/name` (default failures.jsonl): one JSON object per failed
+    input."""
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
 
-    return publish_file(Path(directory) / FAILURES_NAME, write)
+    return publish_file(Path(directory) / name, write)
 
 
 def finished_manifest(directory: str | Path, allow_failed: bool = True) -> Manifest | None:

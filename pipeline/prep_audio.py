@@ -27,6 +27,7 @@ from cache.locks import CacheLock
 from cache.manifest import Manifest, ShardEntry, cache_dir_for, finished_manifest, plan_shards, publish_failures
 from cache.publish import disk_full_error, is_disk_full, stale_temp_files
 from pipeline.datasets import CLOTHO_SPLITS, ClipRecord, DatasetError, load_records
+from pipeline.exclude import ExclusionReport, exclude_from
 
 KIND = "audio"
 
@@ -43,6 +44,8 @@ class PrepResult:
     shards_skipped: int = 0
     noop: bool = False
     decoder_warnings: int = 0  # lines the decoder printed (each shown as `warning: <path>: ...`)
+    excluded: ExclusionReport | None = None  # what --exclude removed (None: no list given)
+    n_decoded: int = 0  # clips decoded into the cache by this run (0 when every shard was already cached)
 
 
 def _definition(features: str):
@@ -59,16 +62,19 @@ def _versions(defn) -> dict:
 
 
 def compute_key(records: list[ClipRecord], root: Path, dataset: str, name: str, content_hash: bool = False,
-                features: str = "panns") -> str:
+                features: str = "panns", exclude_sha256: str | None = None) -> str:
     """sha256 over the feature definition (name, version, config), decoder versions and the source fingerprints.
 
     Each fingerprint also carries its clip id and split (they are stored in the shards, so a manifest that moves a
     clip to another split must not reuse the old cache), and the dataset kind + name join as one more entry so two
-    names for the same files get separate caches that `resolve_cache(name=...)` can each find.
+    names for the same files get separate caches that `resolve_cache(name=...)` can each find. An exclusion list's
+    content hash joins as one more entry (only when a list is given, so existing keys stay as they were).
     """
     sources = [{**source_fingerprint(r.path, root, content_hash), "clip_id": r.clip_id, "split": r.split}
                for r in records]
     sources.append({"dataset": dataset, "name": name})
+    if exclude_sha256:
+        sources.append({"exclude_sha256": exclude_sha256})
     defn = _definition(features)
     return cache_key(KIND, defn.cache_config(), defn.version, _versions(defn), sources)
 
@@ -179,31 +185,34 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
                subsets: list[str] | None = None,
                wait_lock: float | None = 0.0, content_hash: bool = False, progress: bool = True,
                report: Callable[[str], None] | None = None, scheduler: str | None = None,
-               features: str = "panns") -> PrepResult:
+               features: str = "panns", exclude: str | Path | None = None) -> PrepResult:
     """Fill (or finish) the audio cache of `dataset` under `cache_root` with the `features` definition
     (pipeline/feature_defs.py: "panns", "passt" or "hf:<extractor>"); return what happened.
 
     Raises `DatasetError` when the dataset cannot be read and `CacheLockedError` when another writer holds the
     cache. `report` receives one `path: problem` line per failed file (default: stderr, above the progress bar).
+    `exclude`: an exclusion list (pipeline/exclude.py) whose clips are removed before anything is cached.
     """
     root = Path(root)
     name = name or dataset
     records, problems = load_records(dataset, root, manifest, splits, subsets)
+    records, problems, excluded = exclude_from(records, problems, exclude)
     if not records:
         for p in problems:
             (report or _stderr)(f"{p['file']}: {p['error']}")
         raise DatasetError(f"{manifest or root}: no usable audio clips ({len(problems)} problem rows)")
-    key = compute_key(records, root, dataset, name, content_hash, features)
+    key = compute_key(records, root, dataset, name, content_hash, features,
+                      excluded.sha256 if excluded else None)
     cache_dir = cache_dir_for(cache_root, KIND, key)
 
     done = finished_manifest(cache_dir)  # fast path: no lock needed to see a finished cache
     if done is not None and done.extra.get("durations"):
         return PrepResult(cache_dir, key, len(done.clip_ids), _all_failures(done),
-                          shards_skipped=len(done.shards), noop=True)
+                          shards_skipped=len(done.shards), noop=True, excluded=excluded)
 
     try:
         return _prep_locked(cache_dir, key, name, dataset, records, problems, shard_size, wait_lock, workers,
-                            progress, report, scheduler, features, Path(manifest or root))
+                            progress, report, scheduler, features, Path(manifest or root), excluded)
     except OSError as exc:
         if is_disk_full(exc, cache_dir):
             need = space_needed(records, shard_size, cache_dir, features)
@@ -234,13 +243,13 @@ def space_needed(records: list[ClipRecord], shard_size: int, cache_dir: Path, fe
 def _prep_locked(cache_dir: Path, key: str, name: str, dataset: str, records: list[ClipRecord], problems: list,
                  shard_size: int, wait_lock: float | None, workers: int | None, progress: bool,
                  report: Callable[[str], None] | None, scheduler: str | None, features: str,
-                 source: Path) -> PrepResult:
+                 source: Path, excluded: ExclusionReport | None) -> PrepResult:
     cache_dir.mkdir(parents=True, exist_ok=True)
     with CacheLock(cache_dir, wait=wait_lock):
         done = finished_manifest(cache_dir)  # another writer may have finished while we waited
         if done is not None and done.extra.get("durations"):
             return PrepResult(cache_dir, key, len(done.clip_ids), _all_failures(done),
-                              shards_skipped=len(done.shards), noop=True)
+                              shards_skipped=len(done.shards), noop=True, excluded=excluded)
         try:
             m = Manifest.read(cache_dir)
             if m.key != key:
@@ -250,6 +259,8 @@ def _prep_locked(cache_dir: Path, key: str, name: str, dataset: str, records: li
         for tmp in stale_temp_files(cache_dir):  # half-written shards of a killed run: never read, now removed
             tmp.unlink(missing_ok=True)
         m.extra["problems"] = problems
+        if excluded:
+            m.extra["exclude"] = excluded.to_dict()
         m.complete = False
         m.write(cache_dir)
         for p in problems:
@@ -263,6 +274,7 @@ def _prep_locked(cache_dir: Path, key: str, name: str, dataset: str, records: li
         m.complete = True
         m.write(cache_dir)
     result.failures = _all_failures(m)
+    result.excluded = excluded
     return result
 
 
@@ -319,6 +331,7 @@ def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers
                 say(f"{fail['file']}: {fail['error']}")
             m.write(cache_dir)
             result.shards_done += 1
+            result.n_decoded += out["n_clips"] - len(out["failures"])
             audio_s += sum(out["durations"].values())
             bar.update(out["n_clips"])
             bar.set_postfix_str(f"{audio_s / max(time.monotonic() - t0, 1e-9):.1f} audio-s/s", refresh=False)

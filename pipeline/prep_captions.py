@@ -30,6 +30,7 @@ from cache.locks import CacheLock
 from cache.manifest import Manifest, cache_dir_for, finished_manifest, plan_shards, publish_failures
 from cache.publish import disk_full_error, is_disk_full
 from pipeline.datasets import ClipRecord, DatasetError, load_records, problem
+from pipeline.exclude import ExclusionReport, exclude_from
 from pipeline.text import NORMALISATION, normalise_caption
 from pipeline.translate import SOURCE_LANG, Backend, TranslationResult, make_backend, translate_all
 from pipeline.translate.store import TranslationStore
@@ -50,6 +51,7 @@ class CaptionPrepResult:
     failures: list[dict] = field(default_factory=list)  # translation failures (exit 3)
     problems: list[dict] = field(default_factory=list)  # dataset rows skipped (e.g. audio missing)
     dropped: list[dict] = field(default_factory=list)  # captions that normalise to "" (also in problems)
+    excluded: ExclusionReport | None = None  # what --exclude removed (None: no list given)
 
 
 def _versions(backend: str) -> dict:
@@ -183,9 +185,13 @@ def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | N
                   pivots: Sequence[str] = DEFAULT_PIVOTS, batch_size: int = 64, device: str = "auto",
                   marian_template: str | None = None, google: dict | None = None, shard_size: int = 1000,
                   wait_lock: float | None = 0.0, progress: bool = True,
-                  subsets: list[str] | None = None) -> CaptionPrepResult:
-    """Build (or finish) the captions cache of `dataset`; raises TranslatorUnavailable / DatasetError."""
+                  subsets: list[str] | None = None, exclude: str | Path | None = None) -> CaptionPrepResult:
+    """Build (or finish) the captions cache of `dataset`; raises TranslatorUnavailable / DatasetError.
+
+    `exclude`: an exclusion list (pipeline/exclude.py); its clips are removed exactly as `prep audio` removes them
+    and its content hash joins the key."""
     records, problems = load_records(dataset, root, manifest, splits, subsets)
+    records, problems, excluded = exclude_from(records, problems, exclude)
     if not records:  # a 0-clip caption cache would be "complete" and useless
         example = f"; e.g. {problems[0]['file']}: {problems[0]['error']}" if problems else ""
         raise DatasetError(f"{manifest or root}: no usable clips ({len(problems)} problem rows{example})")
@@ -201,10 +207,11 @@ def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | N
         options = dict(google or {})
     backend = make_backend(translator, **options)
     config = caption_config(name, translator, backend, pivots, shard_size)
-    key = cache_key(KIND, config, CODE_VERSION, _versions(translator), [records_fingerprint(records)])
+    sources = [records_fingerprint(records)] + ([{"exclude_sha256": excluded.sha256}] if excluded else [])
+    key = cache_key(KIND, config, CODE_VERSION, _versions(translator), sources)
     cache_dir = cache_dir_for(cache_root, KIND, key)
     result = CaptionPrepResult(cache_dir, key, len(records), sum(len(r.captions) for r in records),
-                               problems=problems, dropped=dropped)
+                               problems=problems, dropped=dropped, excluded=excluded)
     done = finished_manifest(cache_dir, allow_failed=False)
     if done is not None:
         result.noop = True
@@ -241,6 +248,8 @@ def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | N
             result.shards_done += 1
             m.write(cache_dir)
         m.extra["problems"] = problems
+        if excluded:
+            m.extra["exclude"] = excluded.to_dict()
         m.complete = all(s.complete for s in m.shards)
         result.failures = list(m.extra.get("failures", []))
         publish_failures(cache_dir, problems + result.failures)

@@ -141,7 +141,7 @@ def dataset_options(cache_help: str):
 
     options = [
         click.option("--dataset", required=True, metavar="KIND",
-                     help="Dataset reader: clotho (Clotho v2.1 layout), manifest (CSV/JSONL), audiocaps, wavcaps, "
+                     help="Dataset reader: clotho (Clotho v2.1 layout), manifest (CSV/JSONL), audiocaps, wavcaps, folder, "
                           "or any registered one."),
         click.option("--root", type=click.Path(path_type=Path), default=None,
                      help="Dataset root (Clotho: the folder with clotho_captions_*.csv). Manifest: default its "
@@ -155,6 +155,10 @@ def dataset_options(cache_help: str):
         click.option("--subsets", default=None, metavar="NAMES",
                      help="Comma-separated parts of a dataset that has them (wavcaps: freesound,bbc,soundbible,"
                           "audioset_sl; default: every part present)."),
+        click.option("--exclude", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+                     metavar="FILE", help="Clips to leave out (e.g. the DCASE list of sounds overlapping the "
+                                          "evaluation data): names or Freesound ids, one per line, a CSV column "
+                                          "(sound_id/file_name/fname/id) or JSON; part of the cache key."),
     ]
 
     def decorate(fn):

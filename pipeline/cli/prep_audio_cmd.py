@@ -37,7 +37,8 @@ def _check_features(ctx: click.Context, param: click.Parameter, value: str) -> s
                    "extractor by hub name or local folder (AST, CLAP).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar on stderr.")
 def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache_root: Path, name: str | None,
-                   splits: str | None, subsets: str | None, workers: int | None, shard_size: int, wait_lock: float,
+                   splits: str | None, subsets: str | None, exclude: Path | None,
+                   workers: int | None, shard_size: int, wait_lock: float,
                    content_hash: bool, scheduler: str | None, features: str, progress: bool) -> None:
     """Decode every clip once and cache its features as float16 HDF5 shards: by default the 64-bin PANNs log-mel
     (32 kHz, hop 320); `--features passt` the 128-bin PaSST mel; `--features hf:NAME` what a Hugging Face
@@ -53,6 +54,8 @@ def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache
       audioret prep audio --dataset manifest --manifest my/clips.csv --cache caches/ --name mine --workers 4
       audioret prep audio --dataset wavcaps --root data --subsets freesound,bbc --cache caches/
       audioret prep audio --dataset clotho --root data/clotho --cache caches/ --features passt
+      audioret prep audio --dataset manifest --manifest wavcaps.csv --cache caches/ --exclude excluded_ids.csv
+      audioret prep audio --dataset folder --root data/eval_audio --cache caches/   # every audio file, no captions
     """
     from cache.locks import CacheLockedError
     from pipeline.datasets import DatasetError, split_list
@@ -65,10 +68,12 @@ def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache
                             subsets=subset_list,
                             workers=workers, shard_size=shard_size, wait_lock=wait_lock,
                             content_hash=content_hash, progress=progress, scheduler=scheduler,
-                            features=features)
+                            features=features, exclude=exclude)
     except (DatasetError, CacheLockedError, RuntimeError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILURE)
+    if result.excluded:
+        click.echo(result.excluded.summary(), err=True)
     if result.noop:
         click.echo(f"cache complete, nothing to do ({result.n_clips} clips)", err=True)
     else:

@@ -44,12 +44,10 @@ PAPER_BEST = {"p_eda": 0.9936, "p_syn": 0.2962, "p_swp": 0.0085, "p_del": 0.1944
               help="Seconds to wait when another prep holds the cache (0: refuse at once).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar on stderr.")
 def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, cache_root: Path, name: str | None,
-                      splits: str | None, subsets: str | None, translator: str, pivots: str, batch_size: int,
-                      device: str,
-                      marian_model_template: str | None, google_url: str | None, google_rps: float,
-                      google_timeout: float, google_retries: int, google_backoff: float, timeout_total: float,
-                      shard_size: int,
-                      wait_lock: float, progress: bool) -> None:
+                      splits: str | None, subsets: str | None, exclude: Path | None, translator: str, pivots: str,
+                      batch_size: int, device: str, marian_model_template: str | None, google_url: str | None,
+                      google_rps: float, google_timeout: float, google_retries: int, google_backoff: float,
+                      timeout_total: float, shard_size: int, wait_lock: float, progress: bool) -> None:
     """Normalise every caption and back-translate it EN→pivot→EN once, into caption shards.
 
     Every translation is committed to CACHE/translations/ as it arrives: an interrupted or rate-limited run
@@ -85,10 +83,12 @@ def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, ca
                                subsets=subset_list,
                                translator=translator, pivots=pivot_list, batch_size=batch_size, device=device,
                                marian_template=marian_model_template, google=google, shard_size=shard_size,
-                               wait_lock=wait_lock, progress=progress)
+                               wait_lock=wait_lock, progress=progress, exclude=exclude)
     except (DatasetError, CacheLockedError, TranslatorUnavailable) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILURE)
+    if result.excluded:
+        click.echo(result.excluded.summary(), err=True)
     if translator == "none":
         click.echo("translator none: no back-translations; training will treat p_bt as 0", err=True)
     for drop in result.dropped:

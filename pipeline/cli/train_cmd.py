@@ -1,8 +1,9 @@
 """`audioret train`, `eval`, `retrieve` and `preview audio`: the command-line face of the trainer.
 
-Why the CLI computes log-mels for `retrieve --audio-dir`: the trainer never decodes audio, and new files must get
-exactly the features `prep audio` cached (pipeline.audio_io.file_log_mel, the single definition). The CLI also
-normalises free-text queries with pipeline.text.normalise_caption, as `prep captions` did for training captions.
+Why `retrieve --audio-dir` reads the folder through `prep audio`'s keyed cache (pipeline/folder.py, shared with
+`predict`): the trainer never decodes audio, new files must get exactly the features `prep audio` caches, and a
+second query over the same folder should decode nothing. The CLI also normalises free-text queries with
+pipeline.text.normalise_caption, as `prep captions` did for training captions.
 """
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE, main, no_verify_option, preview
-
-AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aiff", ".aif"}
+from pipeline.cli.predict_cmd import folder_cache_option
 
 
 def _fail(msg: str, code: int = EXIT_FAILURE) -> None:
@@ -112,21 +112,6 @@ def eval_command(run_dir: Path, split: str, checkpoint: str, device: str | None)
     click.echo(f"wrote {run_dir / f'eval-{split}.json'} and {run_dir / f'submission-{split}.csv'}")
 
 
-def _audio_dir_features(audio_dir: Path, run_dir: Path) -> tuple[list[str], list, list[dict]]:
-    """Log-mels of every audio file under audio_dir (same definition as `prep audio`); failures are listed."""
-    from pipeline.audio_io import AudioDecodeError, file_log_mel
-
-    files = sorted(p for p in audio_dir.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
-    names, feats, failed = [], [], []
-    for p in files:
-        try:
-            feats.append(file_log_mel(p))
-            names.append(str(p.relative_to(audio_dir)))
-        except (AudioDecodeError, OSError, ValueError) as exc:
-            failed.append({"file": str(p), "error": str(exc).strip().splitlines()[0]})
-    return names, feats, failed
-
-
 @main.command("retrieve", context_settings=CONTEXT)
 @no_verify_option
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
@@ -134,12 +119,13 @@ def _audio_dir_features(audio_dir: Path, run_dir: Path) -> tuple[list[str], list
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results per query.")
 @click.option("--split", default="evaluation", show_default=True, help="Search this split of the run's cache.")
 @click.option("--audio-dir", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
-              help="Search the audio files in this folder instead (log-mels computed now).")
+              help="Search the audio files in this folder instead (features cached by content, see --cache).")
+@folder_cache_option
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--device", default=None, help="Override the run's device (cpu, cuda, ...).")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str, audio_dir: Path | None,
-                     checkpoint: str, device: str | None, as_json: bool) -> None:
+                     cache_root: Path | None, checkpoint: str, device: str | None, as_json: bool) -> None:
     """Rank clips for free-text queries, best first, with cosine scores.
 
     \b
@@ -147,6 +133,7 @@ def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str
       audioret retrieve runs/base "a dog barks while rain falls" -k 5
       audioret retrieve runs/base "a bird sings" --audio-dir my_recordings/
     """
+    from pipeline.cli.predict_cmd import folder_embeddings
     from pipeline.text import normalise_caption
     from trainer.evaluate import LoadedRun
 
@@ -158,10 +145,7 @@ def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str
     failed: list[dict] = []
     run = LoadedRun(run_dir, checkpoint, device)
     if audio_dir is not None:
-        names, feats, failed = _audio_dir_features(audio_dir, run_dir)
-        if not names:
-            _fail(f"{audio_dir}: no decodable audio files ({len(failed)} failed)")
-        emb = run.embed_features(feats)
+        names, emb, failed = folder_embeddings(run, audio_dir, cache_root, progress=False)
     else:
         names, emb = run.clip_embeddings(split)
     results = run.retrieve(normalised, names, emb, k)
