@@ -21,18 +21,41 @@ class CacheLockedError(RuntimeError):
     """Another live process holds the writer lock (a run-time failure: exit 1 in every command)."""
 
 
+_OWNER_ONLY_FDS: set[int] = set()  # lock descriptors a forked child must not keep (CacheLock(owner_only=True))
+
+
+def _close_owner_only_fds() -> None:
+    """In a forked child: drop its copies of owner-only lock descriptors (the parent's lock stays held)."""
+    for fd in _OWNER_ONLY_FDS:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _OWNER_ONLY_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_owner_only_fds)
+
+
 class CacheLock:
     """`with CacheLock(dir, wait=0):` — wait seconds for the lock (0: refuse at once, None: wait forever).
 
     `busy` is the refusal message, formatted with `dir` and `pid` (the holder), so other directories that take
     the same lock (a training run directory) can say what is busy in their own words.
+
+    A flock belongs to the open file, and a fork shares it: by default a child (a prep pool worker) keeps the lock
+    alive after its parent dies. `owner_only=True` closes the child's copy at fork, so the lock dies with the
+    process that took it — for holders whose children never write into the directory (a training run's
+    DataLoader workers: else a `--resume` right after `kill -9` would be refused until they notice and exit).
     """
 
-    def __init__(self, directory: str | Path, wait: float | None = 0.0, poll: float = 0.2, busy: str = BUSY_CACHE):
+    def __init__(self, directory: str | Path, wait: float | None = 0.0, poll: float = 0.2, busy: str = BUSY_CACHE,
+                 owner_only: bool = False):
         self.path = Path(directory) / LOCK_NAME
         self.wait = wait
         self.poll = poll
         self.busy = busy
+        self.owner_only = owner_only
         self._fd: int | None = None
 
     def acquire(self) -> "CacheLock":
@@ -54,10 +77,13 @@ class CacheLock:
         os.write(fd, str(os.getpid()).encode())
         os.fsync(fd)
         self._fd = fd
+        if self.owner_only:
+            _OWNER_ONLY_FDS.add(fd)
         return self
 
     def release(self) -> None:
         if self._fd is not None:
+            _OWNER_ONLY_FDS.discard(self._fd)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

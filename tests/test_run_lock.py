@@ -88,3 +88,30 @@ def test_busy_run_dir_fails_every_rank_of_a_distributed_run(cache, tmp_path):
         assert direct.returncode != 0
         assert direct.stderr.count("is in use by pid") == 2, direct.stderr[-3000:]
     assert not (run / "metrics.csv").exists()
+
+
+HOLD_AND_FORK = """
+import os, sys, time
+from cache.locks import CacheLock
+CacheLock(sys.argv[1], owner_only=sys.argv[2] == "1").acquire()
+if os.fork() == 0:  # a DataLoader-like worker that outlives its parent for a while
+    print(os.getpid(), flush=True)  # after the fork hooks ran
+    time.sleep(60)
+    os._exit(0)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("owner_only", [True, False])
+def test_owner_only_lock_dies_with_its_holder_not_with_its_forked_children(tmp_path, owner_only):
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_AND_FORK, str(tmp_path), "1" if owner_only else "0"],
+                            env=cli_env(), stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    try:
+        assert is_locked(tmp_path)
+        proc.kill()  # kill -9 of the holder; its forked child lives on
+        proc.wait()
+        os.kill(child, 0)
+        assert is_locked(tmp_path) is (not owner_only)  # a training run's resume is not blocked by its workers
+    finally:
+        os.kill(child, signal.SIGKILL)

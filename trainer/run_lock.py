@@ -3,7 +3,8 @@
 Why: two `train` runs with the same --out would both append to metrics.csv (epochs 1,1,2,2) and overwrite each
 other's checkpoints. The lock is a flock on RUN_DIR/.lock, held from before the run directory is read until the
 run returns (fresh run, --resume, a search or sweep trial alike); the kernel drops it when the holder dies, so
-a killed run never leaves a stale lock and `--resume` just takes it again. Readers (`eval`, `retrieve`) never
+a killed run never leaves a stale lock and `--resume` just takes it again (the run's forked DataLoader workers
+do not keep it: `owner_only`). Readers (`eval`, `retrieve`) never
 take it: they only read files that are published atomically.
 
 Distributed runs: only rank 0 takes the lock. Its outcome is broadcast, so when the directory is busy every
@@ -32,7 +33,7 @@ def run_dir_lock(run_dir: str | Path, wait: float | None = 0.0) -> Iterator[None
     lock, error = None, None
     if dist_hooks.is_main_process():
         try:
-            lock = CacheLock(run_dir, wait=wait, busy=BUSY_RUN).acquire()
+            lock = CacheLock(run_dir, wait=wait, busy=BUSY_RUN, owner_only=True).acquire()
         except CacheLockedError as exc:
             error = str(exc)
     error = dist_hooks.broadcast_object(error)
