@@ -22,8 +22,8 @@ QUERIES = ["A dog barks.", "  a rooster crows, then a cow moos  ", "Someone says
 def run(tmp_path_factory) -> Path:
     cache = demo_cache(tmp_path_factory.getbasetemp(), "48,16,16", 1.5)
     out = tmp_path_factory.mktemp("predict-runs") / "r"
-    run_cli("train", "--cache", cache, "--name", "demo", "--out", out, *fast_overrides(1), "--no-progress",
-            check=True)
+    run_cli("train", "--cache", cache, "--name", "demo", "--out", out, *fast_overrides(1, ["keep_last=true"]),
+            "--no-progress", check=True)  # keep_last: last.pt keeps its weights, so --checkpoint last can load it
     return out
 
 
