@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from cache.executor import make_executor, map_unordered
-from cache.keys import cache_key, source_fingerprint
+from cache.keys import cache_key, source_fingerprint, source_relpath
 from cache.locks import CacheLock
 from cache.manifest import Manifest, ShardEntry, cache_dir_for, finished_manifest, plan_shards, publish_failures
 from cache.publish import stale_temp_files
@@ -192,6 +192,9 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
         for tmp in stale_temp_files(cache_dir):  # half-written shards of a killed run: never read, now removed
             tmp.unlink(missing_ok=True)
         m.extra["problems"] = problems
+        # Where each clip came from (`audioret report` links the recordings); not part of the key.
+        m.extra["root"] = str(root.resolve())
+        m.extra["sources"] = {r.clip_id: source_relpath(r.path, root) for r in records}
         m.complete = False
         m.write(cache_dir)
         for p in problems:
