@@ -41,10 +41,9 @@ PAGE_STATE = """(() => ({
 
 
 def find_chromium() -> str | None:
-    """The Chromium binary on PATH (AUDIORET_CHROMIUM overrides), or None."""
-    if os.environ.get("AUDIORET_CHROMIUM"):
-        return os.environ["AUDIORET_CHROMIUM"]
-    return next((p for p in map(shutil.which, CANDIDATES) if p), None)
+    """The Chromium binary on PATH (AUDIORET_CHROMIUM names another), or None."""
+    names = [os.environ["AUDIORET_CHROMIUM"]] if os.environ.get("AUDIORET_CHROMIUM") else CANDIDATES
+    return next((p for p in map(shutil.which, names) if p), None)
 
 
 def file_url_path(url: str) -> Path:

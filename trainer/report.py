@@ -218,7 +218,8 @@ def _render(run, split: str, metrics: dict, context: dict, worst: list[Query], b
     explain_worst = ("Highest rank of the correct clip first; equal ranks: the lowest margin first (margin = score "
                      "of the correct clip minus the best score of any other clip). The correct clip is green, "
                      f"shown after the top {top} when it ranks lower.")
-    explain_best = "Rank 1 first, by the highest margin (how far the correct clip scores above every other clip)."
+    explain_best = ("Lowest rank first (rank 1), equal ranks by the highest margin (how far the correct clip scores "
+                    "above every other clip); no query shown as worst is repeated.")
     sections = [
         ("Metrics", report_html.metrics_table(metrics, context)),
         ("Training", report_html.figure("training.png" if has_curves else None, "training curves",
