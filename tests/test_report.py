@@ -149,6 +149,8 @@ def test_cli_writes_a_report_linked_to_the_recordings(trained, tmp_path) -> None
 
 
 def test_a_recording_gone_shows_its_log_mel(loaded, tmp_path) -> None:
+    audio = loaded.open_caches()[0]  # prep audio recorded where every clip came from
+    assert all(AudioSources(audio.manifest.extra).existing(c) is not None for c in audio.clip_ids)
     source = top_clip_of_worst_query(loaded)
     first = build_report(loaded)
     clip = source.name

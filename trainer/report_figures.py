@@ -67,14 +67,20 @@ def training_curves(rows: Sequence[dict[str, float]], out: Path, labels: dict[st
 
 
 def rank_histogram(ranks: np.ndarray, n_clips: int, out: Path) -> Path:
-    """How many captions put their correct clip at each rank: one bar per rank up to 50 clips, log bins above."""
+    """How many captions put their correct clip at each rank: one bar per rank up to 100 clips, log bins above."""
     plt = _pyplot()
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
     fig, ax = plt.subplots(figsize=(9, 3.0), dpi=100)
-    if n_clips <= 50:
+    if n_clips <= 100:
         bins = np.arange(0.5, n_clips + 1.5)
     else:
         bins = np.unique(np.round(np.geomspace(1, n_clips + 1, 40))) - 0.5
         ax.set_xscale("log")
+        ticks = [t * 10 ** e for e in range(7) for t in (1, 2, 5) if t * 10 ** e <= n_clips]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_locator(NullLocator())
     ax.hist(ranks, bins=bins, color="tab:blue", edgecolor="white", linewidth=0.5)
     for k in (1, 5, 10):
         if k < n_clips:
