@@ -124,6 +124,7 @@ def test_html_escapes_captions_names_and_links() -> None:
 
 
 def test_cli_writes_a_report_linked_to_the_recordings(trained, tmp_path) -> None:
+    assert "Examples:" in run_cli("report", "--help", check=True).stdout
     proc = run_cli("report", tmp_path)
     assert proc.returncode == 1 and proc.stderr.strip() == f"error: {tmp_path}: not a training run (no run.json)"
     proc = run_cli("report", trained, "--split", "test", check=True)  # "test" is an alias of evaluation
