@@ -4,7 +4,13 @@ Writes N synthetic-length clips (float16 log-mel-shaped data, 10–30 s = 1000�
 them in a random order, warm (after one pass), copying each clip into memory. Prints clips/s and the ratio.
 Targets (issue 2): shard reader ≥ 20,000 clips/s warm and ≥ 5× the per-clip layout.
 
+`--verify` measures instead what the readers' payload check (cache/integrity.py) adds to the first read of a
+Clotho-size cache (~1 GB of float16, 15–30-s clips): open + read every shard into RAM (what resident training
+does) without the check, with the fast xxh3 check, and the sha256 fallback of shards that predate it. Warm page
+cache (one untimed pass first), so the ratio shows the check's CPU cost, not the disk's.
+
     python benchmarks/read_shards.py --clips 2000
+    python benchmarks/read_shards.py --verify --verify-gb 1.0
 """
 from __future__ import annotations
 
@@ -17,7 +23,9 @@ import h5py
 import numpy as np
 
 from cache.audio_shards import AudioCache, build_audio_cache
+from cache.integrity import forget_verified
 from cache.manifest import cache_dir_for
+from cache.shards import payload_digests
 from pipeline.features import DEFAULT_CONFIG
 
 
@@ -42,13 +50,62 @@ def rate(fn, order) -> float:
     return len(order) / (time.perf_counter() - t)
 
 
+def build_gb(root: Path, gb: float, shard_size: int, rng: np.random.Generator) -> Path:
+    """A cache of ~`gb` GiB of float16 features in 15–30-s clips (Clotho's lengths)."""
+    feats: dict[str, np.ndarray] = {}
+    total = 0
+    while total < gb * 2**30:
+        frames = int(rng.integers(1500, 3001))
+        feats[f"clip_{len(feats):06d}.wav"] = rng.standard_normal((frames, 64), dtype=np.float32).astype(np.float16)
+        total += frames * 64 * 2
+    m = build_audio_cache(root, feats, DEFAULT_CONFIG.to_dict(), name="bench", dataset="bench", shard_size=shard_size)
+    return cache_dir_for(root, "audio", m.key)
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def verify_cost(gb: float, shard_size: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = build_gb(Path(tmp), gb, shard_size, np.random.default_rng(0))
+        AudioCache(d, verify=False).load_all()  # warm the page cache
+
+        def first_read(verify: bool) -> float:
+            forget_verified()
+            return timed(lambda: AudioCache(d, verify=verify).load_all())
+
+        plain = min(first_read(False) for _ in range(3))
+        checked = min(first_read(True) for _ in range(3))
+        shards = sorted(d.glob("shard-*.h5"))
+
+        def sha256_all() -> None:
+            for p in shards:
+                with h5py.File(p, "r") as f:
+                    payload_digests(f, ("sha256",))
+
+        sha = min(timed(sha256_all) for _ in range(3))
+        nbytes = sum(p.stat().st_size for p in shards)
+    print(f"cache: {nbytes / 2**30:.2f} GiB float16 in {len(shards)} shards of {shard_size} clips, warm page cache")
+    print(f"open + read all, no check      : {plain:7.3f} s")
+    print(f"open + read all, xxh3 check    : {checked:7.3f} s   ({checked / plain:.2f}x the plain read)")
+    print(f"sha256 of every payload (old caches' fallback check): {sha:7.3f} s   ({(plain + sha) / plain:.2f}x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--verify", action="store_true", help="measure the first-read payload check instead")
+    ap.add_argument("--verify-gb", type=float, default=1.0, help="--verify: cache size in GiB")
     ap.add_argument("--clips", type=int, default=2000)
     ap.add_argument("--shard-size", type=int, default=256)
     ap.add_argument("--crop-frames", type=int, default=1000,
                     help="frames read per clip at a random start (1000 = the trainer's 10 s crop); 0 = whole clip")
     args = ap.parse_args()
+    if args.verify:
+        verify_cost(args.verify_gb, args.shard_size)
+        return
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir, per_clip = build(Path(tmp), args.clips, args.shard_size, rng)

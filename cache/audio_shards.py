@@ -3,7 +3,8 @@
 One shard = one HDF5 file with a single contiguous float16 matrix `features` (total_frames, n_mels), int64
 `offsets` (n+1), `clip_ids`, `split` and `durations` per clip. Reads go through a numpy memmap at the dataset's
 file offset (measured ~20–34k clips/s warm vs ~4.5k/s for one dataset per clip), opened lazily per process: a
-reader inherited over fork notices the new PID and re-opens its maps instead of sharing HDF5 handles.
+reader inherited over fork notices the new PID and re-opens its maps instead of sharing HDF5 handles. A shard's
+payload checksum is checked before its first map in a process (cache/integrity.py says when and why).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Sequence
 import h5py
 import numpy as np
 
+from cache.integrity import open_shard, verify_shard
 from cache.manifest import Manifest, read_for_reading, resolve_cache
 from cache.shards import CacheIntegrityError, write_h5_shard
 
@@ -58,9 +60,10 @@ def write_audio_shard(
 class _ShardIndex:
     """Per-shard metadata read once (plain numpy, safe to inherit over fork)."""
 
-    def __init__(self, path: Path, key: str):
+    def __init__(self, path: Path, key: str, manifest_sha256: str | None = None):
         self.path = path
-        with h5py.File(path, "r") as f:
+        self.manifest_sha256 = manifest_sha256
+        with open_shard(path, KIND) as f:
             if f.attrs.get("cache_key") != key:
                 raise CacheIntegrityError(f"{path}: shard belongs to cache {f.attrs.get('cache_key')!r}, not {key}")
             ds = f["features"]
@@ -83,13 +86,15 @@ class _ShardIndex:
 class AudioCache:
     """Random access to every clip of one complete audio cache, by clip id or global index."""
 
-    def __init__(self, directory: str | Path, allow_incomplete: bool = False):
+    def __init__(self, directory: str | Path, allow_incomplete: bool = False, verify: bool | None = None):
+        """`verify`: check payload checksums on first use (default: unless AUDIORET_NO_VERIFY=1, `--no-verify`)."""
         self.directory = Path(directory)
+        self.verify_payload = verify
         self.manifest = read_for_reading(self.directory, KIND, allow_incomplete)
         self.key = self.manifest.key
         self.config = dict(self.manifest.config)
         shards = [s for s in self.manifest.shards if s.complete or (self.directory / s.file).exists()]
-        self._shards = [_ShardIndex(self.directory / s.file, self.key) for s in shards]
+        self._shards = [_ShardIndex(self.directory / s.file, self.key, s.sha256) for s in shards]
         self.clip_ids: list[str] = [c for s in self._shards for c in s.clip_ids]
         self.splits: list[str] = [c for s in self._shards for c in s.splits]
         self.durations = np.concatenate([s.durations for s in self._shards]) if self._shards else np.zeros(0)
@@ -102,18 +107,30 @@ class AudioCache:
         if len(self._index) != len(self.clip_ids):
             raise CacheIntegrityError(f"{self.directory}: duplicate clip ids across shards")
         self._pid: int | None = None
-        self._maps: list[np.ndarray] = []
+        self._maps: list[np.ndarray | None] = []
 
     @classmethod
-    def open(cls, cache_root: str | Path, name: str | None = None, key: str | None = None) -> "AudioCache":
+    def open(cls, cache_root: str | Path, name: str | None = None, key: str | None = None,
+             verify: bool | None = None) -> "AudioCache":
         """The newest complete audio cache named `name` under `cache_root` (or the one with key prefix `key`)."""
-        return cls(resolve_cache(cache_root, KIND, name=name, key=key))
+        return cls(resolve_cache(cache_root, KIND, name=name, key=key), verify=verify)
 
-    def _maps_for_this_process(self) -> list[np.ndarray]:
+    def _map(self, shard: int) -> np.ndarray:
+        """The memmap of one shard in this process, its payload checked before the first map."""
         if self._pid != os.getpid():
-            self._maps = [s.memmap() for s in self._shards]
+            self._maps = [None] * len(self._shards)
             self._pid = os.getpid()
-        return self._maps
+        m = self._maps[shard]
+        if m is None:
+            s = self._shards[shard]
+            verify_shard(s.path, KIND, s.manifest_sha256, self.verify_payload)
+            m = self._maps[shard] = s.memmap()
+        return m
+
+    def verify(self) -> None:
+        """Check every shard's payload now, e.g. in a parent before it forks readers (they inherit the result)."""
+        for s in self._shards:
+            verify_shard(s.path, KIND, s.manifest_sha256, self.verify_payload)
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -141,8 +158,7 @@ class AudioCache:
     def get(self, clip: str | int) -> np.ndarray:
         """Read-only float16 (frames, n_mels) view of one clip (no copy until the caller makes one)."""
         i = self.index_of(clip) if isinstance(clip, str) else int(clip)
-        m = self._maps_for_this_process()[self._shard_of[i]]
-        return m[self._row_start[i]:self._row_end[i]]
+        return self._map(int(self._shard_of[i]))[self._row_start[i]:self._row_end[i]]
 
     def load_all(self, indices: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Features of many clips as one float16 array + int64 offsets (n+1) + ids, for resident training."""
@@ -153,7 +169,8 @@ class AudioCache:
         out = np.empty((int(offsets[-1]), self.n_mels), dtype=np.float16)
         if indices is None:
             row = 0
-            for m in self._maps_for_this_process():  # whole shards: one sequential copy each
+            for shard in range(len(self._shards)):  # whole shards: one sequential copy each
+                m = self._map(shard)
                 out[row:row + m.shape[0]] = m
                 row += m.shape[0]
         else:

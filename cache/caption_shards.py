@@ -13,7 +13,8 @@ arrays plus int64 offsets, like the audio shards' frames:
            pivots (JSON list), models (JSON dict pivot → [forward, backward])
 
 `CaptionCache` reads every shard of a cache into memory at once (a few MB for Clotho) and keeps no HDF5 handle
-open, so it is safe across fork and fast for the trainer's per-example look-ups.
+open, so it is safe across fork and fast for the trainer's per-example look-ups. Each shard's payload checksum is
+checked as it is read (cache/integrity.py, the same check as the audio reader's).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import Sequence
 import h5py
 import numpy as np
 
+from cache.integrity import open_shard, verify_shard
 from cache.manifest import Manifest, ShardEntry, read_for_reading, resolve_cache
 from cache.shards import CacheIntegrityError, write_h5_shard
 from cache.verify import register_shard_check
@@ -99,7 +101,8 @@ register_shard_check(KIND, check_caption_shard)
 class CaptionCache:
     """All captions of one caption cache, in memory: `CaptionCache(dir)` or `CaptionCache.open(root, name, key)`."""
 
-    def __init__(self, directory: str | Path, allow_incomplete: bool = False):
+    def __init__(self, directory: str | Path, allow_incomplete: bool = False, verify: bool | None = None):
+        """`verify`: check payload checksums (default: unless AUDIORET_NO_VERIFY=1, `--no-verify`)."""
         self.directory = Path(directory)
         self.manifest = read_for_reading(self.directory, KIND, allow_incomplete)
         self.config: dict = dict(self.manifest.config)
@@ -113,16 +116,18 @@ class CaptionCache:
         self._bt: dict[str, dict[str, list[str]]] = {}
         for entry in self.manifest.shards:
             if entry.complete:
+                verify_shard(self.directory / entry.file, KIND, entry.sha256, verify)
                 self._read_shard(self.directory / entry.file)
         self._index = {cid: i for i, cid in enumerate(self.clip_ids)}
 
     @classmethod
-    def open(cls, cache_root: str | Path, name: str | None = None, key: str | None = None) -> "CaptionCache":
+    def open(cls, cache_root: str | Path, name: str | None = None, key: str | None = None,
+             verify: bool | None = None) -> "CaptionCache":
         """The newest complete captions cache named `name` (or with key prefix `key`) under `cache_root`."""
-        return cls(resolve_cache(cache_root, KIND, name=name, key=key))
+        return cls(resolve_cache(cache_root, KIND, name=name, key=key), verify=verify)
 
     def _read_shard(self, path: Path) -> None:
-        with h5py.File(path, "r") as f:
+        with open_shard(path, KIND) as f:
             if f.attrs.get("cache_key") != self.key:
                 raise CacheIntegrityError(
                     f"{path}: shard belongs to cache {f.attrs.get('cache_key')!r}, not {self.key}")
@@ -162,3 +167,37 @@ class CaptionCache:
         """(clip_id, caption_index, normalised text) for every caption (of `split`), in clip-id order."""
         return [(cid, i, text) for cid, s in zip(self.clip_ids, self.splits) if split is None or s == split
                 for i, text in enumerate(self._caps[cid])]
+
+
+def build_caption_cache(cache_root: str | Path, captions: dict[str, list[str]], name: str,
+                        dataset: str = "memory", splits: dict[str, str] | None = None,
+                        shard_size: int = 1000, code_version: str = "memory") -> Manifest:
+    """Write a complete caption cache (no back-translations) from captions already in memory: the counterpart of
+    `cache.audio_shards.build_audio_cache` for tests and benchmarks. The texts are stored as given, already
+    normalised; the key covers the config and every (clip id, split, captions) row."""
+    import hashlib
+
+    from cache.keys import cache_key
+    from cache.manifest import cache_dir_for, plan_shards
+
+    ids = sorted(captions)
+    split_of = splits or {c: "development" for c in ids}
+    config = {"name": name, "normalisation": "as given", "backend": "none", "pivots": [], "models": {},
+              "shard_size": shard_size}
+    rows = hashlib.sha256(json.dumps([[c, split_of[c], captions[c]] for c in ids]).encode("utf-8")).hexdigest()
+    key = cache_key(KIND, config, code_version, {}, [{"caption_rows_sha256": rows, "n_clips": len(ids)}])
+    directory = cache_dir_for(cache_root, KIND, key)
+    directory.mkdir(parents=True, exist_ok=True)
+    m = Manifest(kind=KIND, key=key, name=name, dataset=dataset, splits=sorted(set(split_of.values())),
+                 clip_ids=ids, clip_splits=[split_of[c] for c in ids], shard_size=shard_size,
+                 shards=plan_shards(len(ids), shard_size), config=config, code_version=code_version,
+                 extra={"n_captions": sum(len(v) for v in captions.values()), "failures": [], "problems": []})
+    for s in m.shards:
+        part = ids[s.start:s.start + s.count]
+        texts = [captions[c] for c in part]
+        s.sha256 = write_caption_shard(directory / s.file, part, [split_of[c] for c in part], texts, texts, {}, {},
+                                       key, config)
+        s.complete = True
+    m.complete = True
+    m.write(directory)
+    return m

@@ -9,7 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from cache.keys import key_dir_name
 from cache.publish import publish_file, publish_json
@@ -128,9 +128,12 @@ def iter_caches(cache_root: str | Path, kind: str | None = None) -> Iterator[tup
                 yield d, None
 
 
-def resolve_cache(cache_root: str | Path, kind: str, name: str | None = None, key: str | None = None) -> Path:
-    """The directory of the newest complete `kind` cache named `name`, or the one whose key starts with `key`."""
-    found = [(d, m) for d, m in iter_caches(cache_root, kind) if m is not None]
+def resolve_cache(cache_root: str | Path, kind: str, name: str | None = None, key: str | None = None,
+                  where: Callable[[Manifest], bool] | None = None) -> Path:
+    """The directory of the newest complete `kind` cache named `name`, or the one whose key starts with `key`.
+
+    `where` narrows the candidates (e.g. to audio caches of one feature definition: several can share a name)."""
+    found = [(d, m) for d, m in iter_caches(cache_root, kind) if m is not None and (where is None or where(m))]
     if key:
         hits = [(d, m) for d, m in found if m.key.startswith(key) or d.name.startswith(key)]
         if not hits:
@@ -152,14 +155,15 @@ def resolve_cache(cache_root: str | Path, kind: str, name: str | None = None, ke
     return max(complete, key=lambda dm: dm[1].created)[0]
 
 
-def publish_failures(directory: str | Path, rows: list[dict]) -> Path:
-    """Atomically write the failure report `failures.jsonl`: one JSON object per failed input."""
+def publish_failures(directory: str | Path, rows: list[dict], name: str = FAILURES_NAME) -> Path:
+    """Atomically write the failure report `directory/name` (default failures.jsonl): one JSON object per failed
+    input."""
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
 
-    return publish_file(Path(directory) / FAILURES_NAME, write)
+    return publish_file(Path(directory) / name, write)
 
 
 def finished_manifest(directory: str | Path, allow_failed: bool = True) -> Manifest | None:

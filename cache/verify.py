@@ -1,6 +1,7 @@
 """`cache ls`, `cache verify` and `cache gc` as plain functions (the CLI only formats their results).
 
-Verification re-reads every shard: the payload checksum recorded at publish time (file attribute and manifest),
+Verification re-reads every shard: the payload checksums recorded at publish time (sha256 in the file and the
+manifest, and the fast xxh3 digest the readers check, where the shard has one),
 the cache key attribute, and the kind's own structural checks (offsets, shapes, dtypes against the manifest).
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from cache.locks import CacheLock, CacheLockedError, is_locked
 from cache.manifest import FAILURES_NAME, Manifest, ShardEntry, iter_caches
 from cache.publish import stale_temp_files
-from cache.shards import CHECKSUM_ATTR, payload_checksum
+from cache.shards import CHECKSUM_ATTR, FAST_CHECKSUM_ATTR, payload_digests
 
 ShardCheck = Callable[[h5py.File, ShardEntry, Manifest], list[str]]
 
@@ -74,8 +75,10 @@ def verify_cache(directory: str | Path) -> list[str]:
                 local = []
                 if f.attrs.get("cache_key") != m.key:
                     local.append(f"cache_key attribute {f.attrs.get('cache_key')!r} is not {m.key}")
-                actual = payload_checksum(f)
-                if f.attrs.get(CHECKSUM_ATTR) != actual:
+                digests = payload_digests(f, ("sha256", "xxh3_128"))
+                actual = digests["sha256"]
+                fast = f.attrs.get(FAST_CHECKSUM_ATTR)
+                if f.attrs.get(CHECKSUM_ATTR) != actual or (fast is not None and fast != digests["xxh3_128"]):
                     local.append("payload checksum does not match the one recorded at publish time")
                 if entry.sha256 and entry.sha256 != actual:
                     local.append("payload checksum does not match the manifest")

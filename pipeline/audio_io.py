@@ -12,15 +12,28 @@ whose frames equal one whole-signal `log_mel` call up to float32 rounding (≤ 1
 step). Memory then grows only with the 32 kHz mono output (measured: 10 min of 48 kHz stereo WAV, peak RSS
 805 MB → 380 MB).
 
+Why it captures the decoder's stderr: libsndfile's mpg123 prints warnings ("Xing stream size off by more than
+1%", "ID3v2: unrealistic small tag length") straight to file descriptor 2 from C, with no file name; in a
+4,000-file prep they are noise nobody can act on. Every libsndfile call (open, seek, read) runs with fd 2
+redirected to a scratch file, and each line comes back through `on_message`, by default printed as
+`warning: <path>: <message>` (`prep audio` sends them to its parent, which prints them above the progress bar
+and counts them in its summary). The redirection is process-wide, so a lock serialises those calls between
+threads of one process (prep's local workers are processes; resampling and the log-mel run outside the lock).
+
 Why it checks what it decoded: a truncated download decodes "successfully" to a shorter clip in libsndfile (WAV,
 MP3), and a corrupt float WAV can hold NaN/inf or absurd magnitudes that turn into NaN features. Those are errors
 here, never silently cached.
 """
 from __future__ import annotations
 
+import os
 import re
 import stat
+import sys
+import tempfile
+import threading
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -33,6 +46,52 @@ MAX_ABS_SAMPLE = 1e6
 _STREAMING_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF}  # WAV data sizes streaming writers leave in the header on purpose
 _WAV_DATA_SIZE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 _MP3_FRAME = 1152
+T = TypeVar("T")
+
+
+_STDERR_LOCK = threading.Lock()
+_SCRATCH: dict[int, "object"] = {}  # pid → scratch file receiving fd 2 during libsndfile calls
+_C_PREFIX = re.compile(r"^\[[^\]]*\]\s*")  # mpg123's "[src/libmpg123/id3.c:INT123_parse_new_id3():950] "
+_LEVEL = re.compile(r"^(warning|note|error)\s*:\s*", re.IGNORECASE)
+MessageSink = Callable[[str], None]
+
+
+def _decoder_lines(raw: bytes) -> list[str]:
+    """The decoder's messages without its source-location prefix or its own "warning:" label."""
+    lines = (_LEVEL.sub("", _C_PREFIX.sub("", x.strip())) for x in raw.decode("utf-8", "replace").splitlines())
+    return [x for x in lines if x]
+
+
+def _scratch():
+    f = _SCRATCH.get(os.getpid())
+    if f is None:  # one per process: a forked child must not share its parent's file offset
+        _SCRATCH.clear()
+        f = _SCRATCH[os.getpid()] = tempfile.TemporaryFile()
+    return f
+
+
+def call_capturing_stderr(fn: Callable[[], T], on_message: MessageSink) -> T:
+    """`fn()` with file descriptor 2 redirected; each line C code printed there goes to `on_message` afterwards
+    (also when `fn` raises). Python's own sys.stderr is flushed first so none of its text is taken."""
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, AttributeError, ValueError):  # no usable fd 2 (closed, or no sys.stderr): nothing to catch
+            return fn()
+        sink = _scratch()
+        os.dup2(sink.fileno(), 2)
+        try:
+            return fn()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            raw = sink.read()
+            sink.seek(0)
+            sink.truncate()
+            for line in _decoder_lines(raw):
+                on_message(line)
 
 
 class AudioDecodeError(Exception):
@@ -106,23 +165,23 @@ def _sane_block(y: np.ndarray) -> None:
         raise AudioDecodeError(f"sample magnitude {peak:.3g} is not audio (corrupt float data?)")
 
 
-def _decode(path: Path, config: LogMelConfig) -> np.ndarray:
+def _decode(path: Path, config: LogMelConfig, on_message: MessageSink) -> np.ndarray:
     """Stream-decode, mix to mono and resample block by block; raise AudioDecodeError on anything wrong."""
     import soundfile
 
     parts: list[np.ndarray] = []
-    with soundfile.SoundFile(str(path)) as f:
+    with call_capturing_stderr(lambda: soundfile.SoundFile(str(path)), on_message) as f:
         rate, channels = f.samplerate, f.channels
         stream = None
         if rate != config.sample_rate and config.resampler.startswith("soxr"):
             import soxr
 
             stream = soxr.ResampleStream(rate, config.sample_rate, 1, dtype="float32", quality=config.resampler)
-        if f.seekable():
-            f.seek(0)  # as soundfile.read does: mpg123 then decodes bit-identically to a whole-file read
+        if f.seekable():  # as soundfile.read does: mpg123 then decodes bit-identically to a whole-file read
+            call_capturing_stderr(lambda: f.seek(0), on_message)
         decoded = 0
         while True:
-            block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+            block = call_capturing_stderr(lambda: f.read(BLOCK_FRAMES, dtype="float32", always_2d=True), on_message)
             if block.shape[0] == 0:
                 break
             y = block.mean(axis=1) if channels > 1 else block[:, 0].copy()
@@ -149,11 +208,19 @@ def _decode(path: Path, config: LogMelConfig) -> np.ndarray:
     return y
 
 
-def load_mono(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """Decode `path`, average the channels and resample to `config.sample_rate` with `config.resampler`."""
+def print_decoder_message(path: str | Path) -> MessageSink:
+    """The default `on_message`: `warning: <path>: <message>` on stderr."""
+    return lambda message: print(f"warning: {path}: {message}", file=sys.stderr, flush=True)
+
+
+def load_mono(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG,
+              on_message: MessageSink | None = None) -> np.ndarray:
+    """Decode `path`, average the channels and resample to `config.sample_rate` with `config.resampler`.
+    The decoder's own warnings go to `on_message` (default: `warning: <path>: ...` on stderr)."""
     import soundfile
 
     path = Path(path)
+    on_message = on_message or print_decoder_message(path)
     try:
         st = path.stat()
         if not stat.S_ISREG(st.st_mode):
@@ -165,7 +232,7 @@ def load_mono(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG) -> np.nda
     except PermissionError:
         raise AudioDecodeError("permission denied") from None
     try:
-        y = _decode(path, config)
+        y = _decode(path, config, on_message)
     except AudioDecodeError:
         raise
     except FileNotFoundError:
@@ -181,8 +248,9 @@ def load_mono(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG) -> np.nda
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
-def file_log_mel(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
+def file_log_mel(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG,
+                 on_message: MessageSink | None = None) -> np.ndarray:
     """Decode + resample + log-mel for one file: the whole per-clip feature path, float32 (frames, n_mels)."""
     from pipeline.features import log_mel_chunked
 
-    return log_mel_chunked(load_mono(path, config), config)
+    return log_mel_chunked(load_mono(path, config, on_message), config)

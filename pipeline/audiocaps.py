@@ -21,13 +21,14 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline.datasets import DATASET_KINDS, ClipRecord, DatasetError, Problems, problem, register_dataset
+from pipeline.datasets import (AUDIO_EXTENSIONS, DATASET_KINDS, ClipRecord, DatasetError, Problems, check_not_empty,
+                               problem,
+                               register_dataset)
 
 AUDIOCAPS_SPLITS = ("train", "val", "test")
 #: The roles the trainer gives these splits (Clotho names); documentation and the CLI's summary use it.
 SPLIT_ROLES = {"train": "development", "val": "validation", "test": "evaluation"}
 COLUMNS = ("audiocap_id", "youtube_id", "start_time", "caption")
-AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".mp3")
 
 
 def _csv_dirs(root: Path) -> list[Path]:
@@ -83,12 +84,14 @@ def _read_split(csv_path: Path, split: str, problems: Problems) -> dict[str, lis
         with open(csv_path, encoding="utf-8-sig", newline="") as f:
             reader = csv.DictReader(f)
             header = [h.strip() for h in (reader.fieldnames or [])]
+            check_not_empty(csv_path, header, n_rows=1)  # the header first; the row count once read
             missing = [c for c in COLUMNS if c not in header]
             if missing:
                 raise DatasetError(f"{csv_path}: missing column(s) {', '.join(missing)} "
                                    f"(header: {', '.join(header)})")
             clips: dict[str, list[tuple[int, str]]] = defaultdict(list)
-            for row in reader:
+            n_rows = 0
+            for n_rows, row in enumerate(reader, 1):
                 where = f"{csv_path}:{reader.line_num}"
                 yt, start = (row.get("youtube_id") or "").strip(), (row.get("start_time") or "").strip()
                 caption = (row.get("caption") or "").strip()
@@ -102,6 +105,7 @@ def _read_split(csv_path: Path, split: str, problems: Problems) -> dict[str, lis
                 entry = clips[clip_stem(yt, start)]  # a clip with only blank captions is still a clip
                 if caption:
                     entry.append((cap_id, caption))
+            check_not_empty(csv_path, header, n_rows)
             return clips
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{csv_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None

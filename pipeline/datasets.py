@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 CLOTHO_SPLITS = ("development", "validation", "evaluation")
+#: Extensions a reader that knows only a clip's stem (AudioCaps, WavCaps) tries, in this order.
+AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".mp3")
 _CAPTION_COLUMN = re.compile(r"^caption_(\d+)$")
 
 
@@ -36,13 +38,33 @@ class ClipRecord:
 
 
 Problems = list[dict]
-Loader = Callable[[Path, "Path | None", "list[str] | None"], tuple[list[ClipRecord], Problems]]
+Loader = Callable[..., tuple[list[ClipRecord], Problems]]
 DATASET_KINDS: dict[str, Loader] = {}
+#: dataset kind → the subset names `--subsets` may pick (kinds without any take no `subsets` argument)
+DATASET_SUBSETS: dict[str, tuple[str, ...]] = {}
 
 
-def register_dataset(name: str, loader: Loader) -> None:
-    """Make `load_records(name, ...)` call `loader(root, manifest, splits) -> (records, problems)`."""
+def register_dataset(name: str, loader: Loader, subsets: tuple[str, ...] = ()) -> None:
+    """Make `load_records(name, ...)` call `loader(root, manifest, splits) -> (records, problems)`.
+
+    A kind made of parts a user may pick (WavCaps' sources) names them in `subsets`; its loader is then also
+    called with `subsets=[...]` when the user picked some.
+    """
     DATASET_KINDS[name] = loader
+    DATASET_SUBSETS[name] = tuple(subsets)
+
+
+def check_subsets(dataset: str, subsets: list[str] | None) -> None:
+    """DatasetError unless every name in `subsets` is a subset of `dataset` (one line, listing the choices)."""
+    if not subsets:
+        return
+    known = DATASET_SUBSETS.get(dataset, ())
+    if not known:
+        with_subsets = sorted(k for k, v in DATASET_SUBSETS.items() if v)
+        raise DatasetError(f"dataset {dataset!r} has no subsets (--subsets applies to {', '.join(with_subsets)})")
+    unknown = [s for s in subsets if s not in known]
+    if unknown:
+        raise DatasetError(f"unknown {dataset} subset(s) {', '.join(unknown)}; choose from {', '.join(known)}")
 
 
 def problem(file: str | Path, split: str | None, error: str) -> dict:
@@ -51,17 +73,21 @@ def problem(file: str | Path, split: str | None, error: str) -> dict:
 
 
 def load_records(dataset: str, root: str | Path, manifest: str | Path | None = None,
-                 splits: list[str] | None = None) -> tuple[list[ClipRecord], Problems]:
+                 splits: list[str] | None = None,
+                 subsets: list[str] | None = None) -> tuple[list[ClipRecord], Problems]:
     """Records of `dataset` sorted by clip id, plus problem entries for rows that cannot be used.
 
     Duplicate clip ids are reported (the first row wins) because shard membership and caption lookup both key on
     the id; duplicates are judged before the `splits` filter so a clip id never changes meaning with the filter.
-    `splits` (None: all) filters after loading so every reader honours it the same way.
+    `splits` (None: all) filters after loading so every reader honours it the same way; `subsets` (None: the
+    reader's default) is handed to the reader, which alone knows which files make a subset.
     """
     if dataset not in DATASET_KINDS:
         raise DatasetError(f"unknown dataset kind {dataset!r}; known: {', '.join(sorted(DATASET_KINDS))}")
+    check_subsets(dataset, subsets)
     _LISTINGS.clear()  # folder listings are trusted for one read only
-    records, problems = DATASET_KINDS[dataset](Path(root), Path(manifest) if manifest else None, splits)
+    extra = {"subsets": list(subsets)} if subsets else {}
+    records, problems = DATASET_KINDS[dataset](Path(root), Path(manifest) if manifest else None, splits, **extra)
     wanted = set(splits) if splits else None
     seen: dict[str, ClipRecord] = {}
     for rec in records:
@@ -96,11 +122,26 @@ def _read_text(path: Path) -> str:
         raise DatasetError(f"{path}: cannot read ({exc.strerror})") from None
 
 
-def _read_csv(path: Path, text: str | None = None) -> tuple[list[str], list[tuple[int, dict]]]:
-    """(header, [(line number, row)]) of a UTF-8 CSV; quoted commas/newlines in names handled by csv."""
+def check_not_empty(path: Path, header: list[str] | None, n_rows: int, row: str = "clip") -> None:
+    """Refuse a table with no header (0-byte or blank file) or no rows below its header: reading "nothing" as a
+    dataset of 0 clips would only fail later, far from the cause (an empty split, a truncated download).
+    `row` names what one row is ("clip", "query") for the message."""
+    if not header:
+        raise DatasetError(f"{path}: file is empty (no header line); expected a CSV with a header and one row "
+                           f"per {row}")
+    if n_rows == 0:
+        raise DatasetError(f"{path}: no rows below the header ({', '.join(header)}); the file lists no {row} "
+                           "to read")
+
+
+def _read_csv(path: Path, text: str | None = None, row: str = "clip") -> tuple[list[str], list[tuple[int, dict]]]:
+    """(header, [(line number, row)]) of a UTF-8 CSV; quoted commas/newlines in names handled by csv.
+    An empty or header-only file is a DatasetError saying so (`row`: what one row is, for that message)."""
     reader = csv.DictReader(io.StringIO(_read_text(path) if text is None else text, newline=""))
     rows = [(reader.line_num, row) for row in reader]
-    return [h.strip() for h in (reader.fieldnames or [])], rows
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    check_not_empty(path, header, len(rows), row)
+    return header, rows
 
 
 def _nfc_names(folder: Path) -> dict[str, str]:
@@ -194,6 +235,8 @@ def _manifest_rows(path: Path) -> list[tuple[str, dict]]:
         if not isinstance(row, dict):
             row = {"__error__": "line is not a JSON object"}
         out.append((f"{path}:{i}", row))
+    if not out:
+        raise DatasetError(f"{path}: file is empty (no JSON lines); expected one object per clip")
     return out
 
 
@@ -246,3 +289,5 @@ register_dataset("manifest", load_manifest)
 
 # Readers defined in their own modules register themselves on import.
 import pipeline.audiocaps  # noqa: E402,F401  (registers "audiocaps")
+import pipeline.wavcaps  # noqa: E402,F401  (registers "wavcaps")
+import pipeline.folder  # noqa: E402,F401  (registers "folder")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 
+NAME = "panns-logmel"  # the feature name a cache records and an encoder asks for (trainer/data.py)
 FEATURE_CODE_VERSION = "logmel-2"  # 2: own float32 STFT (≤ 6e-6 dB from librosa.stft)
 FLOOR_DB = -100.0  # 10*log10(1e-10): silence and padding
 CHUNK_FRAMES = 6000  # log-mel frames per STFT call (60 s): clips up to a minute take exactly one call
@@ -96,23 +98,29 @@ def log_mel(waveform: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.n
 
 def log_mel_chunked(y: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG,
                     chunk_frames: int | None = None) -> np.ndarray:
-    """`features.log_mel(y)`, computed `chunk_frames` frames at a time so memory stays bounded on long clips.
+    """`features.log_mel(y)`, computed `chunk_frames` frames at a time so memory stays bounded on long clips."""
+    return frames_in_chunks(y, lambda seg: log_mel(seg, config), config.n_mels, config.hop_length, config.n_fft,
+                            chunk_frames)
 
-    Each chunk is given two hops of true context on either side (≥ n_fft/2 samples), so every kept frame sees
+
+def frames_in_chunks(y: np.ndarray, frame_fn: Callable[[np.ndarray], np.ndarray], n_bins: int, hop: int,
+                     n_fft: int, chunk_frames: int | None = None) -> np.ndarray:
+    """`frame_fn(y)` for a centred STFT-based feature (1 + len(y) // hop frames), `chunk_frames` frames at a time.
+
+    Each chunk is given whole hops of true context on either side (≥ n_fft/2 samples), so every kept frame sees
     exactly the samples it sees in one whole-signal call; only the real start and end of the clip use centre
     padding, as in one call. (The FFT batch differs, so a frame may differ by float32 rounding, ≤ 1 ulp.)
     """
     chunk_frames = chunk_frames or CHUNK_FRAMES
-    total = n_frames(len(y), config)
+    total = 1 + len(y) // hop
     if total <= chunk_frames:
-        return log_mel(y, config)
-    hop = config.hop_length
-    context = -(-(config.n_fft // 2) // hop)  # whole hops covering half a window
-    out = np.empty((total, config.n_mels), dtype=np.float32)
+        return frame_fn(y)
+    context = -(-(n_fft // 2) // hop)  # whole hops covering half a window
+    out = np.empty((total, n_bins), dtype=np.float32)
     for t0 in range(0, total, chunk_frames):
         t1 = min(total, t0 + chunk_frames)
         first = max(0, t0 - context)
-        seg = log_mel(y[first * hop:min(len(y), (t1 - 1 + context) * hop + 1)], config)
+        seg = frame_fn(y[first * hop:min(len(y), (t1 - 1 + context) * hop + 1)])
         out[t0:t1] = seg[t0 - first:t1 - first]
     return out
 
@@ -131,17 +139,24 @@ def _window(name: str, win_length: int, n_fft: int) -> np.ndarray:
 
 
 def _power_spectrogram(y: np.ndarray, config: LogMelConfig) -> np.ndarray:
-    """|STFT|² as (frames, 1 + n_fft/2) float32: librosa.stft's framing (centred, `pad_mode` padding), computed
-    with a strided frame view and scipy's float32 real FFT. It matches librosa.stft within 6e-6 dB after the log
-    (tests/test_features.py) at about half the time, which is most of `prep audio`'s per-clip cost."""
+    """|STFT|² as (frames, 1 + n_fft/2) float32 with this config's (periodic, librosa) window."""
+    window = _window(config.window, config.win_length, config.n_fft)
+    return power_spectrogram(y, config.n_fft, config.hop_length, window, config.center, config.pad_mode)
+
+
+def power_spectrogram(y: np.ndarray, n_fft: int, hop_length: int, window: np.ndarray, center: bool = True,
+                      pad_mode: str = "reflect") -> np.ndarray:
+    """|STFT|² as (frames, 1 + n_fft/2) float32: librosa.stft's / torch.stft's framing (centred, `pad_mode`
+    padding; `window` already zero-padded to n_fft), computed with a strided frame view and scipy's float32 real
+    FFT. It matches librosa.stft within 6e-6 dB after the log (tests/test_features.py) at about half the time,
+    which is most of `prep audio`'s per-clip cost."""
     import scipy.fft
     from numpy.lib.stride_tricks import sliding_window_view
 
-    if config.center:
-        y = np.pad(y, config.n_fft // 2, mode=config.pad_mode)
-    if y.size < config.n_fft:
-        raise ValueError(f"waveform of {y.size} samples is shorter than one {config.n_fft}-sample frame")
-    frames = sliding_window_view(y, config.n_fft)[:: config.hop_length]
-    spec = scipy.fft.rfft(frames * _window(config.window, config.win_length, config.n_fft), axis=1,
-                          overwrite_x=True)
+    if center:
+        y = np.pad(y, n_fft // 2, mode=pad_mode)
+    if y.size < n_fft:
+        raise ValueError(f"waveform of {y.size} samples is shorter than one {n_fft}-sample frame")
+    frames = sliding_window_view(y, n_fft)[::hop_length]
+    spec = scipy.fft.rfft(frames * window, axis=1, overwrite_x=True)
     return spec.real**2 + spec.imag**2

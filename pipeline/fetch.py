@@ -20,6 +20,8 @@ import requests
 import urllib3
 from tqdm import tqdm
 
+from cache.publish import human_bytes as human
+
 CHUNK = 1 << 14  # small enough that a killed run leaves most of what it received on disk
 TIMEOUT = (15.0, 60.0)  # (connect, read) seconds: a stalled read is retried, not waited for forever
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
@@ -94,14 +96,6 @@ def keep_aside(path: Path) -> Path:
         n += 1
     os.replace(path, target)
     return target
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TB"
 
 
 def require_free(directory: Path, needed: int, min_free: int, what: str) -> None:

@@ -1,4 +1,5 @@
-"""`prep audio`: decode every clip once, compute the log-mel, and publish it into fixed, immutable HDF5 shards.
+"""`prep audio`: decode every clip once, compute its features (pipeline/feature_defs.py), and publish them into
+fixed, immutable HDF5 shards.
 
 Why it is shaped this way (DESIGN.md, "Shard format"):
 - The cache key covers the extractor config, the code and decoder versions and every source fingerprint, so a
@@ -8,6 +9,8 @@ Why it is shaped this way (DESIGN.md, "Shard format"):
 - Each task is one whole shard, so a worker writes its own file (temp → fsync → rename) and the parent only
   re-publishes the small manifest; the parent never holds more than a bounded number of tasks in flight.
 - A file that cannot be decoded is a failure line (failures.jsonl + stderr), not a crash; the rest completes.
+- A full disk stops the stage with one line saying how much the unwritten shards need (`DiskFullError`); every
+  shard already published stays, so a re-run after freeing space finishes the same cache.
 """
 from __future__ import annotations
 
@@ -22,8 +25,9 @@ from cache.executor import make_executor, map_unordered
 from cache.keys import cache_key, source_fingerprint, source_relpath
 from cache.locks import CacheLock
 from cache.manifest import Manifest, ShardEntry, cache_dir_for, finished_manifest, plan_shards, publish_failures
-from cache.publish import stale_temp_files
+from cache.publish import disk_full_error, is_disk_full, stale_temp_files
 from pipeline.datasets import CLOTHO_SPLITS, ClipRecord, DatasetError, load_records
+from pipeline.exclude import ExclusionReport, exclude_from
 
 KIND = "audio"
 
@@ -39,28 +43,40 @@ class PrepResult:
     shards_done: int = 0
     shards_skipped: int = 0
     noop: bool = False
+    decoder_warnings: int = 0  # lines the decoder printed (each shown as `warning: <path>: ...`)
+    excluded: ExclusionReport | None = None  # what --exclude removed (None: no list given)
+    n_decoded: int = 0  # clips decoded into the cache by this run (0 when every shard was already cached)
 
 
-def _feature_config():
-    from pipeline.features import DEFAULT_CONFIG
+def _definition(features: str):
+    from pipeline.feature_defs import feature_definition
 
-    return DEFAULT_CONFIG
+    return feature_definition(features)
 
 
-def compute_key(records: list[ClipRecord], root: Path, dataset: str, name: str, content_hash: bool = False) -> str:
-    """sha256 over config, code + decoder versions and the sorted source fingerprints.
+def _versions(defn) -> dict:
+    """Decoder versions plus the feature definition's own (e.g. transformers for `hf:` extractors)."""
+    from pipeline.audio_io import decoder_versions
+
+    return {**decoder_versions(), **defn.versions}
+
+
+def compute_key(records: list[ClipRecord], root: Path, dataset: str, name: str, content_hash: bool = False,
+                features: str = "panns", exclude_sha256: str | None = None) -> str:
+    """sha256 over the feature definition (name, version, config), decoder versions and the source fingerprints.
 
     Each fingerprint also carries its clip id and split (they are stored in the shards, so a manifest that moves a
     clip to another split must not reuse the old cache), and the dataset kind + name join as one more entry so two
-    names for the same files get separate caches that `resolve_cache(name=...)` can each find.
+    names for the same files get separate caches that `resolve_cache(name=...)` can each find. An exclusion list's
+    content hash joins as one more entry (only when a list is given, so existing keys stay as they were).
     """
-    from pipeline.audio_io import decoder_versions
-    from pipeline.features import FEATURE_CODE_VERSION
-
     sources = [{**source_fingerprint(r.path, root, content_hash), "clip_id": r.clip_id, "split": r.split}
                for r in records]
     sources.append({"dataset": dataset, "name": name})
-    return cache_key(KIND, _feature_config().to_dict(), FEATURE_CODE_VERSION, decoder_versions(), sources)
+    if exclude_sha256:
+        sources.append({"exclude_sha256": exclude_sha256})
+    defn = _definition(features)
+    return cache_key(KIND, defn.cache_config(), defn.version, _versions(defn), sources)
 
 
 def _one_blas_thread() -> None:
@@ -76,7 +92,8 @@ def _one_blas_thread() -> None:
 
 
 def process_shard(task: dict) -> dict:
-    """Worker task: decode + log-mel every clip of one shard and publish the shard file.
+    """Worker task: decode + compute the features (task["features"], default the PANNs log-mel) of every clip of
+    one shard and publish the shard file.
 
     A clip that fails is left out of the shard and reported; the shard is still written so the re-run logic
     ("file exists and checksum matches → done") stays the same for every shard.
@@ -85,28 +102,30 @@ def process_shard(task: dict) -> dict:
 
     from cache.audio_shards import write_audio_shard
     from pipeline.audio_io import AudioDecodeError, load_mono
-    from pipeline.features import log_mel_chunked
 
     _one_blas_thread()
-    cfg = _feature_config()
-    ids, splits, feats, durations, failures = [], [], [], [], []
+    defn = _definition(task.get("features", "panns"))
+    ids, splits, feats, durations, failures, messages = [], [], [], [], [], []
     for clip_id, split, path in zip(task["clip_ids"], task["splits"], task["paths"]):
+        def to_parent(message: str, path: str = path) -> None:  # printed by the parent, above its progress bar
+            messages.append({"file": path, "message": message})
+
         try:
-            y = load_mono(path, cfg)  # the waveform's length is the clip's duration below
-            feat = log_mel_chunked(y, cfg)
+            y = load_mono(path, defn, to_parent)  # resampled to the definition's rate; its length is the duration
+            feat = defn.compute(y)
             if not np.isfinite(feat).all():  # never cache NaN/inf, whatever the decoder let through
-                raise ValueError("log-mel has NaN/inf values")
+                raise ValueError(f"{defn.name} features have NaN/inf values")
             feats.append(feat)
         except (AudioDecodeError, ValueError, OSError, MemoryError) as exc:
             failures.append({"file": path, "split": split, "clip_id": clip_id, "error": str(exc) or type(exc).__name__})
             continue
         ids.append(clip_id)
         splits.append(split)
-        durations.append(len(y) / cfg.sample_rate)
+        durations.append(len(y) / defn.sample_rate)
     sha, n_frames = write_audio_shard(task["path"], ids, splits, feats, np.asarray(durations, dtype=np.float64),
                                       task["key"], task["config"])
     return {"file": Path(task["path"]).name, "sha256": sha, "n_frames": int(n_frames), "failures": failures,
-            "durations": dict(zip(ids, durations)), "n_clips": len(task["clip_ids"])}
+            "durations": dict(zip(ids, durations)), "n_clips": len(task["clip_ids"]), "decoder_warnings": messages}
 
 
 def _shard_on_disk_ok(cache_dir: Path, entry: ShardEntry, planned_ids: list[str]) -> dict | None:
@@ -133,16 +152,15 @@ def _shard_on_disk_ok(cache_dir: Path, entry: ShardEntry, planned_ids: list[str]
         return None
 
 
-def _new_manifest(key: str, name: str, dataset: str, records: list[ClipRecord], shard_size: int) -> Manifest:
-    from pipeline.audio_io import decoder_versions
-    from pipeline.features import FEATURE_CODE_VERSION
-
+def _new_manifest(key: str, name: str, dataset: str, records: list[ClipRecord], shard_size: int,
+                  features: str = "panns") -> Manifest:
+    defn = _definition(features)
     splits = sorted({r.split for r in records}, key=lambda s: (CLOTHO_SPLITS.index(s) if s in CLOTHO_SPLITS else 9, s))
     return Manifest(kind=KIND, key=key, name=name, dataset=dataset, splits=splits,
                     clip_ids=[r.clip_id for r in records], clip_splits=[r.split for r in records],
                     shard_size=shard_size, shards=plan_shards(len(records), shard_size),
-                    config=_feature_config().to_dict(), code_version=FEATURE_CODE_VERSION,
-                    versions=decoder_versions(), extra={"durations": {}, "failures": [], "problems": []})
+                    config=defn.cache_config(), code_version=defn.version,
+                    versions=_versions(defn), extra={"durations": {}, "failures": [], "problems": []})
 
 
 def _stderr(line: str) -> None:
@@ -153,45 +171,96 @@ def _all_failures(m: Manifest) -> list[dict]:
     return list(m.extra.get("problems", [])) + list(m.extra.get("failures", []))
 
 
+def _refuse_if_nothing_decoded(m: Manifest, cache_dir: Path, source: Path) -> None:
+    """Every clip failed: an error (exit 1), not a partial success. The cache stays incomplete, so neither a
+    re-run's fast path nor training ever takes it for a 0-clip dataset; failures.jsonl still lists each file."""
+    if m.extra.get("durations"):
+        return
+    raise DatasetError(f"{source}: none of the {len(m.clip_ids)} clip(s) could be decoded, nothing was cached; "
+                       f"see {cache_dir / 'failures.jsonl'}")
+
+
 def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None = None, name: str | None = None,
                splits: list[str] | None = None, workers: int | None = None, shard_size: int = 256,
+               subsets: list[str] | None = None,
                wait_lock: float | None = 0.0, content_hash: bool = False, progress: bool = True,
-               report: Callable[[str], None] | None = None, scheduler: str | None = None) -> PrepResult:
-    """Fill (or finish) the audio cache of `dataset` under `cache_root`; return what happened.
+               report: Callable[[str], None] | None = None, scheduler: str | None = None,
+               features: str = "panns", exclude: str | Path | None = None) -> PrepResult:
+    """Fill (or finish) the audio cache of `dataset` under `cache_root` with the `features` definition
+    (pipeline/feature_defs.py: "panns", "passt" or "hf:<extractor>"); return what happened.
 
     Raises `DatasetError` when the dataset cannot be read and `CacheLockedError` when another writer holds the
     cache. `report` receives one `path: problem` line per failed file (default: stderr, above the progress bar).
+    `exclude`: an exclusion list (pipeline/exclude.py) whose clips are removed before anything is cached.
     """
     root = Path(root)
     name = name or dataset
-    records, problems = load_records(dataset, root, manifest, splits)
+    records, problems = load_records(dataset, root, manifest, splits, subsets)
+    records, problems, excluded = exclude_from(records, problems, exclude)
     if not records:
         for p in problems:
             (report or _stderr)(f"{p['file']}: {p['error']}")
         raise DatasetError(f"{manifest or root}: no usable audio clips ({len(problems)} problem rows)")
-    key = compute_key(records, root, dataset, name, content_hash)
+    key = compute_key(records, root, dataset, name, content_hash, features,
+                      excluded.sha256 if excluded else None)
     cache_dir = cache_dir_for(cache_root, KIND, key)
 
     done = finished_manifest(cache_dir)  # fast path: no lock needed to see a finished cache
-    if done is not None:
+    if done is not None and done.extra.get("durations"):
         return PrepResult(cache_dir, key, len(done.clip_ids), _all_failures(done),
-                          shards_skipped=len(done.shards), noop=True)
+                          shards_skipped=len(done.shards), noop=True, excluded=excluded)
 
+    try:
+        return _prep_locked(cache_dir, key, name, dataset, records, problems, shard_size, wait_lock, workers,
+                            progress, report, scheduler, features, Path(manifest or root), excluded, root)
+    except OSError as exc:
+        if is_disk_full(exc, cache_dir):
+            need = space_needed(records, shard_size, cache_dir, features)
+            raise disk_full_error(cache_dir, "the shards not yet written", need, "finished shards") from exc
+        raise
+
+
+def space_needed(records: list[ClipRecord], shard_size: int, cache_dir: Path, features: str = "panns") -> int:
+    """Bytes the shards not on disk yet will take: frames × bins × 2 (float16) per clip, durations read from
+    the files' headers (30 s where a header cannot be read), plus HDF5 overhead per clip and per shard."""
+    import soundfile as sf
+
+    defn = _definition(features)
+    need = 0
+    for entry in plan_shards(len(records), shard_size):
+        if (cache_dir / entry.file).is_file():
+            continue
+        need += 64 << 10
+        for r in records[entry.start:entry.start + entry.count]:
+            try:
+                seconds = sf.info(str(r.path)).duration
+            except (RuntimeError, OSError, ValueError):
+                seconds = 30.0
+            need += (int(seconds * defn.frames_per_second) + 1) * defn.n_bins * 2 + 256
+    return need
+
+
+def _prep_locked(cache_dir: Path, key: str, name: str, dataset: str, records: list[ClipRecord], problems: list,
+                 shard_size: int, wait_lock: float | None, workers: int | None, progress: bool,
+                 report: Callable[[str], None] | None, scheduler: str | None, features: str,
+                 source: Path, excluded: ExclusionReport | None, root: Path) -> PrepResult:
     cache_dir.mkdir(parents=True, exist_ok=True)
     with CacheLock(cache_dir, wait=wait_lock):
         done = finished_manifest(cache_dir)  # another writer may have finished while we waited
-        if done is not None:
+        if done is not None and done.extra.get("durations"):
             return PrepResult(cache_dir, key, len(done.clip_ids), _all_failures(done),
-                              shards_skipped=len(done.shards), noop=True)
+                              shards_skipped=len(done.shards), noop=True, excluded=excluded)
         try:
             m = Manifest.read(cache_dir)
             if m.key != key:
                 raise ValueError("key mismatch")
         except (OSError, ValueError, TypeError, KeyError):
-            m = _new_manifest(key, name, dataset, records, shard_size)
+            m = _new_manifest(key, name, dataset, records, shard_size, features)
         for tmp in stale_temp_files(cache_dir):  # half-written shards of a killed run: never read, now removed
             tmp.unlink(missing_ok=True)
         m.extra["problems"] = problems
+        if excluded:
+            m.extra["exclude"] = excluded.to_dict()
         # Where each clip came from (`audioret report` links the recordings); not part of the key.
         m.extra["root"] = str(root.resolve())
         m.extra["sources"] = {r.clip_id: source_relpath(r.path, root) for r in records}
@@ -199,18 +268,22 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
         m.write(cache_dir)
         for p in problems:
             (report or _stderr)(f"{p['file']}: {p['error']}")
-        result = _run_shards(m, records, cache_dir, workers or os.cpu_count() or 1, progress, report, scheduler)
+        result = _run_shards(m, records, cache_dir, workers or os.cpu_count() or 1, progress, report, scheduler,
+                             features)
         for tmp in stale_temp_files(cache_dir):  # left by workers of a killed run that were still exiting
             tmp.unlink(missing_ok=True)
         publish_failures(cache_dir, _all_failures(m))  # before `complete`: a kill between them loses nothing
+        _refuse_if_nothing_decoded(m, cache_dir, source)
         m.complete = True
         m.write(cache_dir)
     result.failures = _all_failures(m)
+    result.excluded = excluded
     return result
 
 
 def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers: int, progress: bool,
-                report: Callable[[str], None] | None, scheduler: str | None = None) -> PrepResult:
+                report: Callable[[str], None] | None, scheduler: str | None = None,
+                features: str = "panns") -> PrepResult:
     """Skip finished shards, run the rest in a bounded process pool, re-publish the manifest after each shard."""
     from tqdm import tqdm
 
@@ -233,6 +306,7 @@ def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers
         entry.complete = False
         failures[:] = [f for f in failures if f.get("clip_id") not in set(ids)]
         todo.append({"path": str(cache_dir / entry.file), "clip_ids": ids, "key": m.key, "config": m.config,
+                     "features": features,
                      "splits": [by_id[i].split for i in ids], "paths": [str(by_id[i].path) for i in ids]})
     if result.shards_skipped:
         m.write(cache_dir)
@@ -252,10 +326,15 @@ def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers
             entry.n_failed, entry.complete = len(out["failures"]), True
             durations.update(out["durations"])
             failures.extend(out["failures"])
+            say = report or (lambda line: bar.write(line, file=sys.stderr))
+            for warning in out["decoder_warnings"]:
+                say(f"warning: {warning['file']}: {warning['message']}")
+            result.decoder_warnings += len(out["decoder_warnings"])
             for fail in out["failures"]:
-                (report or (lambda line: bar.write(line, file=sys.stderr)))(f"{fail['file']}: {fail['error']}")
+                say(f"{fail['file']}: {fail['error']}")
             m.write(cache_dir)
             result.shards_done += 1
+            result.n_decoded += out["n_clips"] - len(out["failures"])
             audio_s += sum(out["durations"].values())
             bar.update(out["n_clips"])
             bar.set_postfix_str(f"{audio_s / max(time.monotonic() - t0, 1e-9):.1f} audio-s/s", refresh=False)

@@ -9,11 +9,16 @@ lands in immutable shards that every training run reads. Resumability comes in t
   publish = temp → fsync → rename; a writer lock; failures.jsonl.
 A text the translator answered for but could not translate is a *failure* (listed; its shard stores "" there and
 readers fall back to the original; exit 3; a rerun retries only those). A translator that is unusable (network
-down, rate limit persists, model missing) stops the run with exit 1: what was translated stays in the store.
+down, rate limit persists, model missing) stops the run with exit 1: what was translated stays in the store. So
+does a full disk, reported in one line with the space the stage needs (`_disk_full_reported`).
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
+import inspect
+import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +28,9 @@ from cache.caption_shards import KIND, write_caption_shard
 from cache.keys import cache_key, canonical_json
 from cache.locks import CacheLock
 from cache.manifest import Manifest, cache_dir_for, finished_manifest, plan_shards, publish_failures
-from pipeline.datasets import ClipRecord, load_records
+from cache.publish import disk_full_error, is_disk_full
+from pipeline.datasets import ClipRecord, DatasetError, load_records, problem
+from pipeline.exclude import ExclusionReport, exclude_from
 from pipeline.text import NORMALISATION, normalise_caption
 from pipeline.translate import SOURCE_LANG, Backend, TranslationResult, make_backend, translate_all
 from pipeline.translate.store import TranslationStore
@@ -43,6 +50,8 @@ class CaptionPrepResult:
     n_requested: int = 0  # texts sent to the translator in this run (0 on a rerun)
     failures: list[dict] = field(default_factory=list)  # translation failures (exit 3)
     problems: list[dict] = field(default_factory=list)  # dataset rows skipped (e.g. audio missing)
+    dropped: list[dict] = field(default_factory=list)  # captions that normalise to "" (also in problems)
+    excluded: ExclusionReport | None = None  # what --exclude removed (None: no list given)
 
 
 def _versions(backend: str) -> dict:
@@ -120,13 +129,74 @@ def _shard_payload(recs: Sequence[ClipRecord], pivots: Sequence[str], fwd: dict,
     return bt, bt_raw
 
 
+def drop_empty_captions(records: Sequence[ClipRecord]) -> tuple[list[ClipRecord], list[dict]]:
+    """Records without the captions that normalise to "" ("!!!", "..."), and one problem entry per dropped caption.
+
+    Why: an empty caption would become an all-padding text input (no words to retrieve by) and, as an evaluation
+    query, a row no model can answer; dropping it (warned, listed in failures.jsonl) keeps the rest usable."""
+    kept: list[ClipRecord] = []
+    dropped: list[dict] = []
+    for r in records:
+        good = [c for c in r.captions if normalise_caption(c)]
+        if len(good) < len(r.captions):
+            for i, c in enumerate(r.captions):
+                if not normalise_caption(c):
+                    dropped.append({**problem(r.path, r.split, f"caption {i + 1} {c!r} is empty after normalisation "
+                                                               "(no letters or digits); dropped"),
+                                    "clip_id": r.clip_id})
+            r = dataclasses.replace(r, captions=good)
+        kept.append(r)
+    return kept, dropped
+
+
+
+def caption_space_needed(records: Sequence[ClipRecord], n_pivots: int) -> int:
+    """Bytes of the caption shards and translation store for `records`: each caption's UTF-8 text stored raw and
+    normalised, and per pivot its back-translation (normalised and raw) in the shards plus the forward and backward
+    translation in the SQLite store; ×2 for HDF5/SQLite overhead, plus 16 KiB per 1000 clips."""
+    text = sum(len(c.encode("utf-8")) + 16 for r in records for c in r.captions)
+    return 2 * text * (2 + 4 * n_pivots) + (16 << 10) * (1 + len(records) // 1000)
+
+
+def _disk_full_reported(fn):
+    """A full disk (OSError ENOSPC, or SQLite's "database or disk is full") becomes one DiskFullError line with
+    the space the stage needs; the shards and translations committed before it stay for the re-run."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (OSError, sqlite3.Error) as exc:
+            a = inspect.signature(fn).bind(*args, **kwargs)
+            a.apply_defaults()
+            root = Path(a.arguments["cache_root"])
+            if not is_disk_full(exc, root):
+                raise
+            records, _ = load_records(a.arguments["dataset"], a.arguments["root"], a.arguments["manifest"],
+                                      a.arguments["splits"], a.arguments["subsets"])
+            pivots = 0 if a.arguments["translator"] == "none" else len(a.arguments["pivots"])
+            raise disk_full_error(root, "the caption shards and translations", caption_space_needed(records, pivots),
+                                  "finished shards and translations") from exc
+    return wrapper
+
+
+@_disk_full_reported
 def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | None = None,
                   name: str | None = None, splits: list[str] | None = None, translator: str = "none",
                   pivots: Sequence[str] = DEFAULT_PIVOTS, batch_size: int = 64, device: str = "auto",
                   marian_template: str | None = None, google: dict | None = None, shard_size: int = 1000,
-                  wait_lock: float | None = 0.0, progress: bool = True) -> CaptionPrepResult:
-    """Build (or finish) the captions cache of `dataset`; raises TranslatorUnavailable / DatasetError."""
-    records, problems = load_records(dataset, root, manifest, splits)
+                  wait_lock: float | None = 0.0, progress: bool = True,
+                  subsets: list[str] | None = None, exclude: str | Path | None = None) -> CaptionPrepResult:
+    """Build (or finish) the captions cache of `dataset`; raises TranslatorUnavailable / DatasetError.
+
+    `exclude`: an exclusion list (pipeline/exclude.py); its clips are removed exactly as `prep audio` removes them
+    and its content hash joins the key."""
+    records, problems = load_records(dataset, root, manifest, splits, subsets)
+    records, problems, excluded = exclude_from(records, problems, exclude)
+    if not records:  # a 0-clip caption cache would be "complete" and useless
+        example = f"; e.g. {problems[0]['file']}: {problems[0]['error']}" if problems else ""
+        raise DatasetError(f"{manifest or root}: no usable clips ({len(problems)} problem rows{example})")
+    records, dropped = drop_empty_captions(records)
+    problems += dropped
     name = name or dataset
     options: dict = {}
     if translator == "marian":
@@ -137,10 +207,11 @@ def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | N
         options = dict(google or {})
     backend = make_backend(translator, **options)
     config = caption_config(name, translator, backend, pivots, shard_size)
-    key = cache_key(KIND, config, CODE_VERSION, _versions(translator), [records_fingerprint(records)])
+    sources = [records_fingerprint(records)] + ([{"exclude_sha256": excluded.sha256}] if excluded else [])
+    key = cache_key(KIND, config, CODE_VERSION, _versions(translator), sources)
     cache_dir = cache_dir_for(cache_root, KIND, key)
     result = CaptionPrepResult(cache_dir, key, len(records), sum(len(r.captions) for r in records),
-                               problems=problems)
+                               problems=problems, dropped=dropped, excluded=excluded)
     done = finished_manifest(cache_dir, allow_failed=False)
     if done is not None:
         result.noop = True
@@ -177,6 +248,8 @@ def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | N
             result.shards_done += 1
             m.write(cache_dir)
         m.extra["problems"] = problems
+        if excluded:
+            m.extra["exclude"] = excluded.to_dict()
         m.complete = all(s.complete for s in m.shards)
         result.failures = list(m.extra.get("failures", []))
         publish_failures(cache_dir, problems + result.failures)

@@ -43,6 +43,13 @@ def run_cli(*args: str, check: bool = False, timeout: float = 300, env: dict | N
     return proc
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _user_cache_in_tmp(tmp_path_factory) -> None:
+    """Commands with a default user cache (`predict`, `retrieve --audio-dir`) write under pytest's temp dir, never
+    into the home directory (subprocesses inherit it through cli_env)."""
+    os.environ["AUDIORET_CACHE"] = str(tmp_path_factory.getbasetemp() / "user-cache")
+
+
 @pytest.fixture
 def audio_dir() -> Path:
     """Real CC0 / CC BY-SA clips (MP3, FLAC incl. stereo, 8 kHz WAV) with their licence files."""

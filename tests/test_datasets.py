@@ -39,8 +39,7 @@ def clotho(tmp_path: Path) -> Path:
               [["Forest ambience, birds.mp3", *caps], ["Grüße aus Köln.flac", "drums, fast", *caps[1:]]])
     write_csv(tmp_path / "clotho_captions_validation.csv", header,
               [["zero one.wav", *caps], ["gone.wav", *caps]])
-    write_csv(tmp_path / "clotho_captions_evaluation.csv", header, [])
-    return tmp_path
+    return tmp_path  # no evaluation CSV: a split without one is simply absent (a header-only one is an error)
 
 
 def test_clotho_layout_reads_awkward_names_and_reports_missing_audio(clotho: Path) -> None:
@@ -56,7 +55,6 @@ def test_clotho_layout_reads_awkward_names_and_reports_missing_audio(clotho: Pat
 def test_clotho_splits_filter_and_missing_split_csv(clotho: Path) -> None:
     records, problems = load_records("clotho", clotho, splits=["validation"])
     assert [r.clip_id for r in records] == ["zero one.wav"] and len(problems) == 1
-    (clotho / "clotho_captions_evaluation.csv").unlink()
     with pytest.raises(DatasetError, match="clotho_captions_"):
         load_records("clotho", clotho, splits=["evaluation"])
     with pytest.raises(DatasetError, match="not a directory"):

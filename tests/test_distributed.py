@@ -5,9 +5,11 @@ would catch a missing gather, a wrong label offset or a wrong loss scale.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -214,3 +216,51 @@ def test_shard_plan_splits_global_batches_and_decorrelates_seeds() -> None:
     assert parts[0].seeds != parts[1].seeds and len(parts[0].seeds) == 2
     assert parts[0].starts is plan.starts  # crops are per row: unchanged
     assert D.shard_plan(plan, 0, 1) is plan
+
+
+def _stream_worker(rank: int, port: int, cache: str, out_dir: str) -> None:
+    """One rank of a streamed epoch over a real cache: record every clip it reads from the shards."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from trainer.config import load_config
+    from trainer.data import TrainData
+    from trainer.loop import open_caches
+
+    D.init_distributed()
+    audio, captions = open_caches(Path(cache), "demo", None, None)
+    read: list[int] = []
+    get = audio.get
+    audio.get = lambda clip: read.append(int(clip)) or get(clip)  # the shard reads StreamedBatches makes
+    cfg = load_config(None, ["resident=stream", "num_workers=0", "batch_size=10", "p_eda=0", "p_bt=0"])
+    data = D.shard_train_data(TrainData(audio, captions, "development", cfg, torch.device("cpu")))
+    rows = [r for b in data.plan(1).batches for r in b.tolist()]
+    n_batches = sum(1 for _ in data.epoch(1))
+    global_plan = [b.tolist() for b in TrainData.plan(data, 1).batches]
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+        json.dump({"rows": rows, "read": read, "clip_pos": data.table.clip_pos.tolist(), "global": global_plan,
+                   "n_batches": n_batches}, f)
+    D.cleanup()
+
+
+def test_each_rank_streams_only_its_own_slices_of_one_epoch(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """2 gloo ranks, streamed mode: what each rank reads from the shards is exactly its slices of the global
+    plan; together the ranks read one epoch with no row twice, less the rows a global batch that does not split
+    evenly over the ranks loses (equal slices are needed for the all-gather)."""
+    from demo_fixtures import demo_cache
+
+    cache = demo_cache(tmp_path_factory.getbasetemp())
+    out = tmp_path_factory.mktemp("ddp-stream")
+    with _reserved_port() as port:
+        mp.spawn(_stream_worker, args=(port, str(cache), str(out)), nprocs=WORLD, join=True)
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    assert ranks[0]["global"] == ranks[1]["global"]  # every rank plans the same global epoch
+    for r in ranks:
+        assert r["read"] == [r["clip_pos"][row] for row in r["rows"]]  # reads = own rows, in order, nothing else
+    assert ranks[0]["n_batches"] == ranks[1]["n_batches"] > 0
+    assert not set(ranks[0]["rows"]) & set(ranks[1]["rows"])
+    every_row = [row for b in ranks[0]["global"] for row in b]
+    trimmed = [row for b in ranks[0]["global"] for row in b[len(b) // WORLD * WORLD:]]
+    assert sorted(every_row) == list(range(len(ranks[0]["clip_pos"])))
+    assert sorted(ranks[0]["rows"] + ranks[1]["rows"]) == sorted(set(every_row) - set(trimmed))
+    assert len(trimmed) < len(every_row) // 10

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
+import shutil
+import types
+import zipfile
 
 import numpy as np
 import pytest
@@ -147,6 +151,66 @@ def test_load_panns_checkpoint_reports_mismatch_and_refuses_bad_input(tmp_path) 
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelLoadError, match="junk.pth: cannot read checkpoint"):
         model.load_panns_checkpoint(tmp_path / "junk.pth")
+
+
+class _Numpy1Pickler(pickle._Pickler):
+    """Writes numpy globals under the names numpy 1.x used (`numpy.core.multiarray._reconstruct`), i.e. the
+    byte layout of a checkpoint saved in 2020 such as PANNs' `Cnn10_mAP=0.380.pth`, from numpy 2 objects."""
+
+    def save_global(self, obj, name=None):
+        if getattr(obj, "__module__", None) == "numpy._core.multiarray":
+            self.write(pickle.GLOBAL + b"numpy.core.multiarray\n" + obj.__name__.encode() + b"\n")
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
+
+
+def _numpy1_pickle_module() -> types.ModuleType:
+    module = types.ModuleType("numpy1_pickle")
+    module.Pickler = _Numpy1Pickler
+    return module
+
+
+def test_panns_checkpoint_pickled_by_numpy_1_loads_weights_only(tmp_path) -> None:
+    sd = panns_state_dict()
+    sampler = {"indexes": np.arange(7), "probs": np.linspace(0, 1, 5, dtype=np.float32), "best": np.float64(0.38)}
+    path = tmp_path / "Cnn10_mAP=0.380.pth"
+    torch.save({"iteration": 480000, "model": sd, "sampler": sampler}, path,
+               pickle_module=_numpy1_pickle_module(), pickle_protocol=2)
+    with zipfile.ZipFile(path) as z:
+        stream = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    assert b"numpy.core.multiarray\n_reconstruct" in stream and b"numpy._core" not in stream
+    model = AudioEncoder(embed_dim=8, hidden=16)
+    report = model.load_panns_checkpoint(path)
+    assert len(report["loaded"]) == 5 + 4 * 12
+    own = model.state_dict()
+    for k in report["loaded"]:
+        assert torch.equal(own[k], sd[k]), k
+
+
+@pytest.mark.parametrize("target, name", [(os.system, f"{os.system.__module__}.system"),
+                                          (shutil.rmtree, "shutil.rmtree")])
+def test_checkpoint_with_a_foreign_global_is_refused_naming_it_and_never_run(tmp_path, target, name) -> None:
+    victim = tmp_path / "keep"
+    victim.mkdir()
+
+    class RunsACommand:
+        def __reduce__(self):
+            return (target, (f"rm -r {victim}",) if target is os.system else (str(victim),))
+
+    torch.save({"model": panns_state_dict(), "extra": RunsACommand()}, tmp_path / "evil.pth")
+    with pytest.raises(ModelLoadError) as exc:
+        AudioEncoder(embed_dim=8, hidden=16).load_panns_checkpoint(tmp_path / "evil.pth")
+    assert str(exc.value) == (f"{tmp_path / 'evil.pth'}: refused: the checkpoint needs the global {name}, which a "
+                              "weights-only load does not allow (only tensors and numpy arrays are read; nothing "
+                              "in the file was run)")
+    assert victim.is_dir()
+
+
+def test_missing_panns_checkpoint_is_reported_as_missing_whatever_the_width(tmp_path) -> None:
+    for model in (AudioEncoder(embed_dim=8, hidden=16), small_encoder()):
+        with pytest.raises(ModelLoadError, match=r"nope\.pth: checkpoint not found$"):
+            model.load_panns_checkpoint(tmp_path / "nope.pth")
 
 
 @pytest.fixture(scope="module")

@@ -101,6 +101,31 @@ def test_bad_inputs_are_reported_and_the_rest_completes(messy: Path, tmp_path: P
     check_cache(cache_dir)
 
 
+def test_passt_features_get_their_own_128_bin_cache(tmp_path: Path) -> None:
+    from pipeline.audio_io import load_mono
+    from pipeline.passt_features import passt_mel
+
+    srcs = [AUDIO / "animals_cc0" / "cat.mp3", AUDIO / "sonic_pi_cc0" / "loop_amen.flac",
+            AUDIO / "fsdd_ccbysa" / "0_george_0.wav"]
+    for src in srcs:
+        shutil.copy(src, tmp_path / src.name)
+    man = write_manifest(tmp_path / "clips.csv", [tmp_path / s.name for s in srcs])
+    passt = prep(man, tmp_path / "cache", "--features", "passt", "--workers", "1")
+    panns = prep(man, tmp_path / "cache", "--workers", "1")
+    assert passt.returncode == 0 == panns.returncode, passt.stderr + panns.stderr
+    assert printed_dir(passt) != printed_dir(panns)  # another definition, another key
+    m = check_cache(printed_dir(passt))
+    assert m.config["feature"] == "passt-mel" and m.code_version == m.config["feature_version"]
+    ac = AudioCache(printed_dir(passt))
+    assert ac.n_mels == 128 and AudioCache(printed_dir(panns)).n_mels == 64
+    for src in srcs:
+        want = passt_mel(load_mono(src)).astype(np.float16)
+        assert np.array_equal(np.asarray(ac.get(src.name)), want), src.name
+    assert run_cli("cache", "verify", tmp_path / "cache").returncode == 0
+    bad = prep(man, tmp_path / "cache", "--features", "mfcc")
+    assert bad.returncode == 2 and "unknown features 'mfcc'" in bad.stderr
+
+
 def test_key_covers_mtime_content_split_and_name(tmp_path: Path) -> None:
     clips = make_clips(tmp_path / "clips", 3, seconds=0.5)
     man = write_manifest(tmp_path / "clips" / "m.csv", clips)

@@ -4,8 +4,11 @@ from __future__ import annotations
 import tomllib
 
 import pytest
+import torch
 
-from trainer.config import ConfigError, TrainConfig, diff, load_config, resolve_split, save_config
+from conftest import run_cli
+from trainer.config import (ConfigError, TrainConfig, check_audio_checkpoint, diff, load_config, resolve_split,
+                            save_config)
 
 
 def test_defaults_are_the_papers_best_trial_and_recipe():
@@ -77,3 +80,25 @@ def test_split_aliases_and_diff():
         resolve_split("validation", ["development"])
     a, b = load_config(), load_config(None, ["epochs=3", "lr=1e-3"])
     assert diff(a, b) == {"epochs": (50, 3), "lr": (2e-5, 1e-3)} and diff(a, b, {"epochs", "lr"}) == {}
+
+
+@pytest.mark.parametrize("width, exists, message", [
+    ("1", False, "checkpoint not found"), ("0.5", False, "checkpoint not found"),
+    ("0.5", True, "needs audio_width=1 (PANNs' CNN10 channel counts), got audio_width=0.5"),
+])
+def test_audio_checkpoint_is_checked_before_caches_and_text_model(tmp_path, width, exists, message):
+    """Through the real CLI on an empty cache root and a text model that does not exist: the config error must
+    come first (exit 2), not "no complete audio cache" or a text-model load failure."""
+    ckpt = tmp_path / "Cnn10_mAP=0.380.pth"
+    if exists:
+        torch.save({"model": {}}, ckpt)
+    (tmp_path / "cache").mkdir()
+    proc = run_cli("train", "--cache", tmp_path / "cache", "--out", tmp_path / "run", "--no-progress",
+                   "--set", f"audio_checkpoint={ckpt}", "--set", f"audio_width={width}",
+                   "--set", f"text_model={tmp_path / 'no-such-model'}")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: config key 'audio_checkpoint': {ckpt}: {message}" if not exists
+        else f"error: config key 'audio_checkpoint' {message}; drop one of the two")
+    assert not (tmp_path / "run").exists()
+    check_audio_checkpoint(load_config(None, ["audio_width=0.5"]))  # no checkpoint: any width is fine

@@ -2,6 +2,7 @@
 and the resident and streamed paths producing the same batches from real caches."""
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import numpy as np
@@ -12,8 +13,8 @@ from cache.audio_shards import AudioCache
 from cache.caption_shards import CaptionCache
 from trainer.augment import FLOOR_DB
 from trainer.config import load_config
-from trainer.data import (DataError, StreamedBatches, TrainData, check_audio_config, crop_windows, pad_arrays,
-                          plan_batches)
+from trainer.data import (ENCODER_FEATURES, DataError, StreamedBatches, TrainData, check_audio_config, crop_windows,
+                          pad_arrays, plan_batches)
 from demo_fixtures import demo_cache
 
 
@@ -67,6 +68,40 @@ def test_foreign_feature_config_is_refused():
     assert check_audio_config({"n_mels": 64, "sample_rate": 32000, "hop_length": 320}, "x") == 100.0
 
 
+def test_cache_of_another_feature_definition_is_refused_naming_both():
+    from pipeline.feature_defs import feature_definition
+
+    passt = feature_definition("passt").cache_config()
+    with pytest.raises(DataError) as err:
+        check_audio_config(passt, "some/cache")
+    msg = str(err.value)
+    assert "passt-mel (passt-mel-1)" in msg and "cnn10 encoder needs panns-logmel" in msg and "\n" not in msg
+    assert "--features panns" in msg
+    panns = feature_definition("panns").cache_config()
+    assert panns["feature"] == ENCODER_FEATURES["cnn10"]["feature"]  # the trainer's name is pipeline's name
+    assert check_audio_config(panns, "x") == 100.0
+
+
+def test_newest_cache_that_fits_the_encoder_is_chosen_among_one_name(tmp_path):
+    from cache.audio_shards import build_audio_cache
+    from pipeline.feature_defs import feature_definition
+    from trainer.loop import open_audio_cache
+
+    one = {"a.wav": np.zeros((50, 64), np.float32)}
+    legacy = build_audio_cache(tmp_path, one, {"n_mels": 64, "sample_rate": 32000, "hop_length": 320}, name="x")
+    time.sleep(1.1)  # manifests record their creation to the second
+    passt = build_audio_cache(tmp_path, {"a.wav": np.zeros((50, 128), np.float32)},
+                              feature_definition("passt").cache_config(), name="x")
+    assert AudioCache.open(tmp_path, name="x").key == passt.key  # the newest of the name holds PaSST mels
+    assert open_audio_cache(tmp_path, "x").key == legacy.key  # a cache without a feature name is the PANNs one
+    with pytest.raises(DataError, match="passt-mel"):
+        open_audio_cache(tmp_path, "x", audio_key=passt.key)
+    build_audio_cache(tmp_path, {"b.wav": np.zeros((50, 128), np.float32)},
+                      feature_definition("passt").cache_config(), name="only-passt")
+    with pytest.raises(DataError, match="passt-mel.*needs panns-logmel"):
+        open_audio_cache(tmp_path, "only-passt")
+
+
 @pytest.fixture(scope="module")
 def caches(tmp_path_factory):
     root = demo_cache(tmp_path_factory.getbasetemp())
@@ -94,6 +129,23 @@ def test_resident_and_streamed_batches_are_identical(caches):
             s = int(plan.starts[plan.batches[k][i]])
             assert np.array_equal(batch.x[i, :n].numpy(), clip[s:s + n])
             assert torch.all(batch.x[i, n:] == FLOOR_DB)
+
+
+def test_streamed_workers_ship_float16_and_yield_the_resident_float32_batches(caches):
+    """Workers send the stored float16 (half the bytes through shared memory); the trainer gets float32 equal to
+    the resident path's, floor padding included."""
+    audio, captions = caches
+    sets = ["max_seconds=0.7", "batch_size=8", "p_eda=0", "p_bt=0", "seed=3"]
+    resident = TrainData(audio, captions, "development", load_config(None, sets), torch.device("cpu"))
+    streamed = TrainData(audio, captions, "development", load_config(None, sets + ["resident=stream",
+                                                                                   "num_workers=2"]),
+                         torch.device("cpu"))
+    assert streamed.mode == "stream"
+    assert StreamedBatches(audio, streamed.table, streamed.text, streamed.plan(1))[0]["x"].dtype == torch.float16
+    pairs = list(zip(resident.epoch(1), streamed.epoch(1), strict=True))
+    for a, b in pairs:
+        assert b.x.dtype == torch.float32 and torch.equal(a.x, b.x) and torch.equal(a.lengths, b.lengths)
+        assert a.texts == b.texts
 
 
 def test_text_augmentation_is_seeded_and_changes_some_captions(caches):

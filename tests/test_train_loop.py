@@ -145,6 +145,18 @@ def test_cache_with_other_features_is_refused(tmp_path):
     assert proc.returncode == 1 and "n_mels=128" in proc.stderr and "needs n_mels=64" in proc.stderr
 
 
+def test_passt_cache_is_refused_in_one_line_naming_both_definitions(tmp_path):
+    from cache.audio_shards import build_audio_cache
+    from pipeline.feature_defs import feature_definition
+
+    cfg = feature_definition("passt").cache_config()
+    build_audio_cache(tmp_path, {"a.wav": np.zeros((50, 128), np.float32)}, cfg, name="passt")
+    proc = run_cli("train", "--cache", tmp_path, "--name", "passt", "--out", tmp_path / "run")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert "passt-mel" in lines[0] and "cnn10 encoder needs panns-logmel" in lines[0]
+
+
 def test_preview_audio_png(cache, tmp_path):
     out = tmp_path / "aug.png"
     run_cli("preview", "audio", "--cache", cache, "--name", "demo", "--set", "g_max=6", "--set", "n_t=4",

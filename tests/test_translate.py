@@ -3,6 +3,7 @@ like the real endpoint (429s, 503s, a hang, a kill -9 mid-run), and a tiny Maria
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -115,3 +116,44 @@ def test_marian_missing_model_is_one_line(tmp_path: Path) -> None:
 
 def test_fake_endpoint_round_trip_is_not_identity() -> None:
     assert fake_translate(fake_translate("a dog", "en", "de"), "de", "en") == "a dog (de back)"
+
+
+def test_google_retries_are_announced_and_a_silent_endpoint_stops_at_the_total_deadline() -> None:
+    lines: list[str] = []
+    with GoogleLikeServer() as srv:
+        srv.block_after = 0  # never answers: every request hangs until the client gives up on it
+        g = GoogleBackend(base_url=srv.url, timeout=0.4, rps=0, retries=6, backoff=0.2, seed=1, timeout_total=2.0,
+                          report=lines.append)
+        t0 = time.monotonic()
+        with pytest.raises(TranslatorUnavailable) as exc:
+            g.translate_batch(["a dog barks"], "en", "de")
+        elapsed = time.monotonic() - t0
+    assert 1.0 <= elapsed <= 3.5, elapsed  # stopped by the 2 s deadline, not by the 6 retries (~6 s here)
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith(f"google: {srv.url} gave no answer within --timeout-total 2 s (")
+    assert "last: timed out after 0.4 s" in msg and msg.endswith("rerun later to resume (finished translations "
+                                                                 "are stored)")
+    assert 1 <= len(lines) < 6 and len(lines) == g.n_retries == g.n_requests - 1
+    for i, line in enumerate(lines, start=1):
+        assert re.fullmatch(rf"google en->de: retry {i}/6 in \d+\.\d s: timed out after 0\.4 s", line), line
+
+
+def test_prep_captions_against_a_silent_endpoint_shows_retries_stops_and_keeps_its_work(tmp_path: Path) -> None:
+    root = make_clotho(tmp_path / "clotho")
+    cache = tmp_path / "cache"
+    with GoogleLikeServer() as srv:
+        srv.block_after = 7  # seven answers, then silence
+        t0 = time.monotonic()
+        proc = subprocess.run(cli_cmd("prep", "captions", "--dataset", "clotho", "--root", root, "--cache", cache,
+                                      "--translator", "google", "--pivots", "de", "--google-url", srv.url,
+                                      "--google-rps", "0", "--google-timeout", "0.5", "--google-backoff", "0.2",
+                                      "--timeout-total", "2", "--no-progress"),
+                              env=cli_env(), capture_output=True, text=True, timeout=120)
+        elapsed = time.monotonic() - t0
+    assert proc.returncode == 1, proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert re.fullmatch(r"google en->de: retry 1/6 in \d+\.\d s: timed out after 0\.5 s", err[0]), err
+    assert err[-1].startswith(f"error: google: {srv.url} gave no answer within --timeout-total 2 s (")
+    assert elapsed < 30, elapsed  # a few seconds of start-up plus the 2 s deadline, never the 6-retry schedule
+    with TranslationStore.for_cache(cache) as store:
+        assert store.count() == 7  # everything answered before the silence is kept for the rerun

@@ -175,6 +175,20 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def check_audio_checkpoint(cfg: TrainConfig) -> None:
+    """A fresh run's `audio_checkpoint` must exist and fit the encoder: checked before caches and the text model
+    load, so a typo costs a second, not the minutes before `load_panns_checkpoint` would find it. Missing comes
+    first (whatever the width): it is the first thing to fix. Not part of `validate`: a finished run's saved config
+    stays loadable (eval, resume) after the PANNs file has moved."""
+    if not cfg.audio_checkpoint:
+        return
+    if not Path(cfg.audio_checkpoint).is_file():
+        raise ConfigError(f"config key 'audio_checkpoint': {cfg.audio_checkpoint}: checkpoint not found")
+    if cfg.audio_width != 1:
+        raise ConfigError(f"config key 'audio_checkpoint' needs audio_width=1 (PANNs' CNN10 channel counts), "
+                          f"got audio_width={cfg.audio_width:g}; drop one of the two")
+
+
 def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
     """TrainConfig from a mapping of known keys (unknown keys → ConfigError naming the source)."""
     types = _field_types()

@@ -19,20 +19,44 @@ import torch
 from trainer.augment import FLOOR_DB
 from trainer.config import TrainConfig
 
-EXPECTED_FEATURES = {"n_mels": 64, "sample_rate": 32000, "hop_length": 320}
+#: The cached feature each audio encoder is built for: the name `prep audio` records in the cache config (defined
+#: in pipeline/feature_defs.py) and the numbers the encoder's shapes depend on.
+ENCODER_FEATURES = {
+    "cnn10": {"feature": "panns-logmel", "prep": "--features panns", "n_mels": 64, "sample_rate": 32000,
+              "hop_length": 320},
+}
+LEGACY_FEATURE = "panns-logmel"  # caches written before the feature name was recorded hold the PANNs log-mel
 
 
 class DataError(ValueError):
     """The caches cannot feed this model (wrong features, no captions for a split, ...)."""
 
 
-def check_audio_config(config: dict, source: str) -> float:
-    """Refuse a cache whose log-mels differ from what the model is built for; returns frames per second."""
-    for key, want in EXPECTED_FEATURES.items():
+def cache_feature(config: dict) -> str:
+    """The feature definition a cache holds, as "name (version)" where a version is recorded."""
+    name = str(config.get("feature", LEGACY_FEATURE))
+    return f"{name} ({config['feature_version']})" if config.get("feature_version") else name
+
+
+def feature_fits(config: dict, encoder: str = "cnn10") -> bool:
+    """Whether a cache's recorded feature definition is the one `encoder` needs (numbers checked separately)."""
+    return str(config.get("feature", LEGACY_FEATURE)) == ENCODER_FEATURES[encoder]["feature"]
+
+
+def check_audio_config(config: dict, source: str, encoder: str = "cnn10") -> float:
+    """Refuse a cache whose features differ from what `encoder` is built for; returns frames per second.
+
+    First the recorded feature definition (a PaSST mel cache has a plausible shape but other numbers), then the
+    numbers the encoder's shapes depend on."""
+    need = ENCODER_FEATURES[encoder]
+    if not feature_fits(config, encoder):
+        raise DataError(f"{source}: audio cache holds {cache_feature(config)} features, the {encoder} encoder "
+                        f"needs {need['feature']} (re-run `audioret prep audio {need['prep']}`)")
+    for key in ("n_mels", "sample_rate", "hop_length"):
         got = config.get(key)
-        if got is None or int(got) != want:
-            raise DataError(f"{source}: audio cache has {key}={got!r}, the model needs {key}={want} "
-                            f"(re-run `audioret prep audio` with the default log-mel config)")
+        if got is None or int(got) != need[key]:
+            raise DataError(f"{source}: audio cache has {key}={got!r}, the model needs {key}={need[key]} "
+                            f"(re-run `audioret prep audio {need['prep']}`)")
     return float(config["sample_rate"]) / float(config["hop_length"])
 
 
@@ -112,10 +136,11 @@ def crop_windows(lengths: np.ndarray, crop: int, rng: np.random.Generator) -> tu
     return np.minimum(starts, room), np.minimum(lengths, crop)
 
 
-def pad_arrays(arrays: list[np.ndarray], n_mels: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Stack (T_i, n_mels) arrays into (B, max T, n_mels) float32 padded with the −100 dB floor, plus lengths."""
+def pad_arrays(arrays: list[np.ndarray], n_mels: int = 64,
+               dtype: np.dtype | type = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Stack (T_i, n_mels) arrays into (B, max T, n_mels) `dtype` padded with the −100 dB floor, plus lengths."""
     lengths = np.asarray([a.shape[0] for a in arrays], dtype=np.int64)
-    out = np.full((len(arrays), max(1, int(lengths.max(initial=1))), n_mels), FLOOR_DB, dtype=np.float32)
+    out = np.full((len(arrays), max(1, int(lengths.max(initial=1))), n_mels), FLOOR_DB, dtype=dtype)
     for i, a in enumerate(arrays):
         out[i, :a.shape[0]] = a
     return out, lengths
@@ -214,7 +239,11 @@ class ResidentAudio:
 
 
 class StreamedBatches(torch.utils.data.Dataset):
-    """One item = one whole planned batch, read from the memmapped shards (in a DataLoader worker)."""
+    """One item = one whole planned batch, read from the memmapped shards (in a DataLoader worker).
+
+    The batch stays float16 as stored (exact, the floor included) and becomes float32 on the training device:
+    half the bytes through the workers' shared memory and the host-to-GPU copy, and no float16 → float32
+    conversion in the workers (measured with benchmarks/scale_stream.py: it was most of a worker's time)."""
 
     def __init__(self, audio, table: CaptionTable, text: TextSide, plan: EpochPlan) -> None:
         self.audio, self.table, self.text, self.plan = audio, table, text, plan
@@ -226,7 +255,7 @@ class StreamedBatches(torch.utils.data.Dataset):
         rows = self.plan.batches[k]
         arrays = [self.audio.get(int(self.table.clip_pos[r]))[s:s + n]
                   for r, s, n in zip(rows, self.plan.starts[rows], self.plan.sizes[rows])]
-        x, lengths = pad_arrays(arrays, self.audio.n_mels)
+        x, lengths = pad_arrays(arrays, self.audio.n_mels, np.float16)
         return {"x": torch.from_numpy(x), "lengths": torch.from_numpy(lengths),
                 "clip_pos": torch.from_numpy(self.table.clip_pos[rows]), "texts": self.text.texts(rows, self.plan.seeds[k])}
 
@@ -253,7 +282,12 @@ class TrainData:
         self.text = build_text_side(self.table, captions, cfg)
         self.crop = max(1, int(round(cfg.max_seconds * self.fps)))
         self.clip_indices = np.unique(self.table.clip_pos)
+        if len(self.clip_indices) < 2:  # a batch of one clip has no negative: the contrastive loss learns nothing
+            raise DataError(f"{audio.directory}: split {split!r} has {len(self.clip_indices)} clip(s) with captions "
+                            "and audio; training needs at least 2 (check the split's CSV and failures.jsonl)")
         self.mode = choose_mode(cfg, audio, self.clip_indices, device)
+        if self.mode == "stream":
+            audio.verify()  # here, before DataLoader workers fork: they inherit the result (cache/integrity.py)
         self.resident = (ResidentAudio(audio, self.clip_indices, device if self.mode == "gpu" else torch.device("cpu"))
                          if self.mode in ("ram", "gpu") else None)
 
@@ -280,7 +314,7 @@ class TrainData:
             prefetch_factor=4 if workers > 0 else None, multiprocessing_context="fork" if workers > 0 else None,
             generator=torch.Generator().manual_seed(epoch))  # not the global RNG: stream ≡ resident, bit for bit
         for item in loader:
-            yield Batch(item["x"].to(self.device, non_blocking=True), item["lengths"].to(self.device),
+            yield Batch(item["x"].to(self.device, non_blocking=True).float(), item["lengths"].to(self.device),
                         item["clip_pos"].to(self.device), item["texts"])
 
     def n_batches(self, epoch: int) -> int:

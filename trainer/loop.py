@@ -24,8 +24,9 @@ from cache.publish import publish_file, publish_json
 from trainer import distributed as dist_hooks
 from trainer.augment import augment_batch
 from trainer.checkpoint import checkpoint_path, gather_rank_rng, load_checkpoint, restore_rank_rng, save_checkpoint
-from trainer.config import ConfigError, TrainConfig, diff, from_dict, resolve_split, save_config
-from trainer.data import Batch, TrainData, check_audio_config
+from trainer.config import (ConfigError, TrainConfig, check_audio_checkpoint, diff, from_dict, resolve_split,
+                            save_config)
+from trainer.data import Batch, TrainData, check_audio_config, feature_fits
 from trainer.evaluate import RUN_INFO, autocast, build_model, resolve_device, score_split
 
 METRICS_CSV = "metrics.csv"
@@ -62,12 +63,28 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, 0xA06]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def open_caches(cache_root: Path, name: str, audio_key: str | None, caption_key: str | None):
+def open_audio_cache(cache_root: Path, name: str, audio_key: str | None = None, encoder: str = "cnn10"):
+    """The audio cache to train on: by key, or the newest complete one named `name` whose features fit `encoder`
+    (caches of several feature definitions can share a name, e.g. `prep audio --features passt` beside the
+    default). When none fits, check_audio_config refuses the newest one, naming both definitions."""
     from cache.audio_shards import AudioCache
-    from cache.caption_shards import CaptionCache
+    from cache.manifest import CacheNotFoundError, resolve_cache
 
     audio = AudioCache.open(cache_root, name=None if audio_key else name, key=audio_key)
-    check_audio_config(audio.config, str(audio.directory))
+    if not audio_key and not feature_fits(audio.config, encoder):
+        try:
+            audio = AudioCache(resolve_cache(cache_root, "audio", name=name,
+                                             where=lambda m: feature_fits(m.config, encoder)))
+        except CacheNotFoundError:
+            pass
+    check_audio_config(audio.config, str(audio.directory), encoder)
+    return audio
+
+
+def open_caches(cache_root: Path, name: str, audio_key: str | None, caption_key: str | None):
+    from cache.caption_shards import CaptionCache
+
+    audio = open_audio_cache(cache_root, name, audio_key)
     captions = CaptionCache.open(cache_root, name=None if caption_key else name, key=caption_key)
     return audio, captions
 
@@ -148,7 +165,9 @@ def train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume: 
     run_dir, cache_root = Path(run_dir), Path(cache_root)
     last_path = checkpoint_path(run_dir, "last")
     state = None
-    if last_path.exists():
+    if not last_path.exists():
+        check_audio_checkpoint(cfg)  # a fresh run loads it: refuse a bad one before caches and models
+    else:
         if not resume:
             raise RunExistsError(f"{run_dir}: already holds a run; pass --resume to continue it or use another --out")
         state = load_checkpoint(last_path)

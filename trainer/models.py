@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +26,41 @@ N_POOLS = len(CNN10_CHANNELS)  # each block halves time and frequency
 PANNS_PREFIXES = ("bn0.",) + tuple(f"conv_block{i}." for i in range(1, N_POOLS + 1))
 
 
-def _load_checkpoint_weights_only(path: Path) -> Any:
-    """torch.load(weights_only=True), also for PANNs' files, which store numpy arrays (the sampler state) next to
-    the weights: plain numpy arrays and dtypes are allowed as data, nothing else is unpickled."""
+def _numpy_safe_globals() -> list:
+    """numpy's array, scalar and dtype globals, each also under the name numpy 1.x pickles write.
+
+    Why both spellings: numpy 2 moved `numpy.core` to `numpy._core`, and torch allow-lists a global by the
+    module/qualname of the object it is given, i.e. the numpy-2 name only. PANNs' checkpoints were pickled in 2020
+    with numpy 1.x and name `numpy.core.multiarray._reconstruct`: the same function, under its old address.
+    """
     import numpy as np
 
+    multiarray = (getattr(np, "_core", None) or np.core).multiarray
+    allowed: list = [np.ndarray, np.dtype]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed += [(multiarray._reconstruct, f"{module}._reconstruct"), (multiarray.scalar, f"{module}.scalar")]
+    allowed += [type(np.dtype(t)) for t in ("int64", "int32", "float64", "float32", "uint32", "bool", "U8")]
+    return allowed
+
+
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _load_checkpoint_weights_only(path: Path) -> Any:
+    """torch.load(weights_only=True), also for PANNs' files, which store numpy arrays (the sampler state) next to
+    the weights: plain numpy arrays and dtypes are allowed as data, nothing else is unpickled. A file that needs
+    any other global is refused with a ModelLoadError naming that global (torch's own message would advise
+    `weights_only=False`, i.e. running whatever the file contains)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        core = getattr(np, "_core", None) or np.core
-        allowed = [core.multiarray._reconstruct, np.ndarray, np.dtype, core.multiarray.scalar]
-        allowed += [type(np.dtype(t)) for t in ("int64", "int32", "float64", "float32", "uint32", "bool", "U8")]
-        with torch.serialization.safe_globals(allowed):
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = _REFUSED_GLOBAL.search(str(exc))
+        if refused is None:
+            raise
+        raise ModelLoadError(f"{path}: refused: the checkpoint needs the global {refused.group(1)}, which a "
+                             "weights-only load does not allow (only tensors and numpy arrays are read; nothing "
+                             "in the file was run)") from None
 
 
 class ModelLoadError(RuntimeError):
@@ -144,10 +167,14 @@ class AudioEncoder(nn.Module):
         fits, and ValueError for width != 1 (the channel counts cannot match).
         """
         path = Path(path)
+        if not path.is_file():  # before the width: "missing" is the first thing to fix, whatever the width
+            raise ModelLoadError(f"{path}: checkpoint not found")
         if self.width != 1:
             raise ValueError(f"{path}: PANNs weights need audio width 1, this encoder has width {self.width}")
         try:
             state = _load_checkpoint_weights_only(path)
+        except ModelLoadError:
+            raise
         except Exception as exc:  # noqa: BLE001 - one line naming the file is the contract
             raise ModelLoadError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})".splitlines()[0])
         if isinstance(state, dict) and isinstance(state.get("model"), dict):

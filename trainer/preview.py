@@ -25,9 +25,9 @@ def render_audio_preview(cfg: TrainConfig, cache_root: Path, name: str | None, o
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cache.audio_shards import AudioCache
+    from trainer.loop import open_audio_cache
 
-    audio = AudioCache.open(cache_root, name=name)
+    audio = open_audio_cache(cache_root, name)
     fps = check_audio_config(audio.config, str(audio.directory))
     seed = cfg.seed if seed is None else seed
     rng = np.random.default_rng(seed)

@@ -95,9 +95,10 @@ def rank_histogram(ranks: np.ndarray, n_clips: int, out: Path) -> Path:
     return out
 
 
-def log_mel_image(features: np.ndarray, out: Path, floor_db: float = -100.0, max_columns: int = 400) -> Path:
-    """A (frames, mels) dB log-mel as a small image (low frequencies at the bottom, 80 dB of range shown); long
-    clips are averaged over blocks of frames down to at most `max_columns` columns, so each file stays small."""
+def log_mel_image(features: np.ndarray, out: Path, max_columns: int = 400) -> Path:
+    """A (frames, bins) feature matrix as a small image, low bins at the bottom: a dB log-mel shows its top 80 dB,
+    other scales (e.g. PaSST's normalised mel) their 1st–100th percentile. Long clips are averaged over blocks of
+    frames down to at most `max_columns` columns, so each file stays small."""
     plt = _pyplot()
     mel = np.asarray(features, dtype=np.float32)
     step = max(1, math.ceil(mel.shape[0] / max_columns))
@@ -106,5 +107,6 @@ def log_mel_image(features: np.ndarray, out: Path, floor_db: float = -100.0, max
         mel = mel[:usable].reshape(-1, step, mel.shape[1]).mean(axis=1)
     mel = mel.T[::-1]
     top = float(mel.max()) if mel.size else 0.0
-    plt.imsave(out, mel, cmap="magma", vmin=max(floor_db, top - 80.0), vmax=top)
+    low = float(np.percentile(mel, 1)) if mel.size else 0.0
+    plt.imsave(out, mel, cmap="magma", vmin=max(low, top - 80.0), vmax=top)
     return out

@@ -12,6 +12,7 @@ from pipeline.cli import (  # noqa: F401,E402
     train_cmd,
     search_cmd,
     download_cmd,
+    predict_cmd,
     report_cmd,
 )
 

@@ -7,16 +7,9 @@ from pathlib import Path
 import click
 
 from cache.manifest import iter_caches
+from cache.publish import human_bytes as _human
 from cache.verify import garbage, remove, summarise, verify_cache
 from pipeline.cli.groups import EXIT_FAILURE, cache_group
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n}"
 
 
 @cache_group.command("ls")

@@ -1,9 +1,12 @@
 """The Click groups every command module attaches to.
 
 Exit codes across the CLI: 0 ok, 1 failure, 2 usage (Click's default), 3 partial (some inputs failed; the
-failures are listed in a report file named on stderr).
+failures are listed in a report file named on stderr). Any failure a command does not handle itself becomes one
+`error: ...` line and exit 1 (`AudioretGroup`, pipeline/cli/errors.py).
 """
 from __future__ import annotations
+
+import os
 
 import click
 
@@ -25,7 +28,32 @@ def _version() -> str:
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 
-@click.group(context_settings=CONTEXT)
+class AudioretGroup(click.Group):
+    """The top-level group: every subcommand runs inside it, so its failures are reported in one line here."""
+
+    def invoke(self, ctx: click.Context):
+        from pipeline.cli.errors import invoke_reporting_errors
+
+        return invoke_reporting_errors(lambda: super(AudioretGroup, self).invoke(ctx))
+
+
+def no_verify_option(fn):
+    """`--no-verify` for commands that read caches: skip the shards' payload checksums (cache/integrity.py), said
+    on stderr. Set through the environment so launched ranks and trial workers skip it too."""
+    def skip(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        if value:
+            from cache.integrity import NO_VERIFY_ENV
+
+            os.environ[NO_VERIFY_ENV] = "1"
+            click.echo("warning: --no-verify: shard checksums are not checked; a damaged shard is read as it is",
+                       err=True)
+        return value
+
+    return click.option("--no-verify", is_flag=True, expose_value=False, callback=skip,
+                        help="Do not check the shards' payload checksums on first read (faster start, no safety).")(fn)
+
+
+@click.group(context_settings=CONTEXT, cls=AudioretGroup)
 @click.version_option(version=_version(), prog_name="audioret")
 def main() -> None:
     """audioret: language-based audio retrieval (text query → ranked recordings).
@@ -95,13 +123,25 @@ def dataset_root(dataset: str, root, manifest):
     return root
 
 
+def dataset_subsets(dataset: str, text: str | None) -> list[str] | None:
+    """--subsets as a list, checked against the dataset's registered subsets (usage error, exit 2)."""
+    from pipeline.datasets import DatasetError, check_subsets, split_list
+
+    subsets = split_list(text)
+    try:
+        check_subsets(dataset, subsets)
+    except DatasetError as exc:
+        raise click.BadParameter(str(exc), param_hint="--subsets") from None
+    return subsets
+
+
 def dataset_options(cache_help: str):
     """The options every `prep` stage takes to find a dataset and its cache (one definition, same spelling)."""
     from pathlib import Path
 
     options = [
         click.option("--dataset", required=True, metavar="KIND",
-                     help="Dataset reader: clotho (Clotho v2.1 layout), manifest (CSV/JSONL), audiocaps, "
+                     help="Dataset reader: clotho (Clotho v2.1 layout), manifest (CSV/JSONL), audiocaps, wavcaps, folder, "
                           "or any registered one."),
         click.option("--root", type=click.Path(path_type=Path), default=None,
                      help="Dataset root (Clotho: the folder with clotho_captions_*.csv). Manifest: default its "
@@ -112,6 +152,13 @@ def dataset_options(cache_help: str):
                      help=cache_help),
         click.option("--name", default=None, help="Name to find this cache by later (default: the dataset kind)."),
         click.option("--splits", default=None, help="Comma-separated splits to include (default: all present)."),
+        click.option("--subsets", default=None, metavar="NAMES",
+                     help="Comma-separated parts of a dataset that has them (wavcaps: freesound,bbc,soundbible,"
+                          "audioset_sl; default: every part present)."),
+        click.option("--exclude", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+                     metavar="FILE", help="Clips to leave out (e.g. the DCASE list of sounds overlapping the "
+                                          "evaluation data): names or Freesound ids, one per line, a CSV column "
+                                          "(sound_id/file_name/fname/id) or JSON; part of the cache key."),
     ]
 
     def decorate(fn):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, dataset_options, dataset_root, prep, preview
+from pipeline.cli.groups import (CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, dataset_options, dataset_root,
+                                 dataset_subsets, no_verify_option, prep, preview)
 
 # The paper's best text-augmentation setting (Table 4); `--set` overrides any of them.
 PAPER_BEST = {"p_eda": 0.9936, "p_syn": 0.2962, "p_swp": 0.0085, "p_del": 0.1944, "p_ins": 0.0, "p_bt": 0.1812}
@@ -35,21 +36,26 @@ PAPER_BEST = {"p_eda": 0.9936, "p_syn": 0.2962, "p_swp": 0.0085, "p_del": 0.1944
               help="google: retries (exponential backoff with jitter) on 429 / 5xx / timeout.")
 @click.option("--google-backoff", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="google: first backoff in seconds (doubles per retry, capped at 120 s).")
+@click.option("--timeout-total", type=click.FloatRange(min=0.1), default=180.0, show_default=True, metavar="SECONDS",
+              help="google: the longest one text may take, every retry and backoff wait included; then the stage "
+                   "stops (exit 1), keeping every translation so far.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True, help="Clips per shard.")
 @click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Seconds to wait when another prep holds the cache (0: refuse at once).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar on stderr.")
 def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, cache_root: Path, name: str | None,
-                      splits: str | None, translator: str, pivots: str, batch_size: int, device: str,
-                      marian_model_template: str | None, google_url: str | None, google_rps: float,
-                      google_timeout: float, google_retries: int, google_backoff: float, shard_size: int,
-                      wait_lock: float, progress: bool) -> None:
+                      splits: str | None, subsets: str | None, exclude: Path | None, translator: str, pivots: str,
+                      batch_size: int, device: str, marian_model_template: str | None, google_url: str | None,
+                      google_rps: float, google_timeout: float, google_retries: int, google_backoff: float,
+                      timeout_total: float, shard_size: int, wait_lock: float, progress: bool) -> None:
     """Normalise every caption and back-translate it EN→pivot→EN once, into caption shards.
 
     Every translation is committed to CACHE/translations/ as it arrives: an interrupted or rate-limited run
     resumes without re-translating anything, and other datasets reuse it. A rerun of a finished cache does
     nothing. Texts that could not be translated are listed in failures.jsonl (exit 3; a rerun retries them);
-    if the translator is unusable (no network, model missing) the run stops with exit 1 and keeps its work.
+    if the translator is unusable (no network, model missing, no answer within --timeout-total) the run stops
+    with exit 1 and keeps its work. Each google retry is one line on stderr (`retry 2/6 in 4.0 s: <reason>`).
+    Captions that normalise to nothing ("!!!") are dropped with a warning and listed in failures.jsonl.
     The cache directory is printed on stdout.
 
     \b
@@ -64,26 +70,36 @@ def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, ca
     from pipeline.translate import TranslatorUnavailable
 
     root = dataset_root(dataset, root, manifest)
+    subset_list = dataset_subsets(dataset, subsets)
     pivot_list = [p for p in pivots.replace(" ", ",").split(",") if p]
     if translator != "none" and not pivot_list:
         raise click.BadParameter("give at least one pivot language, e.g. de,fr,es", param_hint="--pivots")
     if "en" in pivot_list:
         raise click.BadParameter("a pivot must differ from the source language en", param_hint="--pivots")
     google = {"base_url": google_url, "rps": google_rps, "timeout": google_timeout, "retries": google_retries,
-              "backoff": google_backoff}
+              "backoff": google_backoff, "timeout_total": timeout_total}
     try:
         result = prep_captions(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
+                               subsets=subset_list,
                                translator=translator, pivots=pivot_list, batch_size=batch_size, device=device,
                                marian_template=marian_model_template, google=google, shard_size=shard_size,
-                               wait_lock=wait_lock, progress=progress)
+                               wait_lock=wait_lock, progress=progress, exclude=exclude)
     except (DatasetError, CacheLockedError, TranslatorUnavailable) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILURE)
+    if result.excluded:
+        click.echo(result.excluded.summary(), err=True)
     if translator == "none":
         click.echo("translator none: no back-translations; training will treat p_bt as 0", err=True)
-    if result.problems:
-        click.echo(f"{len(result.problems)} dataset row(s) skipped (e.g. {result.problems[0]['file']}: "
-                   f"{result.problems[0]['error']}); see {result.cache_dir / 'failures.jsonl'}", err=True)
+    for drop in result.dropped:
+        click.echo(f"warning: {drop['file']}: {drop['error']}", err=True)
+    if result.dropped:
+        click.echo(f"{len(result.dropped)} caption(s) dropped (empty after normalisation); see "
+                   f"{result.cache_dir / 'failures.jsonl'}", err=True)
+    skipped = [p for p in result.problems if p not in result.dropped]
+    if skipped:
+        click.echo(f"{len(skipped)} dataset row(s) skipped (e.g. {skipped[0]['file']}: "
+                   f"{skipped[0]['error']}); see {result.cache_dir / 'failures.jsonl'}", err=True)
     if result.noop:
         click.echo(f"captions cache complete, nothing to do ({result.n_clips} clips, {result.n_captions} captions)",
                    err=True)
@@ -116,6 +132,7 @@ def parse_sets(items: tuple[str, ...]) -> dict[str, float]:
 
 
 @preview.command("captions", context_settings=CONTEXT)
+@no_verify_option
 @click.option("--cache", "cache_root", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Cache root holding captions/<key>/.")
 @click.option("--name", default=None, help="Captions cache name (default: newest complete one).")

@@ -1,4 +1,6 @@
-"""`audioret report`: the command-line face of trainer.report (a static HTML page of a run's retrieval)."""
+"""`audioret report`: the command-line face of trainer.report (a static HTML page of a run's retrieval).
+
+Other failures become one `error: ...` line through the group (pipeline/cli/errors.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +8,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli.groups import CONTEXT, EXIT_USAGE, main
-from pipeline.cli.train_cmd import _fail, _known_errors
+from pipeline.cli.train_cmd import _fail
 
 
 @main.command("report", context_settings=CONTEXT)
@@ -43,8 +45,6 @@ def report_command(run_dir: Path, split: str, checkpoint: str, device: str | Non
                               n_best=n_best)
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
-    except _known_errors() as exc:
-        _fail(str(exc).strip().splitlines()[0])
     if result.missing:
         click.echo(f"warning: {len(result.missing)} of {result.linked + len(result.missing)} clips shown have no "
                    f"source recording (e.g. {result.missing[0]}); their log-mel is shown instead", err=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
+from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main, no_verify_option
 
 
 def _config_error() -> type[Exception]:
@@ -51,10 +51,11 @@ def _objective(cache: Path | None, name: str | None, config: Path | None, overri
         return _custom_objective(custom), f"custom {custom}"
     if cache is None:
         raise click.UsageError("--cache is required (unless --objective is given)")
-    from trainer.config import load_config
+    from trainer.config import check_audio_checkpoint, load_config
     from trainer.trials import TrainObjective
 
-    load_config(config, list(overrides))  # unknown keys / bad values are usage errors before any trial starts
+    # Unknown keys, bad values, a missing PANNs file: usage errors before any trial starts.
+    check_audio_checkpoint(load_config(config, list(overrides)))
     obj = TrainObjective(str(cache.resolve()), name, str(config.resolve()) if config else None, tuple(overrides),
                          audio_key, caption_key, evaluate_split=evaluate)
     # What a resume must match: the caches, the split scored, and the base config's content (not just its path).
@@ -109,7 +110,7 @@ COMMON = [
 def _common(fn: Any) -> Any:
     for opt in reversed(COMMON):
         fn = opt(fn)
-    return fn
+    return no_verify_option(fn)
 
 
 @main.command("search", context_settings=CONTEXT)

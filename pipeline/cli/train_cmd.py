@@ -1,8 +1,9 @@
 """`audioret train`, `eval`, `retrieve` and `preview audio`: the command-line face of the trainer.
 
-Why the CLI computes log-mels for `retrieve --audio-dir`: the trainer never decodes audio, and new files must get
-exactly the features `prep audio` cached (pipeline.audio_io.file_log_mel, the single definition). The CLI also
-normalises free-text queries with pipeline.text.normalise_caption, as `prep captions` did for training captions.
+Why `retrieve --audio-dir` reads the folder through `prep audio`'s keyed cache (pipeline/folder.py, shared with
+`predict`): the trainer never decodes audio, new files must get exactly the features `prep audio` caches, and a
+second query over the same folder should decode nothing. The CLI also normalises free-text queries with
+pipeline.text.normalise_caption, as `prep captions` did for training captions.
 """
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE, main, preview
-
-AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aiff", ".aif"}
+from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE, main, no_verify_option, preview
+from pipeline.cli.predict_cmd import folder_cache_option
 
 
 def _fail(msg: str, code: int = EXIT_FAILURE) -> None:
@@ -28,16 +28,8 @@ def _one_line_warnings() -> None:
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from cache.manifest import CacheNotFoundError
-    from trainer.data import DataError
-
-    errors: list[type[BaseException]] = [CacheNotFoundError, DataError, FileNotFoundError, RuntimeError, ValueError,
-                                         KeyError]
-    return tuple(errors)
-
-
 @main.command("train", context_settings=CONTEXT)
+@no_verify_option
 @click.option("--cache", "cache_root", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="Cache root holding audio/ and captions/ caches (from `prep audio` / `prep captions`).")
 @click.option("--name", default=None, help="Dataset name given at prep (default: the newest caches of any name).")
@@ -89,13 +81,12 @@ def train_command(cache_root: Path, name: str | None, run_dir: Path, config_file
         distributed.cleanup()
     except (ConfigError, RunExistsError) as exc:
         _fail(str(exc), EXIT_USAGE)
-    except _known_errors() as exc:
-        _fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     click.echo(f"best validation mAP@10 {summary['best_map10']:.4f} at epoch {summary['best_epoch']} "
                f"({summary['epochs_run']} epochs); run in {summary['run_dir']}")
 
 
 @main.command("eval", context_settings=CONTEXT)
+@no_verify_option
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.option("--split", default="evaluation", show_default=True, help="Split to score (aliases: test, val, ...).")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
@@ -114,8 +105,6 @@ def eval_command(run_dir: Path, split: str, checkpoint: str, device: str | None)
         r = evaluate_run(run_dir, split, checkpoint, device)
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
-    except _known_errors() as exc:
-        _fail(str(exc).strip().splitlines()[0])
     click.echo(f"{run_dir} · {r['split']} · {checkpoint} checkpoint (epoch {r['epoch']})")
     click.echo(f"{'captions':>10} {'clips':>7} {'mAP@10':>8} {'R@1':>7} {'R@5':>7} {'R@10':>7} {'chance mAP@10':>14}")
     click.echo(f"{r['n_captions']:>10} {r['n_clips']:>7} {r['map10']:>8.4f} {r['r1']:>7.4f} {r['r5']:>7.4f} "
@@ -123,33 +112,20 @@ def eval_command(run_dir: Path, split: str, checkpoint: str, device: str | None)
     click.echo(f"wrote {run_dir / f'eval-{split}.json'} and {run_dir / f'submission-{split}.csv'}")
 
 
-def _audio_dir_features(audio_dir: Path, run_dir: Path) -> tuple[list[str], list, list[dict]]:
-    """Log-mels of every audio file under audio_dir (same definition as `prep audio`); failures are listed."""
-    from pipeline.audio_io import AudioDecodeError, file_log_mel
-
-    files = sorted(p for p in audio_dir.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
-    names, feats, failed = [], [], []
-    for p in files:
-        try:
-            feats.append(file_log_mel(p))
-            names.append(str(p.relative_to(audio_dir)))
-        except (AudioDecodeError, OSError, ValueError) as exc:
-            failed.append({"file": str(p), "error": str(exc).strip().splitlines()[0]})
-    return names, feats, failed
-
-
 @main.command("retrieve", context_settings=CONTEXT)
+@no_verify_option
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.argument("queries", nargs=-1, required=True)
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results per query.")
 @click.option("--split", default="evaluation", show_default=True, help="Search this split of the run's cache.")
 @click.option("--audio-dir", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
-              help="Search the audio files in this folder instead (log-mels computed now).")
+              help="Search the audio files in this folder instead (features cached by content, see --cache).")
+@folder_cache_option
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--device", default=None, help="Override the run's device (cpu, cuda, ...).")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str, audio_dir: Path | None,
-                     checkpoint: str, device: str | None, as_json: bool) -> None:
+                     cache_root: Path | None, checkpoint: str, device: str | None, as_json: bool) -> None:
     """Rank clips for free-text queries, best first, with cosine scores.
 
     \b
@@ -157,23 +133,22 @@ def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str
       audioret retrieve runs/base "a dog barks while rain falls" -k 5
       audioret retrieve runs/base "a bird sings" --audio-dir my_recordings/
     """
+    from pipeline.cli.predict_cmd import folder_embeddings
     from pipeline.text import normalise_caption
     from trainer.evaluate import LoadedRun
 
+    normalised = [normalise_caption(q) for q in queries]
+    for q, n in zip(queries, normalised):
+        if not n:  # nothing to embed: an error, not a ranking of every clip by an empty text
+            raise click.UsageError(f"query {q!r} is empty after normalisation (lower case, punctuation "
+                                   "stripped); give words to search for, e.g. \"a dog barks\"")
     failed: list[dict] = []
-    try:
-        run = LoadedRun(run_dir, checkpoint, device)
-        if audio_dir is not None:
-            names, feats, failed = _audio_dir_features(audio_dir, run_dir)
-            if not names:
-                _fail(f"{audio_dir}: no decodable audio files ({len(failed)} failed)")
-            emb = run.embed_features(feats)
-        else:
-            names, emb = run.clip_embeddings(split)
-        normalised = [normalise_caption(q) for q in queries]
-        results = run.retrieve(normalised, names, emb, k)
-    except _known_errors() as exc:
-        _fail(str(exc).strip().splitlines()[0])
+    run = LoadedRun(run_dir, checkpoint, device)
+    if audio_dir is not None:
+        names, emb, failed = folder_embeddings(run, audio_dir, cache_root, progress=False)
+    else:
+        names, emb = run.clip_embeddings(split)
+    results = run.retrieve(normalised, names, emb, k)
     if as_json:
         click.echo(json.dumps([{"query": q, "results": [{"clip": n, "score": s} for n, s in r]}
                                for q, r in zip(queries, results)], indent=1, ensure_ascii=False))
@@ -191,6 +166,7 @@ def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str
 
 
 @preview.command("audio", context_settings=CONTEXT)
+@no_verify_option
 @click.option("--cache", "cache_root", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.option("--name", default=None, help="Dataset name given at `prep audio`.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override (repeatable).")
@@ -218,6 +194,4 @@ def preview_audio_command(cache_root: Path, name: str | None, overrides: tuple[s
         path = render_audio_preview(cfg, cache_root, name, out_file, n_clips, split, seed)
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
-    except _known_errors() as exc:
-        _fail(str(exc).strip().splitlines()[0])
     click.echo(f"wrote {path}")

@@ -1,0 +1,78 @@
+"""One line per failure, for every command: how an exception becomes `error: <path>: <problem>` and exit 1.
+
+Why one place: each command used to catch its own tuple of exception types, and whatever a command forgot (h5py's
+OSError for a truncated shard, ENOSPC from a prep worker) came out as a 50-line traceback that did not name the
+file. The top-level group (`AudioretGroup` in groups.py) runs every command through `invoke_reporting_errors`,
+so a new command gets the same treatment without code of its own.
+
+- Expected failures print `error: <first line of the message>` and exit 1: OSError of any kind (disk full,
+  permission denied, a `--cache` under a regular file, unreadable HDF5: shown as `<path>: <problem>`), the
+  project's own exception classes (cache, dataset, data, translator, search ...), and ValueError / KeyError /
+  RuntimeError, which the project raises with messages meant for the user.
+- Anything else is a bug: `error: unexpected TypeError: <message> (set AUDIORET_DEBUG=1 for the traceback)`, exit 1.
+- AUDIORET_DEBUG=1 re-raises everything, so the full traceback is one variable away. Ctrl-C, usage errors
+  (exit 2) and a command's own `sys.exit` pass through to Click unchanged.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import click
+
+DEBUG_ENV = "AUDIORET_DEBUG"
+PROJECT_PACKAGES = ("cache", "pipeline", "trainer")
+T = TypeVar("T")
+
+
+def is_expected(exc: BaseException) -> bool:
+    """An error with a message meant for the user (see the module docstring), as opposed to a bug."""
+    if isinstance(exc, (OSError, ValueError, KeyError, RuntimeError)):
+        return True
+    return any(cls.__module__.split(".")[0] in PROJECT_PACKAGES for cls in type(exc).__mro__)
+
+
+def os_error_line(exc: OSError) -> str:
+    """`<path>: <problem>` for an OSError that carries a file name (its first line otherwise)."""
+    if exc.filename is None or not exc.strerror:
+        if exc.errno == errno.ENOSPC and not str(exc).strip():
+            return "no space left on device"
+        return _first_line(exc)
+    path = os.fsdecode(exc.filename)
+    problem = exc.strerror[:1].lower() + exc.strerror[1:]
+    if exc.errno == errno.ENOTDIR:
+        blocker = next((p for p in [Path(path), *Path(path).parents] if p.is_file()), None)
+        if blocker is not None:
+            problem += f" ({blocker} is a regular file)"
+    if exc.filename2 is not None:
+        path = f"{path} -> {os.fsdecode(exc.filename2)}"
+    return f"{path}: {problem}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
+    lines = str(text).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def describe(exc: BaseException) -> str:
+    """The one line printed after `error: ` for `exc`."""
+    line = os_error_line(exc) if isinstance(exc, OSError) else _first_line(exc)
+    if not is_expected(exc):
+        line = f"unexpected {type(exc).__name__}: {line} (set {DEBUG_ENV}=1 for the traceback)"
+    return line
+
+
+def invoke_reporting_errors(invoke: Callable[[], T]) -> T:
+    """Run a command; an exception becomes one `error: ...` line on stderr and exit 1 (unless AUDIORET_DEBUG)."""
+    try:
+        return invoke()
+    except (click.exceptions.Exit, click.ClickException, click.Abort):
+        raise
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
+            raise
+        click.echo(f"error: {describe(exc)}", err=True)
+        raise click.exceptions.Exit(1) from None

@@ -1,0 +1,110 @@
+"""Hugging Face audio feature extractors as cacheable features: `prep audio --features hf:<name or path>`.
+
+The extractors of AST and CLAP are deterministic numpy code, so their per-clip output can be computed once and
+cached like the log-mels. What is cached is exactly what the extractor's own per-clip function returns for the
+whole clip, before anything that depends on the batch or on chance:
+
+- AST (`ASTFeatureExtractor._extract_fbank_features`): the kaldi-style log fbank, (1 + (n − 400) // 160, 128) at
+  16 kHz, before the extractor pads it with zeros / truncates it to `max_length` frames and before its
+  normalisation (x − mean) / (2·std). Both are recorded in the config under "batch_time"; the pad comes first, so
+  padded frames normalise to (0 − mean) / (2·std).
+- CLAP (`ClapFeatureExtractor._np_extract_fbank_features`): the dB log-mel of the whole clip, (1 + n // hop, 64) at
+  48 kHz, with the filterbank its truncation mode uses (HTK for "fusion", Slaney for "rand_trunc"), before random
+  truncation or fusion. Recorded under "batch_time": for clips longer than max_length_s the fusion (three random
+  crops + a shrunk whole) works on exactly this mel; for shorter clips the extractor repeats the *waveform* before
+  its mel, which batch time can only approximate by repeating frames (the frames that straddle a seam differ).
+
+Equality with the extractor's own output is tested in tests/test_hf_features.py. The trainer never imports
+transformers' extractors: the cache config says what remains to be applied.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+
+from pipeline.feature_defs import FeatureDefinition, FeatureSpecError
+from pipeline.features import frames_in_chunks
+
+HF_CODE_VERSION = "hf-features-1"
+CHUNK_FRAMES = 6000  # frames per extractor call on long clips (60 s at 100 frames/s): bounded memory
+
+
+def _drop_arrays(d: dict) -> dict:
+    """The extractor's settings without numpy arrays (filterbanks, windows): JSON for the key and the manifest."""
+    return {k: v for k, v in d.items() if not isinstance(v, np.ndarray)}
+
+
+def _ast(extractor: Any) -> tuple[dict, Callable[[np.ndarray], np.ndarray]]:
+    frame, hop = 400, 160  # both of its paths (numpy spectrogram, torchaudio kaldi.fbank): 25 ms / 10 ms, no centring
+
+    def fbank(y: np.ndarray) -> np.ndarray:
+        if len(y) < frame:
+            raise ValueError(f"clip of {len(y)} samples is shorter than one {frame}-sample AST frame")
+        total = 1 + (len(y) - frame) // hop
+        out = np.empty((total, extractor.num_mel_bins), dtype=np.float32)
+        for t0 in range(0, total, CHUNK_FRAMES):  # frames are independent: a chunk is its own samples only
+            t1 = min(total, t0 + CHUNK_FRAMES)
+            seg = np.ascontiguousarray(y[t0 * hop:(t1 - 1) * hop + frame], dtype=np.float32)
+            out[t0:t1] = extractor._extract_fbank_features(seg, max_length=t1 - t0)
+        return out
+
+    batch_time = {"pad_or_truncate_to_frames": extractor.max_length, "pad_value": 0.0,
+                  "then_normalize": "(x - mean) / (2 * std)" if extractor.do_normalize else None,
+                  "mean": extractor.mean, "std": extractor.std}
+    config = {"n_mels": extractor.num_mel_bins, "sample_rate": extractor.sampling_rate, "hop_length": hop,
+              "frame_length": frame, "center": False, "cached": "per-clip fbank before padding and normalisation",
+              "batch_time": batch_time}
+    return config, fbank
+
+
+def _clap(extractor: Any) -> tuple[dict, Callable[[np.ndarray], np.ndarray]]:
+    fusion = extractor.truncation == "fusion"
+    filters = extractor.mel_filters if fusion else extractor.mel_filters_slaney
+    hop, n_fft = extractor.hop_length, extractor.fft_window_size
+
+    def whole(y: np.ndarray) -> np.ndarray:
+        # float64 waveform, as ClapFeatureExtractor.__call__ hands it on
+        return extractor._np_extract_fbank_features(np.asarray(y, dtype=np.float64), filters).astype(np.float32)
+
+    def log_mel(y: np.ndarray) -> np.ndarray:
+        return frames_in_chunks(y, whole, extractor.feature_size, hop, n_fft, CHUNK_FRAMES)
+
+    batch_time = {"truncation": extractor.truncation, "padding": extractor.padding,
+                  "max_frames": extractor.nb_max_samples // hop + 1,
+                  "short_clips": "the extractor repeats the waveform before its mel; repeating frames approximates it"}
+    config = {"n_mels": extractor.feature_size, "sample_rate": extractor.sampling_rate, "hop_length": hop,
+              "filterbank": "htk" if fusion else "slaney",
+              "cached": "per-clip log-mel (dB) before truncation and fusion", "batch_time": batch_time}
+    return config, log_mel
+
+
+_ADAPTERS = {"ASTFeatureExtractor": _ast, "ClapFeatureExtractor": _clap}
+
+
+def hf_definition(source: str) -> FeatureDefinition:
+    """The feature definition of the Hugging Face extractor at `source` (a hub name or a local folder).
+
+    Loaded with AutoFeatureExtractor (offline when HF_HUB_OFFLINE=1); its sampling rate decides the resample rate.
+    """
+    import transformers
+    from transformers import AutoFeatureExtractor
+    from transformers.utils import is_speech_available
+
+    try:
+        with warnings.catch_warnings():  # AST's own numpy filterbank warns about an all-zero filter, by design
+            warnings.simplefilter("ignore", UserWarning)
+            extractor = AutoFeatureExtractor.from_pretrained(source)
+    except (OSError, ValueError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise FeatureSpecError(f"hf:{source}: cannot load a feature extractor ({first})") from None
+    kind = type(extractor).__name__
+    if kind not in _ADAPTERS:
+        raise FeatureSpecError(f"hf:{source}: {kind} is not supported; supported: {', '.join(sorted(_ADAPTERS))}")
+    config, compute = _ADAPTERS[kind](extractor)
+    config = {**config, "extractor": source, "extractor_class": kind, "resampler": "soxr_hq",
+              "extractor_settings": _drop_arrays(extractor.to_dict())}
+    # torchaudio present → AST takes its kaldi.fbank path instead of numpy: other numbers, so part of the key
+    versions = {"transformers": transformers.__version__, "torchaudio_path": bool(is_speech_available())}
+    return FeatureDefinition(f"hf:{source}", HF_CODE_VERSION, config, compute, versions)
