@@ -29,13 +29,18 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def source_relpath(path: str | Path, root: str | Path) -> str:
+    """A source's path relative to the dataset root, or its absolute path when it lies outside the root."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(Path(path).resolve())
+
+
 def source_fingerprint(path: str | Path, root: str | Path, content_hash: bool = False) -> dict:
     """(relative path, size, mtime_ns[, sha256]) of one source file; a missing file fingerprints as missing."""
     path = Path(path)
-    try:
-        rel = str(path.resolve().relative_to(Path(root).resolve()))
-    except ValueError:
-        rel = str(path.resolve())
+    rel = source_relpath(path, root)
     try:
         st = os.stat(path)
     except OSError:

@@ -122,23 +122,25 @@ def _read_text(path: Path) -> str:
         raise DatasetError(f"{path}: cannot read ({exc.strerror})") from None
 
 
-def check_not_empty(path: Path, header: list[str] | None, n_rows: int) -> None:
+def check_not_empty(path: Path, header: list[str] | None, n_rows: int, row: str = "clip") -> None:
     """Refuse a table with no header (0-byte or blank file) or no rows below its header: reading "nothing" as a
-    dataset of 0 clips would only fail later, far from the cause (an empty split, a truncated download)."""
+    dataset of 0 clips would only fail later, far from the cause (an empty split, a truncated download).
+    `row` names what one row is ("clip", "query") for the message."""
     if not header:
         raise DatasetError(f"{path}: file is empty (no header line); expected a CSV with a header and one row "
-                           "per clip")
+                           f"per {row}")
     if n_rows == 0:
-        raise DatasetError(f"{path}: no rows below the header ({', '.join(header)}); the file lists no clips")
+        raise DatasetError(f"{path}: no rows below the header ({', '.join(header)}); the file lists no {row} "
+                           "to read")
 
 
-def _read_csv(path: Path, text: str | None = None) -> tuple[list[str], list[tuple[int, dict]]]:
+def _read_csv(path: Path, text: str | None = None, row: str = "clip") -> tuple[list[str], list[tuple[int, dict]]]:
     """(header, [(line number, row)]) of a UTF-8 CSV; quoted commas/newlines in names handled by csv.
-    An empty or header-only file is a DatasetError saying so."""
+    An empty or header-only file is a DatasetError saying so (`row`: what one row is, for that message)."""
     reader = csv.DictReader(io.StringIO(_read_text(path) if text is None else text, newline=""))
     rows = [(reader.line_num, row) for row in reader]
     header = [h.strip() for h in (reader.fieldnames or [])]
-    check_not_empty(path, header, len(rows))
+    check_not_empty(path, header, len(rows), row)
     return header, rows
 
 

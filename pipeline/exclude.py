@@ -14,7 +14,10 @@ Accepted files:
   other    one name or id per line; blank lines and lines starting with "#" are skipped.
 An entry matches a clip when it equals the clip id, its file name (last path component) or that name without its
 extension: "12345" (a Freesound id) removes "12345.wav", "rain.wav" and "rain" both remove "rain.wav". Matching is
-exact after Unicode NFC and stripping surrounding spaces.
+exact after Unicode NFC and stripping surrounding spaces. One exception keeps ids from crossing sources: in WavCaps,
+clip ids are `<Source>/<id>.flac` and SoundBible's or BBC's small integer ids collide with Freesound ids, so an
+all-digit entry (a Freesound id, as in the DCASE list) does not match by file name inside another WavCaps source's
+folder (`SoundBible/2219.flac` survives "2219"; `SoundBible/2219.flac` written out in full still matches).
 """
 from __future__ import annotations
 
@@ -27,8 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from pipeline.datasets import ClipRecord, DatasetError, Problems
+from pipeline.wavcaps import SOURCES
 
 CSV_COLUMNS = ("sound_id", "file_name", "fname", "id", "freesound_id")
+#: WavCaps source folders whose numeric file names are not Freesound ids (pipeline/wavcaps.py SOURCES).
+NOT_FREESOUND_FOLDERS = frozenset(folder for folder, _ in SOURCES.values() if folder != "FreeSound")
 NOT_FOUND_KEPT = 100  # not-found entries stored in the manifest (the count is always exact)
 
 
@@ -111,10 +117,15 @@ def read_exclusion_list(path: str | Path) -> ExclusionList:
 
 
 def _names_of(clip_id: str) -> tuple[str, ...]:
-    """The names an entry may use for a clip: its id, its file name, the file name without extension."""
-    name = PurePosixPath(clip_id.replace("\\", "/")).name
+    """The names an entry may use for a clip: its id, its file name, the file name without extension (not for an
+    all-digit name inside a WavCaps source other than FreeSound: those digits are not a Freesound id)."""
+    path = PurePosixPath(clip_id.replace("\\", "/"))
+    name = path.name
     stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
-    return tuple(unicodedata.normalize("NFC", n) for n in (clip_id, name, stem))
+    names = [clip_id]
+    if not (stem.isdigit() and len(path.parts) > 1 and path.parts[0] in NOT_FREESOUND_FOLDERS):
+        names += [name, stem]
+    return tuple(unicodedata.normalize("NFC", n) for n in names)
 
 
 def apply_exclusions(records: list[ClipRecord], problems: Problems,

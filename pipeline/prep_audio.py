@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from cache.executor import make_executor, map_unordered
-from cache.keys import cache_key, source_fingerprint
+from cache.keys import cache_key, source_fingerprint, source_relpath
 from cache.locks import CacheLock
 from cache.manifest import Manifest, ShardEntry, cache_dir_for, finished_manifest, plan_shards, publish_failures
 from cache.publish import disk_full_error, is_disk_full, stale_temp_files
@@ -212,7 +212,7 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
 
     try:
         return _prep_locked(cache_dir, key, name, dataset, records, problems, shard_size, wait_lock, workers,
-                            progress, report, scheduler, features, Path(manifest or root), excluded)
+                            progress, report, scheduler, features, Path(manifest or root), excluded, root)
     except OSError as exc:
         if is_disk_full(exc, cache_dir):
             need = space_needed(records, shard_size, cache_dir, features)
@@ -243,7 +243,7 @@ def space_needed(records: list[ClipRecord], shard_size: int, cache_dir: Path, fe
 def _prep_locked(cache_dir: Path, key: str, name: str, dataset: str, records: list[ClipRecord], problems: list,
                  shard_size: int, wait_lock: float | None, workers: int | None, progress: bool,
                  report: Callable[[str], None] | None, scheduler: str | None, features: str,
-                 source: Path, excluded: ExclusionReport | None) -> PrepResult:
+                 source: Path, excluded: ExclusionReport | None, root: Path) -> PrepResult:
     cache_dir.mkdir(parents=True, exist_ok=True)
     with CacheLock(cache_dir, wait=wait_lock):
         done = finished_manifest(cache_dir)  # another writer may have finished while we waited
@@ -261,6 +261,9 @@ def _prep_locked(cache_dir: Path, key: str, name: str, dataset: str, records: li
         m.extra["problems"] = problems
         if excluded:
             m.extra["exclude"] = excluded.to_dict()
+        # Where each clip came from (`audioret report` links the recordings); not part of the key.
+        m.extra["root"] = str(root.resolve())
+        m.extra["sources"] = {r.clip_id: source_relpath(r.path, root) for r in records}
         m.complete = False
         m.write(cache_dir)
         for p in problems:

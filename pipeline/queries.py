@@ -27,7 +27,7 @@ class Query:
 def read_queries(path: str | Path) -> list[Query]:
     """Every query of `path` in file order; DatasetError (one line, naming file and row) on a bad file or row."""
     path = Path(path)
-    header, rows = _read_csv(path)
+    header, rows = _read_csv(path, row="query")
     if QUERY_COLUMN not in [h.lower() for h in header]:
         raise DatasetError(f"{path}: no {QUERY_COLUMN} column (header: {', '.join(header) or 'none'}); expected "
                            "a CSV with a caption column, one query per row")
@@ -41,6 +41,4 @@ def read_queries(path: str | Path) -> list[Query]:
         if not normalised:
             raise DatasetError(f"{path}:{line}: caption {text!r} has no words once punctuation is removed")
         queries.append(Query(text, normalised, f"{path}:{line}"))
-    if not queries:
-        raise DatasetError(f"{path}: no queries (only a header row)")
-    return queries
+    return queries  # never empty: _read_csv refused a header-only file

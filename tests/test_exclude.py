@@ -62,6 +62,18 @@ def test_matching_by_id_name_and_stem(tmp_path: Path) -> None:
     assert report.to_dict()["n_not_found"] == 1 and "e.g. nope" in report.summary()
 
 
+def test_freesound_ids_do_not_cross_wavcaps_sources(tmp_path: Path) -> None:
+    """WavCaps: SoundBible/BBC ids are small integers too; a Freesound id list must only remove FreeSound clips."""
+    ids = ("FreeSound/2219.flac", "SoundBible/2219.flac", "BBC_Sound_Effects/2219.wav", "AudioSet_SL/2219.flac",
+           "mine/2219.flac")
+    recs = [ClipRecord(cid, "train", tmp_path / cid) for cid in ids]
+    kept, _, report = apply_exclusions(recs, [], read_exclusion_list(_write(tmp_path / "ids.csv", "sound_id\n2219\n")))
+    assert [r.clip_id for r in kept] == ["SoundBible/2219.flac", "BBC_Sound_Effects/2219.wav", "AudioSet_SL/2219.flac"]
+    assert report.removed == 2 and report.not_found == []
+    full = read_exclusion_list(_write(tmp_path / "full.txt", "SoundBible/2219.flac\n"))
+    assert [r.clip_id for r in apply_exclusions(recs, [], full)[0]] == [c for c in ids if c != "SoundBible/2219.flac"]
+
+
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
     """Real clips under Freesound-id and title names, plus a listed clip whose audio is missing."""

@@ -123,7 +123,7 @@ def test_retrieve_shares_the_folder_cache_and_a_clean_folder_exits_0(run: Path, 
     (["a dog barks", "   ", "rain"], "caption", "queries.csv:3: empty caption"),
     (["a dog barks", "?!"], "caption", "queries.csv:3: caption '?!' has no words"),
     (["a dog barks"], "text", "queries.csv: no caption column (header: text, file_name)"),
-    ([], "caption", "queries.csv: no queries"),
+    ([], "caption", "queries.csv: no rows below the header (caption, file_name); the file lists no query"),
 ])
 def test_bad_query_file_is_one_line_error_naming_the_row(tmp_path: Path, rows: list[str], header: str,
                                                          message: str) -> None:

@@ -13,6 +13,7 @@ from pipeline.cli import (  # noqa: F401,E402
     search_cmd,
     download_cmd,
     predict_cmd,
+    report_cmd,
 )
 
 __all__ = ["main"]
