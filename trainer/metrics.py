@@ -1,22 +1,39 @@
-"""Retrieval metrics of DCASE 2022 task 6b: one relevant clip per caption, mAP@10 and R@1/5/10.
+"""Retrieval metrics: DCASE 2022 task 6b (one relevant clip per caption) and DCASE 2025 task 6 (several).
 
-Why ties are spelled out: equal scores happen (identical clips, an untrained or quantised model) and an undefined
-tie order makes metrics flicker between runs. Here the ranking is "score descending, then clip index ascending",
-both for `rank_of_target` and for `top_k` (the submission), so the metric equals what the DCASE scorer computes on
-the submitted file: rank = 1 + #clips scoring strictly higher + #clips scoring equal with a smaller index.
+Definitions (k a cut-off, ranks 1-based, R the set of items relevant to a query, |R| its size):
+- AP@k = (1/|R|) · Σ over relevant items ranked within the first k of (its position among the relevant items
+  in rank order) / (its rank). With |R| = 1 this is 1/rank if rank ≤ k else 0, the DCASE 2022 definition
+  (official scorer `eval_script.py`, github.com/xieh97/dcase2022-audio-retrieval: precisions i/position summed
+  over the hits of the top 10; one relevant clip per caption). With several relevant items it is exactly what
+  the DCASE 2025 baseline computes (github.com/CPJKU/dcase2025_task6_baseline, d25_t6/retrieval_module.py,
+  `on_validation_epoch_end` → `average_precision_at_k`: sorted 0-based ranks, Σ i/(rank+1) over rank < k,
+  divided by the number of relevant items). mAP@k is its mean over queries; DCASE 2025 ranks by mAP@16.
+- R@k = share of queries with at least one relevant item in the first k (with |R| = 1 the usual recall).
+
+Ties: equal scores happen (identical clips, an untrained or quantised model) and an undefined tie order makes
+metrics flicker between runs. The ranking here is always "score descending, then item index ascending" (a stable
+sort), for `rank_of_target`, `relevant_ranks` and `top_k` (the submission) alike, so the metrics equal what the
+official scorer computes on the submitted file: rank = 1 + #items scoring strictly higher + #items scoring equal
+with a smaller index. In `score_split` the item index is the clip's position in sorted clip-id order. (The 2025
+baseline's `torch.argsort` is not stable: its tie order is undefined.)
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import torch
 
 ArrayLike = torch.Tensor | np.ndarray
+MAP_CUTOFFS = (10, 16)
+RECALL_CUTOFFS = (1, 5, 10)
+_RANK_BUDGET = 1 << 24  # rank-matrix elements computed at once (128 MB of int64)
 
 
 def _as_tensor(similarity: ArrayLike) -> torch.Tensor:
     sim = torch.as_tensor(similarity)
     if sim.dim() != 2:
-        raise ValueError(f"similarity must be (n_captions, n_clips), got shape {tuple(sim.shape)}")
+        raise ValueError(f"similarity must be (n_queries, n_items), got shape {tuple(sim.shape)}")
     if sim.is_floating_point() and not bool(torch.isfinite(sim).all()):
         raise ValueError("similarity contains NaN or infinite scores")
     return sim
@@ -54,6 +71,68 @@ def metrics_from_ranks(ranks: ArrayLike) -> dict[str, float]:
 def retrieval_metrics(similarity: ArrayLike, target_index: ArrayLike) -> dict[str, float]:
     """similarity (n_captions, n_clips), target_index (n_captions,) → {"map10", "r1", "r5", "r10"} (floats)."""
     return metrics_from_ranks(rank_of_target(similarity, target_index))
+
+
+def relevant_ranks(similarity: ArrayLike, relevant: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    """Per query (row), the ascending 1-based ranks of its relevant items (columns), ties by item index.
+
+    Every item of a row gets its rank from one stable descending sort, so the order is the one of `top_k`.
+    """
+    sim = _as_tensor(similarity)
+    n_queries, n_items = sim.shape
+    if len(relevant) != n_queries:
+        raise ValueError(f"{len(relevant)} relevance lists for {n_queries} queries")
+    for q, items in enumerate(relevant):
+        if not len(items):
+            raise ValueError(f"query {q} has no relevant item")
+        if min(items) < 0 or max(items) >= n_items:
+            raise ValueError(f"query {q}: relevant index out of range [0, {n_items})")
+    chunk = max(1, _RANK_BUDGET // max(1, n_items))
+    positions = torch.arange(1, n_items + 1, device=sim.device).expand(min(chunk, max(1, n_queries)), -1)
+    out: list[np.ndarray] = []
+    for start in range(0, n_queries, chunk):
+        order = torch.sort(sim[start:start + chunk], dim=1, descending=True, stable=True).indices
+        rank = torch.empty_like(order).scatter_(1, order, positions[:order.shape[0]])
+        for q in range(order.shape[0]):
+            items = torch.as_tensor(sorted(set(relevant[start + q])), device=sim.device)
+            out.append(np.sort(rank[q, items].cpu().numpy()))
+    return out
+
+
+def average_precision_at_k(ranks: Sequence[int], n_relevant: int, k: int) -> float:
+    """AP@k from the 1-based ranks of a query's relevant items (any order) and |R| (see the module docstring)."""
+    hits = sorted(r for r in ranks if r <= k)
+    return sum(i / r for i, r in enumerate(hits, start=1)) / n_relevant
+
+
+def multi_positive_metrics(similarity: ArrayLike, relevant: Sequence[Sequence[int]], prefix: str = "",
+                           map_cutoffs: Sequence[int] = MAP_CUTOFFS,
+                           recall_cutoffs: Sequence[int] = RECALL_CUTOFFS) -> dict[str, float]:
+    """{prefix + "map10", "map16", "r1", "r5", "r10"}: mean AP@k and R@k over queries with ≥ 1 relevant item."""
+    ranks = relevant_ranks(similarity, relevant)
+    if not ranks:
+        raise ValueError("no queries to score")
+    out = {f"{prefix}map{k}": float(np.mean([average_precision_at_k(r, len(r), k) for r in ranks]))
+           for k in map_cutoffs}
+    out.update({f"{prefix}r{k}": float(np.mean([r[0] <= k for r in ranks])) for k in recall_cutoffs})
+    return out
+
+
+def chance_average_precision(n_items: int, n_relevant: int, k: int) -> float:
+    """Expected AP@k of a uniformly random ranking of n_items with n_relevant of them relevant.
+
+    The item at rank r is relevant with probability m/n; given that, the other relevant items above it number
+    (r−1)(m−1)/(n−1) on average, so E[AP@k] = (1/m) Σ_{r≤k} (m/n)·(1 + (r−1)(m−1)/(n−1))/r.
+    """
+    if not 1 <= n_relevant <= n_items:
+        raise ValueError(f"need 1 ≤ n_relevant ≤ n_items, got {n_relevant} of {n_items}")
+    spread = (n_relevant - 1) / (n_items - 1) if n_items > 1 else 0.0
+    return sum((1 + (r - 1) * spread) / r for r in range(1, min(k, n_items) + 1)) / n_items
+
+
+def chance_map10(n_clips: int) -> float:
+    """Expected mAP@10 of a random ranking with one relevant clip among n: (1/n) Σ_{r≤min(10,n)} 1/r."""
+    return chance_average_precision(n_clips, 1, 10) if n_clips > 0 else 0.0
 
 
 def top_k(similarity: ArrayLike, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
