@@ -78,7 +78,7 @@ def _captions_of(row: dict) -> list[str]:
     """caption_1..caption_N in numeric order (not string order: caption_10 after caption_9), blanks dropped.
 
     Kept verbatim, surrounding spaces included: they are the caption's identity in the DCASE submission (the
-    official scorer looks captions up by exact text; four of Clotho's evaluation captions end in a space).
+    official scorer looks captions up by exact text; some of Clotho's evaluation captions end in a space).
     Normalisation for the model happens later (pipeline/text.py).
     """
     numbered = []

@@ -201,7 +201,7 @@ def write_submission(path: Path, captions_text: Sequence[str], clip_ids: Sequenc
 
     Captions are written verbatim, surrounding spaces included: the 2022 official scorer reads the file by
     column position and looks each caption up by its exact text in the ground-truth CSV (eval_script.py of
-    github.com/xieh97/dcase2022-audio-retrieval), and four captions of Clotho's evaluation split end in a space.
+    github.com/xieh97/dcase2022-audio-retrieval), and some captions of Clotho's evaluation split end in a space.
     """
     idx, _ = top_k(similarity, k)
 
@@ -218,10 +218,11 @@ class OutputNotWritable(RuntimeError):
     """Reports cannot be written where asked (a read-only run directory without --out)."""
 
 
-def check_writable(folder: Path, hint: str) -> None:
+def check_writable(folder: Path, hint: str, create: bool = False) -> None:
     """Fail before any work when `folder` cannot take new files (tried, not guessed: root and ACLs)."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
@@ -235,12 +236,13 @@ def evaluate_run(run_dir: str | Path, split: str = "evaluation", checkpoint: str
                  out_dir: str | Path | None = None) -> dict[str, Any]:
     """Score a run on a split; writes eval-<split>.json and submission-<split>.csv into out_dir (default RUN_DIR).
 
-    A read-only RUN_DIR without out_dir fails at once (nothing computed yet), naming --out: reports are results,
-    not a cache, so they are not hidden in a cache directory.
+    A read-only RUN_DIR without out_dir fails before any scoring, naming --out: reports are results, not a
+    cache, so they are not hidden in a cache directory.
     """
-    out = Path(out_dir) if out_dir is not None else Path(run_dir)
-    check_writable(out, "pass --out DIR to write the reports elsewhere" if out_dir is None else "choose another")
     run = LoadedRun(run_dir, checkpoint, device)
+    out = Path(out_dir) if out_dir is not None else run.run_dir
+    check_writable(out, "pass --out DIR to write the reports elsewhere" if out_dir is None
+                   else "choose another --out DIR", create=out_dir is not None)
     audio, captions = run.open_caches()
     name = resolve_split(split, set(audio.splits))
     scores = score_split(run.model, audio, captions, name, run.device, run.cfg.eval_batch_size, relevance)

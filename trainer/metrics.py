@@ -27,7 +27,6 @@ import torch
 ArrayLike = torch.Tensor | np.ndarray
 MAP_CUTOFFS = (10, 16)
 RECALL_CUTOFFS = (1, 5, 10)
-_RANK_BUDGET = 1 << 24  # rank-matrix elements computed at once (128 MB of int64)
 
 
 def _as_tensor(similarity: ArrayLike) -> torch.Tensor:
@@ -73,30 +72,28 @@ def retrieval_metrics(similarity: ArrayLike, target_index: ArrayLike) -> dict[st
     return metrics_from_ranks(rank_of_target(similarity, target_index))
 
 
-def relevant_ranks(similarity: ArrayLike, relevant: Sequence[Sequence[int]]) -> list[np.ndarray]:
+def relevant_ranks(similarity: ArrayLike, relevant: Sequence[Sequence[int]], chunk: int = 1024) -> list[np.ndarray]:
     """Per query (row), the ascending 1-based ranks of its relevant items (columns), ties by item index.
 
-    Every item of a row gets its rank from one stable descending sort, so the order is the one of `top_k`.
+    Each (query, relevant item) pair is ranked by `rank_of_target` (comparisons, no sort), so one tie rule
+    serves every metric and `top_k`.
     """
     sim = _as_tensor(similarity)
     n_queries, n_items = sim.shape
     if len(relevant) != n_queries:
         raise ValueError(f"{len(relevant)} relevance lists for {n_queries} queries")
-    for q, items in enumerate(relevant):
-        if not len(items):
+    items = [sorted(set(int(i) for i in r)) for r in relevant]
+    for q, r in enumerate(items):
+        if not r:
             raise ValueError(f"query {q} has no relevant item")
-        if min(items) < 0 or max(items) >= n_items:
+        if r[0] < 0 or r[-1] >= n_items:
             raise ValueError(f"query {q}: relevant index out of range [0, {n_items})")
-    chunk = max(1, _RANK_BUDGET // max(1, n_items))
-    positions = torch.arange(1, n_items + 1, device=sim.device).expand(min(chunk, max(1, n_queries)), -1)
-    out: list[np.ndarray] = []
-    for start in range(0, n_queries, chunk):
-        order = torch.sort(sim[start:start + chunk], dim=1, descending=True, stable=True).indices
-        rank = torch.empty_like(order).scatter_(1, order, positions[:order.shape[0]])
-        for q in range(order.shape[0]):
-            items = torch.as_tensor(sorted(set(relevant[start + q])), device=sim.device)
-            out.append(np.sort(rank[q, items].cpu().numpy()))
-    return out
+    query_of_pair = torch.tensor([q for q, r in enumerate(items) for _ in r], dtype=torch.long)
+    item_of_pair = torch.tensor([i for r in items for i in r], dtype=torch.long)
+    ranks = torch.cat([rank_of_target(sim[query_of_pair[s:s + chunk].to(sim.device)], item_of_pair[s:s + chunk])
+                       for s in range(0, len(item_of_pair), chunk)]).cpu().numpy()
+    bounds = np.cumsum([0] + [len(r) for r in items])
+    return [np.sort(ranks[bounds[q]:bounds[q + 1]]) for q in range(n_queries)]
 
 
 def average_precision_at_k(ranks: Sequence[int], n_relevant: int, k: int) -> float:
