@@ -8,13 +8,15 @@ Definitions (k a cut-off, ranks 1-based, R the set of items relevant to a query,
   the DCASE 2025 baseline computes (github.com/CPJKU/dcase2025_task6_baseline, d25_t6/retrieval_module.py,
   `on_validation_epoch_end` → `average_precision_at_k`: sorted 0-based ranks, Σ i/(rank+1) over rank < k,
   divided by the number of relevant items). mAP@k is its mean over queries; DCASE 2025 ranks by mAP@16.
-- R@k = share of queries with at least one relevant item in the first k (with |R| = 1 the usual recall).
+- R@k = share of queries with at least one relevant item in the first k (with |R| = 1 the usual recall; for
+  audio-to-text, where a clip's five captions are relevant, the baseline-style "any of them in the top k").
 
 Ties: equal scores happen (identical clips, an untrained or quantised model) and an undefined tie order makes
-metrics flicker between runs. The ranking here is always "score descending, then item index ascending" (a stable
-sort), for `rank_of_target`, `relevant_ranks` and `top_k` (the submission) alike, so the metrics equal what the
-official scorer computes on the submitted file: rank = 1 + #items scoring strictly higher + #items scoring equal
-with a smaller index. In `score_split` the item index is the clip's position in sorted clip-id order. (The 2025
+metrics flicker between runs. The ranking here is always "score descending, then item index ascending": rank =
+1 + #items scoring strictly higher + #items scoring equal with a smaller index (`rank_of_target`, which
+`relevant_ranks` uses too), and `top_k` (the submission) sorts stably into the same order, so the metrics equal
+what the official scorer computes on the submitted file. In `score_split` the item index of a clip is its
+position in sorted clip-id order, of a caption its row (clip-id order, then caption number). (The 2025
 baseline's `torch.argsort` is not stable: its tie order is undefined.)
 """
 from __future__ import annotations
