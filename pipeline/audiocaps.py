@@ -94,7 +94,7 @@ def _read_split(csv_path: Path, split: str, problems: Problems) -> dict[str, lis
             for n_rows, row in enumerate(reader, 1):
                 where = f"{csv_path}:{reader.line_num}"
                 yt, start = (row.get("youtube_id") or "").strip(), (row.get("start_time") or "").strip()
-                caption = (row.get("caption") or "").strip()
+                caption = row.get("caption") or ""  # verbatim, as pipeline/datasets.py _captions_of keeps it
                 if not yt or not start:
                     problems.append(problem(where, split, "row needs youtube_id and start_time"))
                     continue
@@ -103,7 +103,7 @@ def _read_split(csv_path: Path, split: str, problems: Problems) -> dict[str, lis
                 except ValueError:
                     cap_id = 10**12 + reader.line_num  # keep file order after numbered rows
                 entry = clips[clip_stem(yt, start)]  # a clip with only blank captions is still a clip
-                if caption:
+                if caption.strip():
                     entry.append((cap_id, caption))
             check_not_empty(csv_path, header, n_rows)
             return clips

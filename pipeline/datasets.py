@@ -101,14 +101,19 @@ def load_records(dataset: str, root: str | Path, manifest: str | Path | None = N
 
 
 def _captions_of(row: dict) -> list[str]:
-    """caption_1..caption_N in numeric order (not string order: caption_10 after caption_9), blanks dropped."""
+    """caption_1..caption_N in numeric order (not string order: caption_10 after caption_9), blanks dropped.
+
+    Kept verbatim, surrounding spaces included: they are the caption's identity in the DCASE submission (the
+    official scorer looks captions up by exact text; some of Clotho's evaluation captions end in a space).
+    Normalisation for the model happens later (pipeline/text.py).
+    """
     numbered = []
     for key, value in row.items():
         m = _CAPTION_COLUMN.match(str(key or "").strip())
         if m and value is not None and str(value).strip():
-            numbered.append((int(m.group(1)), str(value).strip()))
+            numbered.append((int(m.group(1)), str(value)))
     if isinstance(row.get("captions"), list):  # JSONL may also carry a plain list
-        numbered += [(10**6 + i, str(c).strip()) for i, c in enumerate(row["captions"]) if str(c).strip()]
+        numbered += [(10**6 + i, str(c)) for i, c in enumerate(row["captions"]) if str(c).strip()]
     return [text for _, text in sorted(numbered)]
 
 

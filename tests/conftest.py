@@ -1,6 +1,7 @@
 """Shared test helpers: run the real CLI in a subprocess, and find the bundled real audio clips."""
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -58,3 +59,12 @@ def audio_dir() -> Path:
 
 def real_clips() -> list[Path]:
     return sorted(p for p in AUDIO.rglob("*") if p.suffix.lower() in {".mp3", ".flac", ".wav", ".ogg"})
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    """A UTF-8 CSV as the csv module writes it (quoting commas, quotes and newlines)."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path

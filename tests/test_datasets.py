@@ -1,28 +1,19 @@
 """Dataset readers on real files: the Clotho v2.1 layout and CSV/JSONL manifests, awkward names included."""
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import AUDIO
+from conftest import AUDIO, write_csv
 from pipeline.datasets import (DATASET_KINDS, ClipRecord, DatasetError, load_records, register_dataset,
                                split_list)
 
 CAT = AUDIO / "animals_cc0" / "cat.mp3"
 AMEN = AUDIO / "sonic_pi_cc0" / "loop_amen.flac"  # stereo
 ZERO = AUDIO / "fsdd_ccbysa" / "0_george_0.wav"  # 8 kHz
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
 
 
 @pytest.fixture
@@ -152,3 +143,16 @@ def test_names_stored_in_another_unicode_form_are_found(tmp_path: Path) -> None:
     records, problems = load_records("manifest", tmp_path, manifest)
     assert [r.path.is_file() for r in records] == [True]
     assert [p["error"] for p in problems] == ["audio file missing"]
+
+
+def test_captions_are_kept_verbatim_blank_ones_dropped(tmp_path: Path) -> None:
+    """Surrounding spaces are part of a caption's identity (the DCASE scorer looks captions up by exact text)."""
+    (tmp_path / "evaluation").mkdir()
+    shutil.copy(CAT, tmp_path / "evaluation" / "cat.mp3")
+    write_csv(tmp_path / "clotho_captions_evaluation.csv", ["file_name"] + [f"caption_{i}" for i in range(1, 6)],
+              [["cat.mp3", "A cat meows. ", "  leading", "   ", "", "plain"]])
+    records, _ = load_records("clotho", tmp_path)
+    assert records[0].captions == ["A cat meows. ", "  leading", "plain"]
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"split": "test", "file_name": str(CAT), "captions": [" a ", " ", "b  "]}) + "\n")
+    assert load_records("manifest", tmp_path, manifest=m)[0][0].captions == [" a ", "b  "]

@@ -3,14 +3,17 @@
 Why one module for validation (inside the loop) and evaluation (after it): both must embed clips and captions
 the same way — whole clips, no augmentation, eval mode — or validation mAP@10 would not predict evaluation mAP@10.
 Clip embeddings for `retrieve` are cached in RUN_DIR/embeddings per (audio cache key, split, checkpoint save
-token), so repeated queries only run the text encoder and a stale checkpoint never serves old embeddings.
+token), so repeated queries only run the text encoder and a stale checkpoint never serves old embeddings; a broken
+cache file is rebuilt and a read-only run directory caches under the user cache dir (trainer/embedding_cache.py).
+Metric definitions, sources and the tie rule: trainer/metrics.py; relevance files: trainer/relevance.py.
 """
 from __future__ import annotations
 
 import contextlib
 import csv
 import json
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,7 +24,9 @@ from cache.publish import publish_file, publish_json
 from trainer.checkpoint import checkpoint_path, load_checkpoint, load_model_state
 from trainer.config import TrainConfig, from_dict, resolve_split
 from trainer.data import caption_table, check_audio_config, pad_arrays
-from trainer.metrics import retrieval_metrics, top_k
+from trainer.embedding_cache import is_not_writable, load_embeddings, run_cache_dir, save_embeddings
+from trainer.metrics import MAP_CUTOFFS, chance_average_precision, multi_positive_metrics, top_k
+from trainer.relevance import Relevance, RelevanceMatch, match_relevance
 
 RUN_INFO = "run.json"
 
@@ -78,24 +83,50 @@ def embed_texts(model, texts: Sequence[str], device: torch.device, batch_size: i
 
 @dataclass
 class SplitScores:
+    """Scores of one split. `metrics`: text-to-audio map10, map16, r1, r5, r10 (relevance: each caption's own clip,
+    or the relevance file's clips) and audio-to-text a2t_map10, a2t_r1, a2t_r5, a2t_r10 (a clip's own captions)."""
+
     metrics: dict[str, float]
     similarity: torch.Tensor  # (n_captions, n_clips)
     clip_ids: list[str]  # columns
     caption_clip: list[str]  # per row: its clip
     caption_index: list[int]  # per row: which caption of the clip
+    caption_raw: list[str] = field(default_factory=list)  # per row: the caption verbatim, as in the source CSV
+    query_rows: list[int] = field(default_factory=list)  # rows scored text-to-audio (all, or the file's queries)
+    relevant: list[list[int]] = field(default_factory=list)  # per scored row: its relevant columns
+    relevance: RelevanceMatch | None = None  # what a relevance file matched (None: each caption's own clip)
 
 
-def score_split(model, audio, captions, split: str, device: torch.device, batch_size: int = 64) -> SplitScores:
-    """Embed every clip and caption of a split; mAP@10 and R@1/5/10 with one relevant clip per caption."""
+def score_split(model, audio, captions, split: str, device: torch.device, batch_size: int = 64,
+                relevance: Relevance | None = None) -> SplitScores:
+    """Embed every clip and caption of a split and score both directions (definitions: trainer/metrics.py).
+
+    Without `relevance` each caption's only relevant clip is its own (DCASE 2022); with it, the queries of the
+    relevance file are scored against their listed clips (DCASE 2025). Audio-to-text always takes a clip's own
+    captions as its relevant ones.
+    """
     table = caption_table(audio, captions, split)
     positions = sorted(set(table.clip_pos.tolist()), key=lambda p: audio.clip_ids[p])
     column = {p: j for j, p in enumerate(positions)}
     clip_emb = embed_arrays(model, [audio.get(p) for p in positions], device, batch_size)
     text_emb = embed_texts(model, table.texts, device)
     sim = text_emb @ clip_emb.T
-    target = torch.tensor([column[p] for p in table.clip_pos.tolist()])
-    return SplitScores(retrieval_metrics(sim, target), sim, [audio.clip_ids[p] for p in positions],
-                       table.clip_ids, table.caption_index.tolist())
+    target = [column[p] for p in table.clip_pos.tolist()]
+    clip_ids = [audio.clip_ids[p] for p in positions]
+    raw = [captions.raw(c)[i] for c, i in zip(table.clip_ids, table.caption_index.tolist())]
+    match = None
+    if relevance is None:
+        rows, relevant = list(range(len(target))), [[t] for t in target]
+    else:
+        match = match_relevance(relevance, raw, clip_ids, split)
+        rows, relevant = match.query_rows, match.relevant
+    metrics = multi_positive_metrics(sim[rows], relevant)
+    captions_of_clip: list[list[int]] = [[] for _ in clip_ids]
+    for row, col in enumerate(target):
+        captions_of_clip[col].append(row)
+    metrics.update(multi_positive_metrics(sim.T, captions_of_clip, prefix="a2t_", map_cutoffs=(10,)))
+    return SplitScores(metrics, sim, clip_ids, table.clip_ids, table.caption_index.tolist(), raw, rows, relevant,
+                       match)
 
 
 class LoadedRun:
@@ -137,19 +168,23 @@ class LoadedRun:
         return embed_texts(self.model, texts, self.device)
 
     def clip_embeddings(self, split: str) -> tuple[list[str], torch.Tensor]:
-        """(clip ids, embeddings) of a split's audio, cached per audio key + split + checkpoint token."""
+        """(clip ids, embeddings) of a split's audio, cached per audio key + split + checkpoint token.
+
+        The cache lives in RUN_DIR/embeddings, or under the user cache dir when the run directory is read-only;
+        a broken file is discarded with a warning and rebuilt (trainer/embedding_cache.py).
+        """
         audio, _ = self.open_caches()
         split = resolve_split(split, set(audio.splits))
-        path = self.run_dir / "embeddings" / f"{audio.key[:16]}-{split}-{self.checkpoint}.pt"
-        if path.exists():
-            cached = torch.load(path, map_location="cpu", weights_only=True)
-            if cached.get("token") == self.token:
-                return list(cached["clip_ids"]), cached["emb"]
+        name = f"{audio.key[:16]}-{split}-{self.checkpoint}.pt"
+        primary, fallback = self.run_dir / "embeddings" / name, run_cache_dir(self.run_dir) / "embeddings" / name
         idx = audio.indices_for_split(split)
-        emb = self.embed_features([audio.get(int(i)) for i in idx])
         ids = [audio.clip_ids[int(i)] for i in idx]
-        path.parent.mkdir(exist_ok=True)
-        publish_file(path, lambda tmp: torch.save({"token": self.token, "clip_ids": ids, "emb": emb}, tmp))
+        for path in (primary, fallback):
+            cached = load_embeddings(path, self.token, ids, self.model.audio.embed_dim)
+            if cached is not None:
+                return ids, cached
+        emb = self.embed_features([audio.get(int(i)) for i in idx])
+        save_embeddings(primary, fallback, self.token, ids, emb)
         return ids, emb
 
     def retrieve(self, queries: Sequence[str], names: Sequence[str], clip_emb: torch.Tensor,
@@ -163,7 +198,12 @@ class LoadedRun:
 
 def write_submission(path: Path, captions_text: Sequence[str], clip_ids: Sequence[str],
                      similarity: torch.Tensor, k: int = 10) -> Path:
-    """DCASE 2022 task 6b submission: `caption,fname_1..fname_10` per caption, best clip first."""
+    """DCASE submission: `caption,fname_1..fname_k` per caption, best clip first (ties: trainer/metrics.py).
+
+    Captions are written verbatim, surrounding spaces included: the 2022 official scorer reads the file by
+    column position and looks each caption up by its exact text in the ground-truth CSV (eval_script.py of
+    github.com/xieh97/dcase2022-audio-retrieval), and some captions of Clotho's evaluation split end in a space.
+    """
     idx, _ = top_k(similarity, k)
 
     def write(tmp: Path) -> None:
@@ -175,23 +215,45 @@ def write_submission(path: Path, captions_text: Sequence[str], clip_ids: Sequenc
     return publish_file(path, write)
 
 
+class OutputNotWritable(RuntimeError):
+    """Reports cannot be written where asked (a read-only run directory without --out)."""
+
+
+def check_writable(folder: Path, hint: str, create: bool = False) -> None:
+    """Fail before any work when `folder` cannot take new files (tried, not guessed: root and ACLs)."""
+    try:
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        if not is_not_writable(exc):
+            raise
+        raise OutputNotWritable(f"{folder}: not writable ({exc.strerror}); {hint}") from None
+
+
 def evaluate_run(run_dir: str | Path, split: str = "evaluation", checkpoint: str = "best",
-                 device: str | None = None) -> dict[str, Any]:
-    """Score a run on a split; writes RUN_DIR/eval-<split>.json and RUN_DIR/submission-<split>.csv."""
+                 device: str | None = None, relevance: Relevance | None = None,
+                 out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Score a run on a split; writes eval-<split>.json and submission-<split>.csv into out_dir (default RUN_DIR).
+
+    A read-only RUN_DIR without out_dir fails before any scoring, naming --out: reports are results, not a
+    cache, so they are not hidden in a cache directory.
+    """
     run = LoadedRun(run_dir, checkpoint, device)
+    out = Path(out_dir) if out_dir is not None else run.run_dir
+    check_writable(out, "pass --out DIR to write the reports elsewhere" if out_dir is None
+                   else "choose another --out DIR", create=out_dir is not None)
     audio, captions = run.open_caches()
     name = resolve_split(split, set(audio.splits))
-    scores = score_split(run.model, audio, captions, name, run.device, run.cfg.eval_batch_size)
+    scores = score_split(run.model, audio, captions, name, run.device, run.cfg.eval_batch_size, relevance)
+    n_captions, n_clips = (int(n) for n in scores.similarity.shape)
     result: dict[str, Any] = dict(scores.metrics)
-    result.update(n_captions=int(scores.similarity.shape[0]), n_clips=int(scores.similarity.shape[1]),
-                  split=name, checkpoint=checkpoint, epoch=run.epoch,
-                  chance_map10=chance_map10(int(scores.similarity.shape[1])))
-    raw = [captions.raw(c)[i] for c, i in zip(scores.caption_clip, scores.caption_index)]
-    write_submission(run.run_dir / f"submission-{split}.csv", raw, scores.clip_ids, scores.similarity)
-    publish_json(run.run_dir / f"eval-{split}.json", result)
+    chance = {f"chance_map{k}": sum(chance_average_precision(n_clips, len(r), k) for r in scores.relevant)
+              / len(scores.relevant) for k in MAP_CUTOFFS}  # of a random ranking, same queries and |R|
+    result.update(n_captions=n_captions, n_clips=n_clips, n_queries=len(scores.query_rows), split=name,
+                  checkpoint=checkpoint, epoch=run.epoch, **chance,
+                  relevance=scores.relevance.report() if scores.relevance else "each caption's own clip")
+    write_submission(out / f"submission-{split}.csv", scores.caption_raw, scores.clip_ids, scores.similarity)
+    publish_json(out / f"eval-{split}.json", result)
     return result
-
-
-def chance_map10(n_clips: int) -> float:
-    """Expected mAP@10 of a random ranking with one relevant clip among n: (1/n) Σ_{r≤min(10,n)} 1/r."""
-    return sum(1.0 / r for r in range(1, min(10, n_clips) + 1)) / max(1, n_clips)

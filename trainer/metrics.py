@@ -1,22 +1,40 @@
-"""Retrieval metrics of DCASE 2022 task 6b: one relevant clip per caption, mAP@10 and R@1/5/10.
+"""Retrieval metrics: DCASE 2022 task 6b (one relevant clip per caption) and DCASE 2025 task 6 (several).
 
-Why ties are spelled out: equal scores happen (identical clips, an untrained or quantised model) and an undefined
-tie order makes metrics flicker between runs. Here the ranking is "score descending, then clip index ascending",
-both for `rank_of_target` and for `top_k` (the submission), so the metric equals what the DCASE scorer computes on
-the submitted file: rank = 1 + #clips scoring strictly higher + #clips scoring equal with a smaller index.
+Definitions (k a cut-off, ranks 1-based, R the set of items relevant to a query, |R| its size):
+- AP@k = (1/|R|) · Σ over relevant items ranked within the first k of (its position among the relevant items
+  in rank order) / (its rank). With |R| = 1 this is 1/rank if rank ≤ k else 0, the DCASE 2022 definition
+  (official scorer `eval_script.py`, github.com/xieh97/dcase2022-audio-retrieval: precisions i/position summed
+  over the hits of the top 10; one relevant clip per caption). With several relevant items it is exactly what
+  the DCASE 2025 baseline computes (github.com/CPJKU/dcase2025_task6_baseline, d25_t6/retrieval_module.py,
+  `on_validation_epoch_end` → `average_precision_at_k`: sorted 0-based ranks, Σ i/(rank+1) over rank < k,
+  divided by the number of relevant items). mAP@k is its mean over queries; DCASE 2025 ranks by mAP@16.
+- R@k = share of queries with at least one relevant item in the first k (with |R| = 1 the usual recall; for
+  audio-to-text, where a clip's five captions are relevant, the baseline-style "any of them in the top k").
+
+Ties: equal scores happen (identical clips, an untrained or quantised model) and an undefined tie order makes
+metrics flicker between runs. The ranking here is always "score descending, then item index ascending": rank =
+1 + #items scoring strictly higher + #items scoring equal with a smaller index (`rank_of_target`, which
+`relevant_ranks` uses too), and `top_k` (the submission) sorts stably into the same order, so the metrics equal
+what the official scorer computes on the submitted file. In `score_split` the item index of a clip is its
+position in sorted clip-id order, of a caption its row (clip-id order, then caption number). (The 2025
+baseline's `torch.argsort` is not stable: its tie order is undefined.)
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import torch
 
 ArrayLike = torch.Tensor | np.ndarray
+MAP_CUTOFFS = (10, 16)
+RECALL_CUTOFFS = (1, 5, 10)
 
 
 def _as_tensor(similarity: ArrayLike) -> torch.Tensor:
     sim = torch.as_tensor(similarity)
     if sim.dim() != 2:
-        raise ValueError(f"similarity must be (n_captions, n_clips), got shape {tuple(sim.shape)}")
+        raise ValueError(f"similarity must be (n_queries, n_items), got shape {tuple(sim.shape)}")
     if sim.is_floating_point() and not bool(torch.isfinite(sim).all()):
         raise ValueError("similarity contains NaN or infinite scores")
     return sim
@@ -54,6 +72,66 @@ def metrics_from_ranks(ranks: ArrayLike) -> dict[str, float]:
 def retrieval_metrics(similarity: ArrayLike, target_index: ArrayLike) -> dict[str, float]:
     """similarity (n_captions, n_clips), target_index (n_captions,) → {"map10", "r1", "r5", "r10"} (floats)."""
     return metrics_from_ranks(rank_of_target(similarity, target_index))
+
+
+def relevant_ranks(similarity: ArrayLike, relevant: Sequence[Sequence[int]], chunk: int = 1024) -> list[np.ndarray]:
+    """Per query (row), the ascending 1-based ranks of its relevant items (columns), ties by item index.
+
+    Each (query, relevant item) pair is ranked by `rank_of_target` (comparisons, no sort), so one tie rule
+    serves every metric and `top_k`.
+    """
+    sim = _as_tensor(similarity)
+    n_queries, n_items = sim.shape
+    if len(relevant) != n_queries:
+        raise ValueError(f"{len(relevant)} relevance lists for {n_queries} queries")
+    items = [sorted(set(int(i) for i in r)) for r in relevant]
+    for q, r in enumerate(items):
+        if not r:
+            raise ValueError(f"query {q} has no relevant item")
+        if r[0] < 0 or r[-1] >= n_items:
+            raise ValueError(f"query {q}: relevant index out of range [0, {n_items})")
+    query_of_pair = torch.tensor([q for q, r in enumerate(items) for _ in r], dtype=torch.long)
+    item_of_pair = torch.tensor([i for r in items for i in r], dtype=torch.long)
+    ranks = torch.cat([rank_of_target(sim[query_of_pair[s:s + chunk].to(sim.device)], item_of_pair[s:s + chunk])
+                       for s in range(0, len(item_of_pair), chunk)]).cpu().numpy()
+    bounds = np.cumsum([0] + [len(r) for r in items])
+    return [np.sort(ranks[bounds[q]:bounds[q + 1]]) for q in range(n_queries)]
+
+
+def average_precision_at_k(ranks: Sequence[int], n_relevant: int, k: int) -> float:
+    """AP@k from the 1-based ranks of a query's relevant items (any order) and |R| (see the module docstring)."""
+    hits = sorted(r for r in ranks if r <= k)
+    return sum(i / r for i, r in enumerate(hits, start=1)) / n_relevant
+
+
+def multi_positive_metrics(similarity: ArrayLike, relevant: Sequence[Sequence[int]], prefix: str = "",
+                           map_cutoffs: Sequence[int] = MAP_CUTOFFS,
+                           recall_cutoffs: Sequence[int] = RECALL_CUTOFFS) -> dict[str, float]:
+    """{prefix + "map10", "map16", "r1", "r5", "r10"}: mean AP@k and R@k over queries with ≥ 1 relevant item."""
+    ranks = relevant_ranks(similarity, relevant)
+    if not ranks:
+        raise ValueError("no queries to score")
+    out = {f"{prefix}map{k}": float(np.mean([average_precision_at_k(r, len(r), k) for r in ranks]))
+           for k in map_cutoffs}
+    out.update({f"{prefix}r{k}": float(np.mean([r[0] <= k for r in ranks])) for k in recall_cutoffs})
+    return out
+
+
+def chance_average_precision(n_items: int, n_relevant: int, k: int) -> float:
+    """Expected AP@k of a uniformly random ranking of n_items with n_relevant of them relevant.
+
+    The item at rank r is relevant with probability m/n; given that, the other relevant items above it number
+    (r−1)(m−1)/(n−1) on average, so E[AP@k] = (1/m) Σ_{r≤k} (m/n)·(1 + (r−1)(m−1)/(n−1))/r.
+    """
+    if not 1 <= n_relevant <= n_items:
+        raise ValueError(f"need 1 ≤ n_relevant ≤ n_items, got {n_relevant} of {n_items}")
+    spread = (n_relevant - 1) / (n_items - 1) if n_items > 1 else 0.0
+    return sum((1 + (r - 1) * spread) / r for r in range(1, min(k, n_items) + 1)) / n_items
+
+
+def chance_map10(n_clips: int) -> float:
+    """Expected mAP@10 of a random ranking with one relevant clip among n: (1/n) Σ_{r≤min(10,n)} 1/r."""
+    return chance_average_precision(n_clips, 1, 10) if n_clips > 0 else 0.0
 
 
 def top_k(similarity: ArrayLike, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:

@@ -97,25 +97,49 @@ def train_command(cache_root: Path, name: str | None, run_dir: Path, config_file
 @click.option("--split", default="evaluation", show_default=True, help="Split to score (aliases: test, val, ...).")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--device", default=None, help="Override the run's device (cpu, cuda, ...).")
-def eval_command(run_dir: Path, split: str, checkpoint: str, device: str | None) -> None:
-    """Score a run: mAP@10, R@1/5/10; writes RUN_DIR/eval-SPLIT.json and the DCASE submission-SPLIT.csv.
+@click.option("--relevance", "relevance_file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              default=None, help="Relevant clips per query (DCASE 2025 `query,audio_filenames` or long "
+                                 "`query,file_name[,score]`); default: each caption's own clip (DCASE 2022).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Write eval-SPLIT.json and submission-SPLIT.csv here instead of RUN_DIR (e.g. read-only runs).")
+def eval_command(run_dir: Path, split: str, checkpoint: str, device: str | None, relevance_file: Path | None,
+                 out_dir: Path | None) -> None:
+    """Score a run: text-to-audio mAP@10, mAP@16, R@1/5/10 and audio-to-text mAP@10, R@1/5/10; writes
+    eval-SPLIT.json and the DCASE submission-SPLIT.csv (captions verbatim) into RUN_DIR or --out.
 
     \b
-    Example:
+    Examples:
       audioret eval runs/base --split evaluation --checkpoint best
+      audioret eval runs/base --relevance metadata_eval.csv      # DCASE 2025: several relevant clips per query
+      audioret eval /shared/runs/base --out my_reports/           # run directory is read-only
     """
     from trainer.config import ConfigError
     from trainer.evaluate import evaluate_run
+    from trainer.relevance import read_relevance
 
+    _one_line_warnings()
     try:
-        r = evaluate_run(run_dir, split, checkpoint, device)
+        relevance = read_relevance(relevance_file) if relevance_file is not None else None
+        r = evaluate_run(run_dir, split, checkpoint, device, relevance, out_dir)
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
-    click.echo(f"{run_dir} · {r['split']} · {checkpoint} checkpoint (epoch {r['epoch']})")
-    click.echo(f"{'captions':>10} {'clips':>7} {'mAP@10':>8} {'R@1':>7} {'R@5':>7} {'R@10':>7} {'chance mAP@10':>14}")
-    click.echo(f"{r['n_captions']:>10} {r['n_clips']:>7} {r['map10']:>8.4f} {r['r1']:>7.4f} {r['r5']:>7.4f} "
-               f"{r['r10']:>7.4f} {r['chance_map10']:>14.4f}")
-    click.echo(f"wrote {run_dir / f'eval-{split}.json'} and {run_dir / f'submission-{split}.csv'}")
+    rel = r["relevance"]
+    click.echo(f"{run_dir} · {r['split']} · {checkpoint} checkpoint (epoch {r['epoch']}) · relevance: "
+               f"{rel if isinstance(rel, str) else rel['file']}")
+    click.echo(f"{'':14}{'queries':>8} {'items':>6} {'mAP@10':>7} {'mAP@16':>7} {'R@1':>7} {'R@5':>7} {'R@10':>7}"
+               f" {'chance mAP@10':>14} {'chance mAP@16':>14}")
+    click.echo(f"{'text→audio':14}{r['n_queries']:>8} {r['n_clips']:>6} {r['map10']:>7.4f} {r['map16']:>7.4f} "
+               f"{r['r1']:>7.4f} {r['r5']:>7.4f} {r['r10']:>7.4f} {r['chance_map10']:>14.4f} "
+               f"{r['chance_map16']:>14.4f}")
+    click.echo(f"{'audio→text':14}{r['n_clips']:>8} {r['n_captions']:>6} {r['a2t_map10']:>7.4f} {'':>7} "
+               f"{r['a2t_r1']:>7.4f} {r['a2t_r5']:>7.4f} {r['a2t_r10']:>7.4f}")
+    if not isinstance(rel, str):
+        for what, entry in rel.items():
+            if isinstance(entry, dict) and entry["count"]:
+                click.echo(f"warning: {rel['file']}: {entry['count']} {what.replace('_', ' ')} "
+                           f"(e.g. {entry['first'][0]!r}); listed in eval-{split}.json", err=True)
+    where = out_dir if out_dir is not None else run_dir
+    click.echo(f"wrote {where / f'eval-{split}.json'} and {where / f'submission-{split}.csv'}")
 
 
 @main.command("retrieve", context_settings=CONTEXT)
@@ -148,6 +172,7 @@ def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str
         if not n:  # nothing to embed: an error, not a ranking of every clip by an empty text
             raise click.UsageError(f"query {q!r} is empty after normalisation (lower case, punctuation "
                                    "stripped); give words to search for, e.g. \"a dog barks\"")
+    _one_line_warnings()
     failed: list[dict] = []
     run = LoadedRun(run_dir, checkpoint, device)
     if audio_dir is not None:
@@ -164,9 +189,12 @@ def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str
             for rank, (n, s) in enumerate(r, start=1):
                 click.echo(f"  {rank:>3}  {s:+.4f}  {n}")
     if failed:
-        from cache.publish import publish_json
+        from trainer.embedding_cache import publish_with_fallback, run_cache_dir
 
-        report = publish_json(run_dir / "retrieve-failures.json", failed)
+        def write(tmp: Path) -> None:
+            tmp.write_text(json.dumps(failed, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        name = "retrieve-failures.json"  # beside the run, or in the user cache dir when the run is read-only
+        report = publish_with_fallback(run_dir / name, run_cache_dir(run_dir) / name, write)
         click.echo(f"{len(failed)} file(s) could not be decoded; see {report}", err=True)
         sys.exit(EXIT_PARTIAL)
 
