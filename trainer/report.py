@@ -32,8 +32,8 @@ from cache.publish import pid_alive, publish_file, publish_json
 from trainer import report_figures as figures
 from trainer import report_html
 from trainer.config import resolve_split
-from trainer.evaluate import SplitScores, chance_map10, score_split
-from trainer.metrics import rank_of_target, top_k
+from trainer.evaluate import SplitScores, score_split
+from trainer.metrics import chance_average_precision, rank_of_target, top_k
 
 REPORT_DIR = "report"
 
@@ -194,7 +194,8 @@ def build_report(run, split: str = "evaluation", copy_audio: bool = False, audio
             for hit in q.hits:
                 media.add(hit.clip_id)
         n_captions, n_clips = scores.similarity.shape
-        context = {"n_captions": int(n_captions), "n_clips": int(n_clips), "chance_map10": chance_map10(n_clips)}
+        context = {"n_captions": int(n_captions), "n_clips": int(n_clips),
+                   **{f"chance_map{k}": chance_average_precision(int(n_clips), 1, k) for k in (10, 16)}}
         rows = figures.read_metrics_csv(run_dir / "metrics.csv")
         curves = figures.training_curves(rows, staging / "training.png", report_html.METRIC_LABELS) if rows else None
         figures.rank_histogram(np.array([q.rank for q in queries]), int(n_clips), staging / "ranks.png")

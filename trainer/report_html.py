@@ -19,7 +19,7 @@ METRIC_LABELS = {
     "map10": "mAP@10", "map16": "mAP@16", "r1": "R@1", "r5": "R@5", "r10": "R@10",
     "a2t_map10": "audio→text mAP@10", "a2t_map16": "audio→text mAP@16", "a2t_r1": "audio→text R@1",
     "a2t_r5": "audio→text R@5", "a2t_r10": "audio→text R@10",
-    "chance_map10": "chance mAP@10", "n_captions": "captions", "n_clips": "clips",
+    "chance_map10": "chance mAP@10", "chance_map16": "chance mAP@16", "n_captions": "captions", "n_clips": "clips",
 }
 
 STYLE = """
