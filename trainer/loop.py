@@ -169,6 +169,8 @@ def train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume: 
     run directory's writer lock throughout (trainer/run_lock.py): a second run on the same directory raises
     CacheLockedError, or waits up to `wait_lock` seconds (None: forever) for the first to end.
     """
+    if not checkpoint_path(run_dir, "last").exists():
+        check_audio_checkpoint(cfg)  # a fresh run loads it: refuse a bad one before the lock, caches and models
     dist_hooks.init_distributed(device=cfg.device)
     with run_dir_lock(run_dir, wait_lock):
         return _train(cfg, Path(cache_root), name, Path(run_dir), resume, audio_key, caption_key, progress)
@@ -179,9 +181,7 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
     """The run itself; the caller holds the run directory's lock and has joined the process group."""
     last_path = checkpoint_path(run_dir, "last")
     state = None
-    if not last_path.exists():
-        check_audio_checkpoint(cfg)  # a fresh run loads it: refuse a bad one before caches and models
-    else:
+    if last_path.exists():
         if not resume:
             raise RunExistsError(f"{run_dir}: already holds a run; pass --resume to continue it or use another --out")
         state = load_checkpoint(last_path)
