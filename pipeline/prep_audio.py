@@ -1,7 +1,7 @@
 """`prep audio`: decode every clip once, compute its features (pipeline/feature_defs.py), and publish them into
 fixed, immutable HDF5 shards.
 
-Why it is shaped this way (DESIGN.md, "Shard format"):
+Why it is shaped this way (cache/audio_shards.py and README.md, "prep audio"):
 - The cache key covers the extractor config, the code and decoder versions and every source fingerprint, so a
   changed input lands in a new directory and nothing stale is ever read.
 - Shard membership comes from the sorted clip ids and the shard size only, so a run killed at any moment (kill -9

@@ -1,4 +1,4 @@
-"""Semantics of the batch augmentations on real log-mels (DESIGN.md: gain, Freq-MixStyle, SpecAugment)."""
+"""Semantics of the batch augmentations on real log-mels (the paper's gain, Freq-MixStyle, SpecAugment; trainer/augment.py)."""
 from __future__ import annotations
 
 from types import SimpleNamespace

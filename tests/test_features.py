@@ -14,7 +14,7 @@ from pipeline.features import DEFAULT_CONFIG, FLOOR_DB, _mel_basis, _window, log
 
 
 def reference_log_mel(path: Path) -> np.ndarray:
-    """DESIGN.md's recipe written independently with librosa's high-level calls: (frames, 64) dB."""
+    """The paper's recipe (pipeline/features.py) written independently with librosa's high-level calls: (frames, 64) dB."""
     y, _ = librosa.load(str(path), sr=32000, mono=True, res_type="soxr_hq")
     mel = librosa.feature.melspectrogram(y=y, sr=32000, n_fft=1024, win_length=1024, hop_length=320,
                                          window="hann", center=True, pad_mode="reflect", power=2.0,

@@ -1,4 +1,4 @@
-"""On-the-fly audio augmentations on batches of cached dB log-mels (DESIGN.md, "Facts from the paper").
+"""On-the-fly audio augmentations on batches of cached dB log-mels (the paper's semantics, spelled out below).
 
 Why here and not in the cache: these are cheap and random, so they run on the device per batch while the expensive,
 deterministic features stay in immutable shards. Every function is vectorised over the batch (no Python loop over

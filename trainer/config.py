@@ -4,7 +4,7 @@ Why one flat dataclass: every knob a run or a hyperparameter search can turn is 
 whole into RUN_DIR/config.toml (so a run can be repeated or resumed), and is validated once, up front: an unknown
 key or an out-of-range value is a usage error (`ConfigError`, CLI exit 2) before any model is built.
 
-The augmentation ranges are the paper's search space (DESIGN.md, Table 4); the defaults are its best trial.
+The augmentation ranges are the paper's search space (Table 4, trainer/space.py); the defaults are its best trial.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    # optimisation (DESIGN.md: Adam, batch 30, 50 epochs, ×1/3 every 10 epochs, patience 10)
+    # optimisation (the paper: Adam, batch 30, 50 epochs, ×1/3 every 10 epochs, patience 10)
     epochs: int = 50
     batch_size: int = 30
     lr: float = 2e-5

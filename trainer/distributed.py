@@ -5,7 +5,7 @@ here is a no-op when the world size is 1, and the trainer only calls a handful o
 `init_distributed()`, `wrap_model()`, `ShardedBatchSampler`, `distributed_nt_xent()`, `is_main_process()`,
 `barrier()`, `broadcast_object()`, `cleanup()`.
 
-The contrastive loss is the part that is easy to get wrong (DESIGN.md, "DDP contrastive loss"). Each rank encodes
+The contrastive loss is the part that is easy to get wrong (open_clip's gather-with-grad + local loss). Each rank encodes
 its local B pairs, all-gathers the audio and text embeddings *with gradient* (`gather_with_grad`), and computes its
 B local rows against the W·B global columns (labels offset by rank·B), in both directions (open_clip's
 `gather_with_grad` + `local_loss`). Scaling, the other classic bug: rank r's loss is the mean over its B rows, so

@@ -1,6 +1,6 @@
 """The bi-encoder of Primus & Widmer (DCASE 2022 task 6b): CNN10 audio encoder + transformer text encoder.
 
-Why the details matter (DESIGN.md): attribute names follow the PANNs Cnn10 state dict (`bn0.*`,
+Why the details matter: attribute names follow the PANNs Cnn10 state dict (`bn0.*`,
 `conv_block1.conv1.weight`, `conv_block1.bn1.*`, ...) so the AudioSet checkpoint `Cnn10_mAP=0.380.pth` loads
 as is; padded frames are zeroed before every convolution (exactly what the convolution's own zero padding does at a
 clip's end) and masked out of the time pooling, so a clip's embedding does not depend on how much padding its batch

@@ -35,7 +35,7 @@ from trainer.space import default_space, describe, params_to_point, point_to_par
 from trainer.trials import Objective, result_of, run_trial
 
 METRIC = "best_map10"
-ESTIMATORS = ("GP", "RF", "ET")  # GBRT is broken in skopt 0.10 on scikit-learn >= 1.6 (DESIGN.md)
+ESTIMATORS = ("GP", "RF", "ET")  # GBRT is broken in skopt 0.10 on scikit-learn >= 1.6 (checked on this project's machines)
 ACQ_FUNCS = ("gp_hedge", "EI", "PI", "LCB")
 MUST_MATCH = ("space", "estimator", "initial", "acq", "seed", "objective")
 

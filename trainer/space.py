@@ -31,7 +31,7 @@ class SpaceError(ValueError):
     """A malformed search-space file (a usage error: the CLI exits 2)."""
 
 
-# Paper Table 4 (DESIGN.md), with TrainConfig key names, in the paper's column order.
+# Paper Table 4, with TrainConfig key names, in the paper's column order.
 PAPER_SPACE: list[tuple[str, str, Any, Any]] = [
     ("p_eda", "real", 0.0, 1.0), ("p_syn", "real", 0.0, 0.3), ("p_swp", "real", 0.0, 0.3),
     ("p_del", "real", 0.0, 0.3), ("p_ins", "real", 0.0, 0.3), ("p_bt", "real", 0.0, 1.0),
@@ -39,7 +39,7 @@ PAPER_SPACE: list[tuple[str, str, Any, Any]] = [
     ("g_max", "integer", 0, 6), ("p_ms", "real", 0.0, 1.0), ("ms_alpha", "real", 0.0, 1.0),
 ]
 
-# The paper's best trial (DESIGN.md: ".9936 .2962 .0085 .1944 ~0 .1812 | 1 4 7 58 | 3 | .1045 .8286").
+# The paper's best trial (the paper: ".9936 .2962 .0085 .1944 ~0 .1812 | 1 4 7 58 | 3 | .1045 .8286").
 PAPER_BEST: dict[str, float | int] = {
     "p_eda": 0.9936, "p_syn": 0.2962, "p_swp": 0.0085, "p_del": 0.1944, "p_ins": 0.0, "p_bt": 0.1812,
     "n_f": 1, "w_f": 4, "n_t": 7, "w_t": 58, "g_max": 3, "p_ms": 0.1045, "ms_alpha": 0.8286,
