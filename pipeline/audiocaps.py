@@ -21,9 +21,8 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline.datasets import (AUDIO_EXTENSIONS, DATASET_KINDS, ClipRecord, DatasetError, Problems, check_not_empty,
-                               problem,
-                               register_dataset)
+from pipeline.datasets import (AUDIO_EXTENSIONS, DATASET_KINDS, MISSING_AUDIO, ClipRecord, DatasetError, Problems,
+                               check_not_empty, problem, register_dataset)
 
 AUDIOCAPS_SPLITS = ("train", "val", "test")
 #: The roles the trainer gives these splits (Clotho names); documentation and the CLI's summary use it.
@@ -136,7 +135,8 @@ def load_audiocaps(root: Path, manifest: Path | None = None,
             path = _find_audio(audio_dirs[split], stem)
             if path is None:
                 problems.append(problem(audio_dirs[split] / f"{stem}.flac", split,
-                                        f"audio file missing ({stem}.{{flac,wav,ogg,mp3}}; YouTube takedown?)"))
+                                        f"{MISSING_AUDIO} ({stem}.{{flac,wav,ogg,mp3}}; YouTube takedown?)",
+                                        f"{stem}.flac"))
                 continue
             records.append(ClipRecord(path.name, split, path, [c for _, c in sorted(captions)]))
     return records, problems

@@ -67,9 +67,16 @@ def check_subsets(dataset: str, subsets: list[str] | None) -> None:
         raise DatasetError(f"unknown {dataset} subset(s) {', '.join(unknown)}; choose from {', '.join(known)}")
 
 
-def problem(file: str | Path, split: str | None, error: str) -> dict:
-    """The one shape of a problem entry (also a line of `failures.jsonl`)."""
-    return {"file": str(file), "split": split, "error": error}
+MISSING_AUDIO = "audio file missing"  # how every reader starts the error of a clip whose audio is not there
+
+
+def problem(file: str | Path, split: str | None, error: str, clip_id: str | None = None) -> dict:
+    """The one shape of a problem entry (also a line of `failures.jsonl`); `clip_id` where the reader knows the id
+    the clip would have had (an exclusion list matches missing clips by it)."""
+    entry = {"file": str(file), "split": split, "error": error}
+    if clip_id is not None:
+        entry["clip_id"] = clip_id
+    return entry
 
 
 def load_records(dataset: str, root: str | Path, manifest: str | Path | None = None,
@@ -184,7 +191,7 @@ def locate(path: Path) -> Path:
 def _check_audio(path: Path, split: str | None, problems: Problems) -> bool:
     if path.is_file():
         return True
-    problems.append(problem(path, split, "audio file missing" if not path.exists() else "not a regular file"))
+    problems.append(problem(path, split, MISSING_AUDIO if not path.exists() else "not a regular file"))
     return False
 
 

@@ -29,7 +29,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from pipeline.datasets import ClipRecord, DatasetError, Problems
+from pipeline.datasets import MISSING_AUDIO, ClipRecord, DatasetError, Problems
 from pipeline.wavcaps import SOURCES
 
 CSV_COLUMNS = ("sound_id", "file_name", "fname", "id", "freesound_id")
@@ -145,7 +145,8 @@ def apply_exclusions(records: list[ClipRecord], problems: Problems,
     removed = len(records) - len(kept)
     kept_problems = []
     for p in problems:
-        if p.get("error") == "audio file missing" and matches(_names_of(Path(p["file"]).name)):
+        if str(p.get("error", "")).startswith(MISSING_AUDIO) and \
+                matches(_names_of(p.get("clip_id") or Path(p["file"]).name)):
             removed += 1
         else:
             kept_problems.append(p)

@@ -36,7 +36,8 @@ import json
 import os
 from pathlib import Path
 
-from pipeline.datasets import AUDIO_EXTENSIONS, DATASET_KINDS, ClipRecord, DatasetError, Problems, problem, register_dataset
+from pipeline.datasets import (AUDIO_EXTENSIONS, DATASET_KINDS, MISSING_AUDIO, ClipRecord, DatasetError, Problems,
+                               problem, register_dataset)
 
 WAVCAPS_SPLIT = "train"
 #: The role the trainer gives WavCaps' one split (Clotho names), as pipeline/audiocaps.py's table does.
@@ -112,7 +113,7 @@ def _read_source(base: Path, subset: str, explicit: bool, records: list[ClipReco
             continue
         name = next((stem + ext for ext in AUDIO_EXTENSIONS if stem + ext in present), None)
         if name is None:
-            problems.append(problem(audio_dir / f"{stem}.flac", WAVCAPS_SPLIT, "audio file missing"))
+            problems.append(problem(audio_dir / f"{stem}.flac", WAVCAPS_SPLIT, MISSING_AUDIO, f"{folder}/{stem}.flac"))
             continue
         records.append(ClipRecord(f"{folder}/{name}", WAVCAPS_SPLIT, audio_dir / name, [caption]))
 

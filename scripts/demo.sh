@@ -41,7 +41,7 @@ $A eval "$OUT/run" --split evaluation
 
 step "6/7 retrieve: free text over the evaluation clips, then over real CC0 recordings"
 $A retrieve "$OUT/run" "a high beep repeats while low noise hums" -k 5
-$A retrieve "$OUT/run" "a dog barks" -k 3 --audio-dir tests/data/audio/animals_cc0
+$A retrieve "$OUT/run" "a dog barks" -k 3 --audio-dir tests/data/audio/animals_cc0 --cache "$OUT/folder-cache"
 printf '\n(the demo model only knows beeps, chirps, noise and clicks: on animal sounds the ranking is arbitrary,\n'
 printf ' the point is that new files go through the same log-mel definition and the same encoder.)\n'
 

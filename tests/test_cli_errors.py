@@ -37,3 +37,17 @@ def test_failures_exit_1_with_one_line_unless_debugging(capsys, monkeypatch):
     monkeypatch.setenv("AUDIORET_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         invoke_reporting_errors(lambda: 1 / 0)
+
+
+@pytest.mark.parametrize("command", [("train",), ("eval",), ("retrieve",), ("predict",), ("report",), ("search",),
+                                     ("sweep",), ("preview", "audio"), ("preview", "captions")])
+def test_every_command_that_reads_shards_can_skip_their_check(command):
+    """Readers verify shard payloads by default (cache/integrity.py); each command that reads shards offers the
+    documented way out, --no-verify."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--no-verify" in result.output

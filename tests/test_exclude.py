@@ -74,6 +74,19 @@ def test_freesound_ids_do_not_cross_wavcaps_sources(tmp_path: Path) -> None:
     assert [r.clip_id for r in apply_exclusions(recs, [], full)[0]] == [c for c in ids if c != "SoundBible/2219.flac"]
 
 
+def test_missing_clips_are_matched_by_the_id_they_would_have_had(tmp_path: Path) -> None:
+    """A listed clip whose audio is missing is removed, not reported, by its would-be id: a SoundBible file is not
+    a Freesound id, and AudioCaps' longer 'audio file missing (...)' message counts as missing too."""
+    problems = [problem(tmp_path / "SoundBible" / "77.flac", "train", "audio file missing", "SoundBible/77.flac"),
+                problem(tmp_path / "FreeSound" / "77.flac", "train", "audio file missing", "FreeSound/77.flac"),
+                problem(tmp_path / "train" / "YT1_30.flac", "train",
+                        "audio file missing (YT1_30.{flac,wav,ogg,mp3}; YouTube takedown?)", "YT1_30.flac")]
+    exclusion = read_exclusion_list(_write(tmp_path / "l.txt", "77\nYT1_30\n"))
+    _, kept_problems, report = apply_exclusions([], problems, exclusion)
+    assert [p["clip_id"] for p in kept_problems] == ["SoundBible/77.flac"]
+    assert report.removed == 2 and report.not_found == []
+
+
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
     """Real clips under Freesound-id and title names, plus a listed clip whose audio is missing."""

@@ -102,6 +102,21 @@ def test_newest_cache_that_fits_the_encoder_is_chosen_among_one_name(tmp_path):
         open_audio_cache(tmp_path, "only-passt")
 
 
+def test_training_without_a_name_never_takes_a_folder_cache(tmp_path):
+    """`predict --cache caches/` leaves an uncaptioned `folder` cache beside the training caches; `train` without
+    --name takes the newest cache it can train on, not that one."""
+    from cache.audio_shards import build_audio_cache
+    from trainer.loop import open_audio_cache
+
+    config = {"n_mels": 64, "sample_rate": 32000, "hop_length": 320}
+    clotho = build_audio_cache(tmp_path, {"a.wav": np.zeros((50, 64), np.float32)}, config, name="clotho")
+    time.sleep(1.1)  # manifests record their creation to the second
+    folder = build_audio_cache(tmp_path, {"b.wav": np.zeros((50, 64), np.float32)}, config, name="folder",
+                               dataset="folder", splits={"b.wav": "folder"})
+    assert AudioCache.open(tmp_path).key == folder.key  # the newest cache of any name is the folder's
+    assert open_audio_cache(tmp_path, None).key == clotho.key
+
+
 @pytest.fixture(scope="module")
 def caches(tmp_path_factory):
     root = demo_cache(tmp_path_factory.getbasetemp())

@@ -120,13 +120,17 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return publish_file(path, write)
 
 
+def removed_reason(path: Path) -> str:
+    """" (<why>)" when search --keep-best deleted the weights next to `path` (its REMOVED.txt), else ""."""
+    note = path.parent / REMOVED_NOTE
+    return f" ({note.read_text(encoding='utf-8').strip()})" if note.is_file() else ""
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """torch.load with weights_only=True; a clear one-line error for a missing or unreadable file."""
     path = Path(path)
     if not path.exists():
-        note = path.parent / REMOVED_NOTE
-        why = f" ({note.read_text(encoding='utf-8').strip()})" if note.is_file() else ""
-        raise FileNotFoundError(f"{path}: checkpoint not found{why}")
+        raise FileNotFoundError(f"{path}: checkpoint not found{removed_reason(path)}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt / foreign files

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.checkpoint import CheckpointError, full_model_state
+from trainer.checkpoint import CheckpointError, full_model_state, removed_reason
 
 
 class InitFromError(RuntimeError):
@@ -28,7 +28,8 @@ def source_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
         return path
     ckpt = path / "checkpoints" / f"{which}.pt"
     if not ckpt.is_file():
-        raise InitFromError(f"{run_dir}: no checkpoints/{which}.pt (is this a finished `audioret train` run?)")
+        why = removed_reason(ckpt) or " (is this a finished `audioret train` run?)"
+        raise InitFromError(f"{run_dir}: no checkpoints/{which}.pt{why}")
     return ckpt
 
 

@@ -74,11 +74,13 @@ def open_audio_cache(cache_root: Path, name: str, audio_key: str | None = None, 
     from cache.audio_shards import AudioCache
     from cache.manifest import CacheNotFoundError, resolve_cache
 
+    def trainable(m) -> bool:  # a `folder` cache (predict / retrieve --audio-dir: no captions) never is
+        return feature_fits(m.config, encoder) and m.dataset != "folder"
+
     audio = AudioCache.open(cache_root, name=None if audio_key else name, key=audio_key)
-    if not audio_key and not feature_fits(audio.config, encoder):
+    if not audio_key and not trainable(audio.manifest):
         try:
-            audio = AudioCache(resolve_cache(cache_root, "audio", name=name,
-                                             where=lambda m: feature_fits(m.config, encoder)))
+            audio = AudioCache(resolve_cache(cache_root, "audio", name=name, where=trainable))
         except CacheNotFoundError:
             pass
     check_audio_config(audio.config, str(audio.directory), encoder)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.groups import CONTEXT, EXIT_OK, EXIT_PARTIAL, main
+from pipeline.cli.groups import CONTEXT, EXIT_OK, EXIT_PARTIAL, main, no_verify_option
 
 FOLDER_CACHE_HELP = ("Cache root for the folder's features (CACHE/audio/<key>/) [default: $AUDIORET_CACHE, else "
                      "$XDG_CACHE_HOME/audioret, else ~/.cache/audioret].")
@@ -55,6 +55,7 @@ def failure_report_path(out: Path) -> Path:
 
 
 @main.command("predict", context_settings=CONTEXT)
+@no_verify_option
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.option("--audio-dir", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="Folder of the audio files to rank (searched recursively; clip name = path relative to it).")

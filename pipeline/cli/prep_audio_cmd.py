@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.groups import (CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, dataset_options, dataset_root,
+from pipeline.cli.groups import (CONTEXT, EXIT_OK, EXIT_PARTIAL, dataset_options, dataset_root,
                                  dataset_subsets, prep)
 
 
@@ -57,21 +57,17 @@ def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache
       audioret prep audio --dataset manifest --manifest wavcaps.csv --cache caches/ --exclude excluded_ids.csv
       audioret prep audio --dataset folder --root data/eval_audio --cache caches/   # every audio file, no captions
     """
-    from cache.locks import CacheLockedError
-    from pipeline.datasets import DatasetError, split_list
+    from pipeline.datasets import split_list
     from pipeline.prep_audio import prep_audio
 
     root = dataset_root(dataset, root, manifest)
     subset_list = dataset_subsets(dataset, subsets)
-    try:
-        result = prep_audio(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
-                            subsets=subset_list,
-                            workers=workers, shard_size=shard_size, wait_lock=wait_lock,
-                            content_hash=content_hash, progress=progress, scheduler=scheduler,
-                            features=features, exclude=exclude)
-    except (DatasetError, CacheLockedError, RuntimeError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILURE)
+    # Failures (DatasetError, a held lock, disk full, ...) become one `error:` line, exit 1, in the group
+    # (pipeline/cli/errors.py), like every command's.
+    result = prep_audio(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
+                        subsets=subset_list, workers=workers, shard_size=shard_size, wait_lock=wait_lock,
+                        content_hash=content_hash, progress=progress, scheduler=scheduler, features=features,
+                        exclude=exclude)
     if result.excluded:
         click.echo(result.excluded.summary(), err=True)
     if result.noop:

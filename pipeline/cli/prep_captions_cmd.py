@@ -64,10 +64,8 @@ def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, ca
       audioret prep captions --dataset clotho --root data/clotho --cache caches/ --translator google --pivots de,fr
       audioret prep captions --dataset manifest --manifest my/clips.csv --cache caches/ --translator none
     """
-    from cache.locks import CacheLockedError
-    from pipeline.datasets import DatasetError, split_list
+    from pipeline.datasets import split_list
     from pipeline.prep_captions import prep_captions
-    from pipeline.translate import TranslatorUnavailable
 
     root = dataset_root(dataset, root, manifest)
     subset_list = dataset_subsets(dataset, subsets)
@@ -78,15 +76,12 @@ def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, ca
         raise click.BadParameter("a pivot must differ from the source language en", param_hint="--pivots")
     google = {"base_url": google_url, "rps": google_rps, "timeout": google_timeout, "retries": google_retries,
               "backoff": google_backoff, "timeout_total": timeout_total}
-    try:
-        result = prep_captions(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
-                               subsets=subset_list,
-                               translator=translator, pivots=pivot_list, batch_size=batch_size, device=device,
-                               marian_template=marian_model_template, google=google, shard_size=shard_size,
-                               wait_lock=wait_lock, progress=progress, exclude=exclude)
-    except (DatasetError, CacheLockedError, TranslatorUnavailable) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILURE)
+    # Failures (DatasetError, a held lock, an unavailable translator, disk full, ...) become one `error:` line,
+    # exit 1, in the group (pipeline/cli/errors.py), like every command's.
+    result = prep_captions(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
+                           subsets=subset_list, translator=translator, pivots=pivot_list, batch_size=batch_size,
+                           device=device, marian_template=marian_model_template, google=google,
+                           shard_size=shard_size, wait_lock=wait_lock, progress=progress, exclude=exclude)
     if result.excluded:
         click.echo(result.excluded.summary(), err=True)
     if translator == "none":

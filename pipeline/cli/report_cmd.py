@@ -7,11 +7,12 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.groups import CONTEXT, EXIT_USAGE, main
+from pipeline.cli.groups import CONTEXT, EXIT_USAGE, main, no_verify_option
 from pipeline.cli.train_cmd import _fail
 
 
 @main.command("report", context_settings=CONTEXT)
+@no_verify_option
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.option("--split", default="evaluation", show_default=True, help="Split to score (aliases: test, val, ...).")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)

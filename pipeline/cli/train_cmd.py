@@ -71,7 +71,8 @@ def train_command(cache_root: Path, name: str | None, run_dir: Path, config_file
     if nproc > 1 and not distributed.launched_distributed():
         from trainer.run_lock import wait_until_free
 
-        wait_until_free(run_dir, wait_lock)  # before starting the ranks; rank 0 takes the lock for the run
+        if run_dir.exists():  # a directory that does not exist yet has no holder; probing would create it
+            wait_until_free(run_dir, wait_lock)  # before starting the ranks; rank 0 takes the lock for the run
         argv = [a for a in sys.argv[1:]]
         sys.exit(distributed.launch_local(nproc, argv, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint))
     if init_from is not None:
