@@ -124,14 +124,16 @@ def _captions_of(row: dict) -> list[str]:
     return [text for _, text in sorted(numbered)]
 
 
-def _read_text(path: Path) -> str:
-    """A whole UTF-8 text file (BOM tolerated) or a one-line DatasetError naming the file."""
+def _read_text(path: Path, what: str | None = None) -> str:
+    """A whole UTF-8 text file (BOM tolerated) or a one-line DatasetError naming the file (and `what` it is, e.g.
+    "exclusion list", when the file's role is not obvious from the command)."""
     try:
         return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        is_not = f"{what} is not" if what else "not"
+        raise DatasetError(f"{path}: {is_not} UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot read ({exc.strerror})") from None
+        raise DatasetError(f"{path}: cannot read{' ' + what if what else ''} ({exc.strerror})") from None
 
 
 def check_not_empty(path: Path, header: list[str] | None, n_rows: int, row: str = "clip") -> None:

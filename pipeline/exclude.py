@@ -29,7 +29,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from pipeline.datasets import MISSING_AUDIO, ClipRecord, DatasetError, Problems
+from pipeline.datasets import MISSING_AUDIO, ClipRecord, DatasetError, Problems, _read_text
 from pipeline.wavcaps import SOURCES
 
 CSV_COLUMNS = ("sound_id", "file_name", "fname", "id", "freesound_id")
@@ -100,12 +100,7 @@ def _csv_entries(path: Path, text: str) -> list[str]:
 def read_exclusion_list(path: str | Path) -> ExclusionList:
     """Parse an exclusion file (formats in the module docstring); DatasetError with the file named on failure."""
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path}: exclusion list is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read exclusion list ({exc.strerror})") from None
+    text = _read_text(path, "exclusion list")
     suffix = path.suffix.lower()
     if suffix == ".json":
         raw = _json_entries(path, text)
