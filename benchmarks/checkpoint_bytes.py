@@ -31,7 +31,7 @@ from trainer.checkpoint import (finished_state, frozen_text_record, gather_rank_
                                 weights_sha256)
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.evaluate import build_model  # noqa: E402
-from trainer.loop import make_optimizer  # noqa: E402
+from trainer.schedule import make_optimizer  # noqa: E402
 
 SEARCH_TRIALS, KEEP_BEST = 110, 3
 

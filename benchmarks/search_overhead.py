@@ -23,9 +23,9 @@ from skopt.space import Space
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.journal import TrialState  # noqa: E402
-from trainer.search import make_optimizer, propose  # noqa: E402
-from trainer.space import default_space, point_to_params  # noqa: E402
+from trainer.search.journal import TrialState  # noqa: E402
+from trainer.search.smbo import make_optimizer, propose  # noqa: E402
+from trainer.search.space import default_space, point_to_params  # noqa: E402
 
 
 def fake_history(n: int, seed: int = 0) -> list[TrialState]:
@@ -46,7 +46,7 @@ def first_step(cache_root: Path, name: str | None, cfg) -> dict[str, float]:
 
     from trainer.data import TrainData
     from trainer.evaluate import build_model, resolve_device
-    from trainer.loop import make_optimizer as make_torch_optimizer
+    from trainer.schedule import make_optimizer as make_torch_optimizer
     from trainer.loop import open_caches, resolve_split, train_step
 
     t = {"start": time.perf_counter()}

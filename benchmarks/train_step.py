@@ -26,7 +26,8 @@ sys.path.insert(0, str(REPO))
 from trainer.augment import augment_batch, spec_augment  # noqa: E402
 from trainer.config import load_config  # noqa: E402
 from trainer.evaluate import build_model, resolve_device  # noqa: E402
-from trainer.loop import make_optimizer, open_caches, train_step  # noqa: E402
+from trainer.loop import open_caches, train_step  # noqa: E402
+from trainer.schedule import make_optimizer  # noqa: E402
 
 
 def sync(device: torch.device) -> None:

@@ -63,16 +63,18 @@ register_dataset("folder", load_folder)
 
 def folder_features(audio_dir: Path, cache_root: Path | None = None, workers: int | None = None,
                     progress: bool = True, wait_lock: float | None = None,
-                    report: Callable[[str], None] | None = None):
+                    report: Callable[[str], None] | None = None, features: str = "panns"):
     """(AudioCache of the folder, PrepResult): the folder's log-mels from its keyed cache, made on first use.
 
     The same library call as `prep audio --dataset folder` (not a subprocess), so a finished cache is found by
     its key and nothing is decoded again; files that failed are in `PrepResult.failures`, the rest in the cache.
-    Raises DatasetError when the folder holds no audio file.
+    `features` is the definition a run's encoder needs (pipeline/feature_defs.py). Raises DatasetError when the
+    folder holds no audio file.
     """
     from cache.audio_shards import AudioCache
     from pipeline.prep_audio import prep_audio
 
     result = prep_audio("folder", Path(audio_dir), Path(cache_root or default_cache_root()), name="folder",
-                        workers=workers, wait_lock=wait_lock, progress=progress, report=report)
+                        workers=workers, wait_lock=wait_lock, progress=progress, report=report,
+                        features=features)
     return AudioCache(result.cache_dir), result

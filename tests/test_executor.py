@@ -11,9 +11,9 @@ from skopt.space import Integer, Real
 from cache.executor import DaskExecutor, RenewingExecutor, make_executor, map_unordered
 from conftest import real_clips
 from search_helpers import Quadratic
-from trainer.search import run_search
-from trainer.journal import Journal
-from trainer.trials import result_of
+from trainer.search.smbo import run_search
+from trainer.search.journal import Journal
+from trainer.search.trials import result_of
 
 import distributed  # noqa: E402  (a test dependency: a broken install must fail, not skip)
 

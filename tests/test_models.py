@@ -13,7 +13,10 @@ import pytest
 import torch
 
 from tests.trainer_fixtures import FLOOR, real_logmel_batch
-from trainer.models import AudioEncoder, BiEncoder, ModelLoadError, TextEncoder
+from trainer.encoders.cnn10 import AudioEncoder
+from trainer.encoders.loading import ModelLoadError
+from trainer.encoders.text import TextEncoder
+from trainer.models import BiEncoder
 
 MINILM = None
 try:

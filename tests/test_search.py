@@ -15,9 +15,9 @@ from cache.publish import pid_alive
 from conftest import REPO, cli_cmd, cli_env, run_cli
 from search_helpers import Quadratic
 from trainer import config
-from trainer.journal import Journal
-from trainer.search import SearchError, propose, run_search
-from trainer.space import PAPER_BEST, SpaceError, default_space, load_space
+from trainer.search.journal import Journal
+from trainer.search.smbo import SearchError, propose, run_search
+from trainer.search.space import PAPER_BEST, SpaceError, default_space, load_space
 
 SPACE_TOML = "p_eda = [0.0, 1.0]\nw_t = [1, 64]\n"
 

@@ -13,7 +13,8 @@ from cache.audio_shards import AudioCache
 from cache.caption_shards import CaptionCache
 from trainer.augment import FLOOR_DB
 from trainer.config import load_config
-from trainer.data import (ENCODER_FEATURES, DataError, StreamedBatches, TrainData, check_audio_config, crop_windows,
+from trainer.encoders import feature_spec
+from trainer.data import (DataError, StreamedBatches, TrainData, check_audio_config, crop_windows,
                           pad_arrays, plan_batches)
 from demo_fixtures import demo_cache
 
@@ -78,7 +79,7 @@ def test_cache_of_another_feature_definition_is_refused_naming_both():
     assert "passt-mel (passt-mel-1)" in msg and "cnn10 encoder needs panns-logmel" in msg and "\n" not in msg
     assert "--features panns" in msg
     panns = feature_definition("panns").cache_config()
-    assert panns["feature"] == ENCODER_FEATURES["cnn10"]["feature"]  # the trainer's name is pipeline's name
+    assert panns["feature"] == feature_spec("cnn10").feature  # the trainer's name is pipeline's name
     assert check_audio_config(panns, "x") == 100.0
 
 

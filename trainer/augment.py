@@ -10,11 +10,28 @@ crop/pad (data) → `apply_gain` → `freq_mixstyle` (both via `augment_batch`) 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 FLOOR_DB = -100.0  # 10*log10(1e-10); the same floor pipeline/features.py writes (trainer never imports pipeline)
+
+
+@dataclass(frozen=True)
+class FeatureScale:
+    """Where silence sits in a cached feature and how far 1 dB of gain moves it.
+
+    The PANNs log-mel is in dB with a −100 dB floor (gain g adds g). The PaSST mel is (ln(P + 1e-5) + 4.5) / 5, so
+    gain g dB adds g·ln(10)/50 (exact above the 1e-5 offset, an approximation near it) and silence is
+    (ln 1e-5 + 4.5) / 5 ≈ −1.40. Padding is written at `floor` and the gain never moves a value below it.
+    """
+
+    floor: float = FLOOR_DB
+    per_db: float = 1.0
+
+
+DB_SCALE = FeatureScale()
 
 
 def valid_mask(lengths: torch.Tensor, n_frames: int) -> torch.Tensor:
@@ -28,21 +45,22 @@ def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: 
 
 
 def apply_gain(x: torch.Tensor, lengths: torch.Tensor, g_max: float,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, scale: FeatureScale = DB_SCALE) -> torch.Tensor:
     """Random gain g ~ U(−g_max, g_max) dB per example, added to the valid frames only.
 
     Why this is exact: scaling a waveform by 10^(g/20) scales its power spectrogram by 10^(g/10), i.e. adds g to a
     dB log-mel; only the 1e-10 floor does not move: bins at −100 dB stay there, others clamp at −100 dB. Padded frames stay at the floor so
-    masks and padding semantics survive. g_max ≤ 0 returns x unchanged (and draws nothing).
+    masks and padding semantics survive. g_max ≤ 0 returns x unchanged (and draws nothing). Other features
+    (`scale`) move by g·scale.per_db and clamp at scale.floor.
     """
     if g_max <= 0:
         return x
     b, t, _ = x.shape
     lengths = lengths.to(x.device)
     gain = (_uniform((b,), generator, x.device) * 2.0 - 1.0) * g_max
-    shifted = torch.clamp(x + gain.to(x.dtype).view(b, 1, 1), min=FLOOR_DB)
+    shifted = torch.clamp(x + (gain * scale.per_db).to(x.dtype).view(b, 1, 1), min=scale.floor)
     # Bins at the floor are digital silence (power < 1e-10): scaling zero stays zero, so they do not move.
-    movable = valid_mask(lengths, t).unsqueeze(-1) & (x > FLOOR_DB)
+    movable = valid_mask(lengths, t).unsqueeze(-1) & (x > scale.floor)
     return torch.where(movable, shifted, x)
 
 
@@ -135,11 +153,11 @@ def spec_augment(x: torch.Tensor, n_t: int, w_t: int, n_f: int, w_f: int,
 
 
 def augment_batch(x: torch.Tensor, lengths: torch.Tensor, cfg: Any,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, scale: FeatureScale = DB_SCALE) -> torch.Tensor:
     """The batch-level chain before the model: gain → Freq-MixStyle.
 
     `cfg` is any object with attributes `g_max`, `p_ms`, `ms_alpha` (the TrainConfig fits). SpecAugment is not
     applied here: it belongs after bn0 inside `AudioEncoder`.
     """
-    x = apply_gain(x, lengths, float(cfg.g_max), generator)
+    x = apply_gain(x, lengths, float(cfg.g_max), generator, scale)
     return freq_mixstyle(x, lengths, float(cfg.p_ms), float(cfg.ms_alpha), generator)

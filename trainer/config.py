@@ -4,7 +4,7 @@ Why one flat dataclass: every knob a run or a hyperparameter search can turn is 
 whole into RUN_DIR/config.toml (so a run can be repeated or resumed), and is validated once, up front: an unknown
 key or an out-of-range value is a usage error (`ConfigError`, CLI exit 2) before any model is built.
 
-The augmentation ranges are the paper's search space (Table 4, trainer/space.py); the defaults are its best trial.
+The augmentation ranges are the paper's search space (Table 4, trainer/search/space.py); the defaults are its best trial.
 """
 from __future__ import annotations
 
@@ -33,6 +33,11 @@ class TrainConfig:
     text_lr: float | None = None  # None → lr; 0 freezes the pretrained text transformer (no backward through it)
     lr_step: int = 10
     lr_gamma: float = 1.0 / 3.0
+    optimizer: str = "adam"  # adam (paper) | adamw (DCASE 2025 baseline)
+    weight_decay: float = 0.0  # decoupled (adamw) or L2 (adam)
+    schedule: str = "step"  # step: ×lr_gamma every lr_step epochs (paper) | cosine: warm-up, then cosine to min_lr
+    warmup_epochs: float = 0.0  # cosine: linear warm-up from 0 to lr over this many epochs (per step)
+    min_lr: float = 0.0  # cosine: the learning rate reached at the last epoch
     patience: int = 10  # epochs without a better validation mAP@10 before stopping; 0 = never stop early
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     seed: int = 0
@@ -45,10 +50,16 @@ class TrainConfig:
     max_seconds: float = 30.0  # random training crop; evaluation always embeds whole clips
     eval_batch_size: int = 64
     # model
-    audio_width: float = 1.0
-    audio_checkpoint: str = ""  # PANNs Cnn10 state dict; "" = train the CNN from scratch
+    audio_encoder: str = "cnn10"  # cnn10 | passt | hf:<transformers name or path> (trainer/encoders/)
+    audio_width: float = 1.0  # cnn10 only: channel multiplier
+    audio_checkpoint: str = ""  # PANNs Cnn10 or PaSST state dict; "" = cnn10 from scratch / passt random init
+    patchout_t: int = 15  # passt, training only: time patches dropped per example (structured patchout)
+    patchout_f: int = 2  # passt, training only: frequency patches dropped
+    segment_seconds: float = 10.0  # passt: longer clips are embedded in segments of this length, then averaged
+    projection: str = "mlp"  # mlp: Linear-ReLU-Linear, hidden 2048 (paper) | linear: one Linear (baseline)
     init_from: str = ""  # another run's dir: start from its best weights (AudioCaps pretrain → Clotho fine-tune)
     text_model: str = "bert-base-uncased"
+    text_dropout: float | None = None  # None: the text model's own dropout; the baseline sets 0.2 (RoBERTa-large)
     max_tokens: int = 32
     embed_dim: int = 1024
     temperature: float = 0.07
@@ -82,13 +93,15 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "lr_step": (1, None), "lr_gamma": (0.0, 1.0), "patience": (0, None), "grad_clip": (0.0, None),
     "seed": (0, 2**63 - 1), "num_workers": (0, 64), "memory_budget_gb": (0.0, None), "max_seconds": (0.01, 3600.0),
     "eval_batch_size": (1, None), "audio_width": (0.01, 4.0), "max_tokens": (2, 512), "embed_dim": (1, 65536),
-    "temperature": (1e-4, 10.0),
+    "temperature": (1e-4, 10.0), "weight_decay": (0.0, None), "warmup_epochs": (0.0, None), "min_lr": (0.0, None),
+    "patchout_t": (0, None), "patchout_f": (0, None), "segment_seconds": (0.1, 3600.0), "text_dropout": (0.0, 1.0),
     "p_bt": (0.0, 1.0), "p_eda": (0.0, 1.0), "p_syn": (0.0, 0.3), "p_swp": (0.0, 0.3), "p_del": (0.0, 0.3),
     "p_ins": (0.0, 0.3), "n_f": (0, 1), "w_f": (1, 32), "n_t": (0, 8), "w_t": (1, 64), "g_max": (0.0, 6.0),
     "p_ms": (0.0, 1.0), "ms_alpha": (0.0, 1.0),
 }
 STRICTLY_POSITIVE = {"lr", "lr_gamma", "temperature"}
-CHOICES: dict[str, tuple[str, ...]] = {"resident": ("auto", "ram", "gpu", "stream")}
+CHOICES: dict[str, tuple[str, ...]] = {"resident": ("auto", "ram", "gpu", "stream"), "projection": ("mlp", "linear"),
+                                      "optimizer": ("adam", "adamw"), "schedule": ("step", "cosine")}
 
 # Split names the trainer accepts per role (Clotho's names first; manifests may use the short ones).
 SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
@@ -173,6 +186,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"config key 'device': {dev!r} is not auto, cpu, cuda or cuda:N")
     if not cfg.text_model.strip():
         raise ConfigError("config key 'text_model' is empty")
+    from trainer.encoders import encoder_kind
+
+    try:
+        kind = encoder_kind(cfg.audio_encoder)
+    except ValueError as exc:
+        raise ConfigError(f"config key {exc}") from None
+    if kind != "cnn10" and cfg.audio_width != 1:
+        raise ConfigError(f"config key 'audio_width' applies to cnn10 only, got {cfg.audio_width:g} with "
+                          f"audio_encoder={cfg.audio_encoder!r}")
     return cfg
 
 
@@ -185,7 +207,7 @@ def check_audio_checkpoint(cfg: TrainConfig) -> None:
         return
     if not Path(cfg.audio_checkpoint).is_file():
         raise ConfigError(f"config key 'audio_checkpoint': {cfg.audio_checkpoint}: checkpoint not found")
-    if cfg.audio_width != 1:
+    if cfg.audio_encoder == "cnn10" and cfg.audio_width != 1:
         raise ConfigError(f"config key 'audio_checkpoint' needs audio_width=1 (PANNs' CNN10 channel counts), "
                           f"got audio_width={cfg.audio_width:g}; drop one of the two")
 

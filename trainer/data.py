@@ -16,15 +16,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from trainer.augment import FLOOR_DB
+from trainer.augment import FLOOR_DB, FeatureScale
 from trainer.config import TrainConfig
+from trainer.encoders import feature_spec
 
-#: The cached feature each audio encoder is built for: the name `prep audio` records in the cache config (defined
-#: in pipeline/feature_defs.py) and the numbers the encoder's shapes depend on.
-ENCODER_FEATURES = {
-    "cnn10": {"feature": "panns-logmel", "prep": "--features panns", "n_mels": 64, "sample_rate": 32000,
-              "hop_length": 320},
-}
 LEGACY_FEATURE = "panns-logmel"  # caches written before the feature name was recorded hold the PANNs log-mel
 
 
@@ -40,7 +35,7 @@ def cache_feature(config: dict) -> str:
 
 def feature_fits(config: dict, encoder: str = "cnn10") -> bool:
     """Whether a cache's recorded feature definition is the one `encoder` needs (numbers checked separately)."""
-    return str(config.get("feature", LEGACY_FEATURE)) == ENCODER_FEATURES[encoder]["feature"]
+    return str(config.get("feature", LEGACY_FEATURE)) == feature_spec(encoder).feature
 
 
 def check_audio_config(config: dict, source: str, encoder: str = "cnn10") -> float:
@@ -48,15 +43,15 @@ def check_audio_config(config: dict, source: str, encoder: str = "cnn10") -> flo
 
     First the recorded feature definition (a PaSST mel cache has a plausible shape but other numbers), then the
     numbers the encoder's shapes depend on."""
-    need = ENCODER_FEATURES[encoder]
+    need = feature_spec(encoder)
     if not feature_fits(config, encoder):
         raise DataError(f"{source}: audio cache holds {cache_feature(config)} features, the {encoder} encoder "
-                        f"needs {need['feature']} (re-run `audioret prep audio {need['prep']}`)")
-    for key in ("n_mels", "sample_rate", "hop_length"):
+                        f"needs {need.feature} (re-run `audioret prep audio {need.prep}`)")
+    for key, value in need.numbers().items():
         got = config.get(key)
-        if got is None or int(got) != need[key]:
-            raise DataError(f"{source}: audio cache has {key}={got!r}, the model needs {key}={need[key]} "
-                            f"(re-run `audioret prep audio {need['prep']}`)")
+        if got is None or int(got) != value:
+            raise DataError(f"{source}: audio cache has {key}={got!r}, the model needs {key}={value} "
+                            f"(re-run `audioret prep audio {need.prep}`)")
     return float(config["sample_rate"]) / float(config["hop_length"])
 
 
@@ -136,11 +131,12 @@ def crop_windows(lengths: np.ndarray, crop: int, rng: np.random.Generator) -> tu
     return np.minimum(starts, room), np.minimum(lengths, crop)
 
 
-def pad_arrays(arrays: list[np.ndarray], n_mels: int = 64,
-               dtype: np.dtype | type = np.float32) -> tuple[np.ndarray, np.ndarray]:
-    """Stack (T_i, n_mels) arrays into (B, max T, n_mels) `dtype` padded with the −100 dB floor, plus lengths."""
+def pad_arrays(arrays: list[np.ndarray], n_mels: int = 64, dtype: np.dtype | type = np.float32,
+               floor: float = FLOOR_DB) -> tuple[np.ndarray, np.ndarray]:
+    """Stack (T_i, n_mels) arrays into (B, max T, n_mels) `dtype` padded with the feature's silence value (the
+    −100 dB floor of the PANNs log-mel by default), plus lengths."""
     lengths = np.asarray([a.shape[0] for a in arrays], dtype=np.int64)
-    out = np.full((len(arrays), max(1, int(lengths.max(initial=1))), n_mels), FLOOR_DB, dtype=dtype)
+    out = np.full((len(arrays), max(1, int(lengths.max(initial=1))), n_mels), floor, dtype=dtype)
     for i, a in enumerate(arrays):
         out[i, :a.shape[0]] = a
     return out, lengths
@@ -219,9 +215,9 @@ def load_resident(audio, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class ResidentAudio:
     """The features of some clips as one float16 tensor (RAM or GPU); batches gathered by index where it lives."""
 
-    def __init__(self, audio, indices: np.ndarray, device: torch.device) -> None:
+    def __init__(self, audio, indices: np.ndarray, device: torch.device, floor: float = FLOOR_DB) -> None:
         feats, offsets = load_resident(audio, indices)
-        self.device = device
+        self.device, self.floor = device, floor
         self.features = torch.from_numpy(feats).to(device)
         self.offsets = torch.from_numpy(offsets[:-1].copy()).to(device)
         self.row_of = np.full(len(audio), -1, dtype=np.int64)
@@ -235,7 +231,7 @@ class ResidentAudio:
         valid = t.unsqueeze(0) < size.unsqueeze(1)
         index = torch.where(valid, self.offsets[rows].unsqueeze(1) + start.unsqueeze(1) + t, 0)
         x = self.features[index].float()
-        return x.masked_fill_(~valid.unsqueeze(-1), FLOOR_DB), size
+        return x.masked_fill_(~valid.unsqueeze(-1), self.floor), size
 
 
 class StreamedBatches(torch.utils.data.Dataset):
@@ -245,8 +241,8 @@ class StreamedBatches(torch.utils.data.Dataset):
     half the bytes through the workers' shared memory and the host-to-GPU copy, and no float16 → float32
     conversion in the workers (measured with benchmarks/scale_stream.py: it was most of a worker's time)."""
 
-    def __init__(self, audio, table: CaptionTable, text: TextSide, plan: EpochPlan) -> None:
-        self.audio, self.table, self.text, self.plan = audio, table, text, plan
+    def __init__(self, audio, table: CaptionTable, text: TextSide, plan: EpochPlan, floor: float = FLOOR_DB) -> None:
+        self.audio, self.table, self.text, self.plan, self.floor = audio, table, text, plan, floor
 
     def __len__(self) -> int:
         return len(self.plan.batches)
@@ -255,7 +251,7 @@ class StreamedBatches(torch.utils.data.Dataset):
         rows = self.plan.batches[k]
         arrays = [self.audio.get(int(self.table.clip_pos[r]))[s:s + n]
                   for r, s, n in zip(rows, self.plan.starts[rows], self.plan.sizes[rows])]
-        x, lengths = pad_arrays(arrays, self.audio.n_mels, np.float16)
+        x, lengths = pad_arrays(arrays, self.audio.n_mels, np.float16, self.floor)
         return {"x": torch.from_numpy(x), "lengths": torch.from_numpy(lengths),
                 "clip_pos": torch.from_numpy(self.table.clip_pos[rows]), "texts": self.text.texts(rows, self.plan.seeds[k])}
 
@@ -276,7 +272,8 @@ class TrainData:
     """Batches for training epochs in one of the modes "ram", "gpu" (resident) or "stream" (memmap + workers)."""
 
     def __init__(self, audio, captions, split: str, cfg: TrainConfig, device: torch.device) -> None:
-        self.fps = check_audio_config(audio.config, str(audio.directory))
+        self.fps = check_audio_config(audio.config, str(audio.directory), cfg.audio_encoder)
+        self.scale: FeatureScale = feature_spec(cfg.audio_encoder).scale  # padding value and gain per dB
         self.audio, self.cfg, self.device = audio, cfg, device
         self.table = caption_table(audio, captions, split)
         self.text = build_text_side(self.table, captions, cfg)
@@ -288,8 +285,8 @@ class TrainData:
         self.mode = choose_mode(cfg, audio, self.clip_indices, device)
         if self.mode == "stream":
             audio.verify()  # here, before DataLoader workers fork: they inherit the result (cache/integrity.py)
-        self.resident = (ResidentAudio(audio, self.clip_indices, device if self.mode == "gpu" else torch.device("cpu"))
-                         if self.mode in ("ram", "gpu") else None)
+        self.resident = (ResidentAudio(audio, self.clip_indices, device if self.mode == "gpu" else torch.device("cpu"),
+                                       self.scale.floor) if self.mode in ("ram", "gpu") else None)
 
     def plan(self, epoch: int) -> EpochPlan:
         rng = np.random.default_rng([self.cfg.seed, epoch, 0xDA7A])
@@ -309,13 +306,18 @@ class TrainData:
             return
         workers = self.cfg.num_workers
         loader = torch.utils.data.DataLoader(
-            StreamedBatches(self.audio, self.table, self.text, plan), batch_size=None, shuffle=False,
+            StreamedBatches(self.audio, self.table, self.text, plan, self.scale.floor), batch_size=None, shuffle=False,
             num_workers=workers, pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if workers > 0 else None, multiprocessing_context="fork" if workers > 0 else None,
             generator=torch.Generator().manual_seed(epoch))  # not the global RNG: stream ≡ resident, bit for bit
         for item in loader:
             yield Batch(item["x"].to(self.device, non_blocking=True).float(), item["lengths"].to(self.device),
                         item["clip_pos"].to(self.device), item["texts"])
+
+    def nominal_steps(self) -> int:
+        """Optimiser steps in an epoch as the lr schedule lays them out: every caption once at the global batch
+        size, this rank's share under DDP (an epoch's plan may hold a batch more where clips collide)."""
+        return -(-len(self.table) // max(1, self.cfg.batch_size))
 
     def n_batches(self, epoch: int) -> int:
         return len(self.plan(epoch).batches)

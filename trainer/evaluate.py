@@ -24,6 +24,7 @@ from cache.publish import publish_file, publish_json
 from trainer.checkpoint import checkpoint_path, load_checkpoint, load_model_state
 from trainer.config import TrainConfig, from_dict, resolve_split
 from trainer.data import caption_table, check_audio_config, pad_arrays
+from trainer.encoders import feature_spec
 from trainer.embedding_cache import is_not_writable, load_embeddings, run_cache_dir, save_embeddings
 from trainer.metrics import MAP_CUTOFFS, chance_average_precision, multi_positive_metrics, top_k
 from trainer.relevance import Relevance, RelevanceMatch, match_relevance
@@ -47,13 +48,13 @@ def autocast(device: torch.device):
 
 
 def build_model(cfg: TrainConfig, n_mels: int = 64):
-    """The bi-encoder a config describes (random audio weights; pretrained text transformer from text_model)."""
-    from trainer.models import AudioEncoder, BiEncoder, TextEncoder
+    """The bi-encoder a config describes (trainer/encoders/: audio encoder by `audio_encoder`, pretrained text
+    transformer from `text_model`; audio checkpoints are loaded by the training loop)."""
+    from trainer.encoders import build_audio_encoder, build_text_encoder
+    from trainer.models import BiEncoder
 
-    audio = AudioEncoder(n_mels=n_mels, width=cfg.audio_width, embed_dim=cfg.embed_dim, n_t=cfg.n_t, w_t=cfg.w_t,
-                         n_f=cfg.n_f, w_f=cfg.w_f)
-    text = TextEncoder(cfg.text_model, embed_dim=cfg.embed_dim, max_tokens=cfg.max_tokens)
-    return BiEncoder(audio, text, temperature=cfg.temperature, learn_temperature=cfg.learn_temperature)
+    return BiEncoder(build_audio_encoder(cfg, n_mels), build_text_encoder(cfg), temperature=cfg.temperature,
+                     learn_temperature=cfg.learn_temperature)
 
 
 @torch.no_grad()
@@ -64,7 +65,8 @@ def embed_arrays(model, arrays: Sequence[np.ndarray], device: torch.device, batc
     out = torch.empty(len(arrays), model.audio.embed_dim)
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
-        x, lengths = pad_arrays([np.asarray(arrays[i], dtype=np.float32) for i in idx], model.audio.n_mels)
+        x, lengths = pad_arrays([np.asarray(arrays[i], dtype=np.float32) for i in idx], model.audio.n_mels,
+                                floor=model.audio.scale.floor)
         with autocast(device):
             emb = model.encode_audio(torch.from_numpy(x).to(device), torch.from_numpy(lengths).to(device))
         out[torch.from_numpy(idx)] = emb.float().cpu()
@@ -143,7 +145,7 @@ class LoadedRun:
         state = load_checkpoint(path)
         self.cfg = from_dict(state["config"], f"{self.run_dir} checkpoint config")
         self.device = resolve_device(device or self.cfg.device)
-        self.model = build_model(self.cfg)
+        self.model = build_model(self.cfg, feature_spec(self.cfg.audio_encoder).n_mels)
         load_model_state(self.model, state, path)
         self.model.to(self.device).eval()
         self.epoch, self.token = int(state["epoch"]), str(state["token"])
@@ -154,7 +156,7 @@ class LoadedRun:
 
         root = self.info["cache_root"]
         audio = AudioCache.open(root, key=self.info["audio_key"])
-        check_audio_config(audio.config, str(audio.directory))
+        check_audio_config(audio.config, str(audio.directory), self.cfg.audio_encoder)
         return audio, CaptionCache.open(root, key=self.info["caption_key"])
 
     def embed_features(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:

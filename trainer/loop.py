@@ -31,6 +31,7 @@ from trainer.config import (ConfigError, TrainConfig, check_audio_checkpoint, di
 from trainer.data import Batch, TrainData, check_audio_config, feature_fits
 from trainer.evaluate import RUN_INFO, autocast, build_model, resolve_device, score_split
 from trainer.run_lock import run_dir_lock
+from trainer.schedule import Schedule, make_optimizer
 
 METRICS_CSV = "metrics.csv"
 METRIC_FIELDS = ["epoch", "loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr", "seconds", "data_wait_share"]
@@ -46,21 +47,6 @@ class RunExistsError(RuntimeError):
 def _log(progress: bool, msg: str) -> None:
     if progress:
         print(msg, file=sys.stderr, flush=True)
-
-
-def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam with two groups: the pretrained text transformer at text_lr, everything else (CNN10, projection
-    heads, a learned temperature) at lr. text_lr = 0 freezes the transformer (no gradients computed for it)."""
-    text_params = list(model.text.transformer.parameters())
-    text_ids = {id(p) for p in text_params}
-    other = [p for p in model.parameters() if id(p) not in text_ids and p.requires_grad]
-    groups = [{"params": other, "lr": cfg.lr, "name": "main"}]
-    if cfg.effective_text_lr() > 0:
-        groups.append({"params": text_params, "lr": cfg.effective_text_lr(), "name": "text"})
-    else:
-        for p in text_params:
-            p.requires_grad_(False)
-    return torch.optim.Adam(groups, foreach=True)  # one fused pass over all tensors: much faster on CPU
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -87,10 +73,11 @@ def open_audio_cache(cache_root: Path, name: str, audio_key: str | None = None, 
     return audio
 
 
-def open_caches(cache_root: Path, name: str, audio_key: str | None, caption_key: str | None):
+def open_caches(cache_root: Path, name: str, audio_key: str | None, caption_key: str | None,
+                encoder: str = "cnn10"):
     from cache.caption_shards import CaptionCache
 
-    audio = open_audio_cache(cache_root, name, audio_key)
+    audio = open_audio_cache(cache_root, name, audio_key, encoder)
     captions = CaptionCache.open(cache_root, name=None if caption_key else name, key=caption_key)
     return audio, captions
 
@@ -119,9 +106,9 @@ def _rewrite_metrics(path: Path, keep_until: int) -> None:
 
 
 def train_step(model, batch: Batch, optimizer, cfg: TrainConfig, generator: torch.Generator,
-               device: torch.device) -> float:
+               device: torch.device, schedule: Schedule | None = None) -> float:
     """One optimisation step on a batch already on the device; returns the loss."""
-    x = augment_batch(batch.x, batch.lengths, cfg, generator)  # gain → Freq-MixStyle (SpecAugment in the model)
+    x = augment_batch(batch.x, batch.lengths, cfg, generator, dist_hooks.unwrap(model).audio.scale)  # gain → Freq-MixStyle
     tokens = dist_hooks.unwrap(model).text.tokenize(batch.texts)
     with autocast(device):
         audio_emb, text_emb, scale = model(x, batch.lengths, tokens, generator=generator)
@@ -132,11 +119,13 @@ def train_step(model, batch: Batch, optimizer, cfg: TrainConfig, generator: torc
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     optimizer.step()
+    if schedule is not None:
+        schedule.after_step()
     return float(loss.detach())
 
 
 def train_epoch(model, data: TrainData, optimizer, cfg: TrainConfig, epoch: int, generator: torch.Generator,
-                device: torch.device, progress: bool) -> dict[str, float]:
+                device: torch.device, progress: bool, schedule: Schedule | None = None) -> dict[str, float]:
     """One pass over every training caption; returns mean loss, seconds and the share spent waiting for data."""
     from tqdm import tqdm
 
@@ -153,7 +142,7 @@ def train_epoch(model, data: TrainData, optimizer, cfg: TrainConfig, epoch: int,
         wait += time.perf_counter() - t0
         if batch is None:
             break
-        total += train_step(model, batch, optimizer, cfg, generator, device) * len(batch.texts)
+        total += train_step(model, batch, optimizer, cfg, generator, device, schedule) * len(batch.texts)
         count += len(batch.texts)
         bar.update(1)
         bar.set_postfix(loss=f"{total / count:.3f}")
@@ -212,7 +201,7 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
     np.random.seed((cfg.seed + rank) % 2**32)
     random.seed(cfg.seed + rank)
     device = dist_hooks.device_for_rank(str(resolve_device(cfg.device)))
-    audio, captions = open_caches(cache_root, name, audio_key, caption_key)
+    audio, captions = open_caches(cache_root, name, audio_key, caption_key, cfg.audio_encoder)
     train_split = resolve_split("train", set(audio.splits))
     val_split = resolve_split("validation", set(audio.splits))
     data_cfg = dataclasses.replace(cfg, batch_size=dist_hooks.global_batch_size(cfg.batch_size))
@@ -237,7 +226,7 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
         _log(progress, f"initialised from {record.get('source', cfg.init_from)}")
     model.to(device)
     optimizer = make_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+    scheduler = Schedule(optimizer, cfg, data.nominal_steps())
     generator = torch.Generator(device=device)
     best, best_epoch, bad_epochs, start_epoch = -1.0, 0, 0, 1
 
@@ -275,10 +264,10 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        stats = train_epoch(ddp_model, data, optimizer, cfg, epoch, generator, device, progress)
+        stats = train_epoch(ddp_model, data, optimizer, cfg, epoch, generator, device, progress, scheduler)
         val = dist_hooks.broadcast_object(
             score_split(model, audio, captions, val_split, device, cfg.eval_batch_size).metrics if main else None)
-        scheduler.step()
+        scheduler.after_epoch()
         row = {"epoch": epoch, "loss": f"{stats['loss']:.6f}", "val_map10": f"{val['map10']:.6f}",
                "val_r1": f"{val['r1']:.6f}", "val_r5": f"{val['r5']:.6f}", "val_r10": f"{val['r10']:.6f}",
                "lr": f"{lr:.3e}", "seconds": f"{time.perf_counter() - t0:.2f}",

@@ -15,6 +15,7 @@ import torch
 from trainer.augment import augment_batch, spec_augment
 from trainer.config import TrainConfig, resolve_split
 from trainer.data import check_audio_config, crop_windows, pad_arrays
+from trainer.encoders import feature_spec
 
 
 def render_audio_preview(cfg: TrainConfig, cache_root: Path, name: str | None, out_file: Path, n_clips: int = 4,
@@ -27,18 +28,19 @@ def render_audio_preview(cfg: TrainConfig, cache_root: Path, name: str | None, o
 
     from trainer.loop import open_audio_cache
 
-    audio = open_audio_cache(cache_root, name)
-    fps = check_audio_config(audio.config, str(audio.directory))
+    audio = open_audio_cache(cache_root, name, encoder=cfg.audio_encoder)
+    fps = check_audio_config(audio.config, str(audio.directory), cfg.audio_encoder)
+    scale = feature_spec(cfg.audio_encoder).scale
     seed = cfg.seed if seed is None else seed
     rng = np.random.default_rng(seed)
     idx = audio.indices_for_split(resolve_split(split, set(audio.splits)))
     pick = np.sort(rng.choice(idx, size=min(n_clips, len(idx)), replace=False))
     starts, sizes = crop_windows(audio.lengths()[pick], max(1, int(round(cfg.max_seconds * fps))), rng)
     arrays = [np.asarray(audio.get(int(i))[s:s + n], dtype=np.float32) for i, s, n in zip(pick, starts, sizes)]
-    x_np, lengths_np = pad_arrays(arrays, audio.n_mels)
+    x_np, lengths_np = pad_arrays(arrays, audio.n_mels, floor=scale.floor)
     x, lengths = torch.from_numpy(x_np), torch.from_numpy(lengths_np)
     gen = torch.Generator().manual_seed(seed)
-    aug = augment_batch(x, lengths, cfg, gen)
+    aug = augment_batch(x, lengths, cfg, gen, scale)
     keep = spec_augment(torch.ones_like(aug), cfg.n_t, cfg.w_t, cfg.n_f, cfg.w_f, gen, lengths=lengths)
     valid = (torch.arange(x.shape[1]).view(1, -1) < lengths.view(-1, 1)).unsqueeze(-1)
     mean = (aug * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp(min=1)

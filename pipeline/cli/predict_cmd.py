@@ -34,17 +34,19 @@ def folder_embeddings(run, audio_dir: Path, cache_root: Path | None, workers: in
     from pipeline.datasets import DatasetError
     from pipeline.folder import default_cache_root, folder_features
     from trainer.data import check_audio_config
+    from trainer.encoders import feature_spec
 
     cache_root = cache_root or default_cache_root()
     audio, prep = folder_features(audio_dir, cache_root, workers=workers, progress=progress, wait_lock=None,
-                                  report=lambda line: None)  # failures are listed once, below
+                                  report=lambda line: None,
+                                  features=feature_spec(run.cfg.audio_encoder).features_option)  # failures are listed once, below
     click.echo(f"features of {len(audio)} file(s) from {prep.cache_dir} ({prep.n_decoded} decoded now, "
                f"{len(prep.failures)} failed)", err=True)
     for fail in prep.failures:
         click.echo(f"{fail['file']}: {fail['error']}", err=True)
     if len(audio) == 0:
         raise DatasetError(f"{audio_dir}: no decodable audio files ({len(prep.failures)} failed)")
-    check_audio_config(audio.config, str(audio.directory))
+    check_audio_config(audio.config, str(audio.directory), run.cfg.audio_encoder)
     emb = run.embed_features([audio.get(i) for i in range(len(audio))])
     return list(audio.clip_ids), emb, list(prep.failures)
 

@@ -52,7 +52,7 @@ def _objective(cache: Path | None, name: str | None, config: Path | None, overri
     if cache is None:
         raise click.UsageError("--cache is required (unless --objective is given)")
     from trainer.config import check_audio_checkpoint, load_config
-    from trainer.trials import TrainObjective
+    from trainer.search.trials import TrainObjective
 
     # Unknown keys, bad values, a missing PANNs file: usage errors before any trial starts.
     check_audio_checkpoint(load_config(config, list(overrides)))
@@ -143,8 +143,8 @@ def search_cmd(cache: Path | None, name: str | None, out: Path, overrides: tuple
       audioret train --cache caches/ --name clotho --out runs/best --config searches/s1/best.toml
     """
     ConfigError = _config_error()
-    from trainer.search import SearchError, run_search
-    from trainer.space import SpaceError, load_space
+    from trainer.search.smbo import SearchError, run_search
+    from trainer.search.space import SpaceError, load_space
 
     try:
         dims = load_space(space)
@@ -184,7 +184,7 @@ def sweep_cmd(cache: Path | None, name: str | None, out: Path, overrides: tuple[
         --variant no_eda:p_eda=0 --variant no_text_aug:p_bt=0,p_eda=0
     """
     ConfigError = _config_error()
-    from trainer.sweep import SweepError, parse_variant, run_sweep
+    from trainer.search.sweep import SweepError, parse_variant, run_sweep
 
     try:
         parsed = [parse_variant(v) for v in variants]

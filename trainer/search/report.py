@@ -14,8 +14,8 @@ from skopt import Optimizer
 from skopt.space import Categorical, Dimension
 
 from cache.publish import publish_file
-from trainer.journal import Journal, TrialState
-from trainer.space import PAPER_BEST, params_to_point
+from trainer.search.journal import Journal, TrialState
+from trainer.search.space import PAPER_BEST, params_to_point
 
 
 def _fmt(v: Any) -> str:

@@ -2,7 +2,7 @@
 
 Why it is built this way:
 - Every trial is an ordinary run dir (SEARCH_DIR/trials/NNN/) so it can be evaluated or resumed by hand, and the
-  journal SEARCH_DIR/trials.jsonl (trainer/journal.py) is the only state: re-running the same command replays
+  journal SEARCH_DIR/trials.jsonl (trainer/search/journal.py) is the only state: re-running the same command replays
   finished trials into the optimiser, re-queues trials that were running (same number, same params, the run dir
   resumed), and never repeats an ended one.
 - `--trials N` counts trials that *ended* (finished or failed). A failed trial is recorded with its error and is
@@ -30,9 +30,9 @@ from skopt import Optimizer
 from skopt.space import Dimension
 
 from cache.executor import RenewingExecutor, make_executor
-from trainer.journal import Journal, JournalError, driver_lock, TrialState
-from trainer.space import default_space, describe, params_to_point, point_to_params
-from trainer.trials import Objective, result_of, run_trial
+from trainer.search.journal import Journal, JournalError, driver_lock, TrialState
+from trainer.search.space import default_space, describe, params_to_point, point_to_params
+from trainer.search.trials import Objective, result_of, run_trial
 
 METRIC = "best_map10"
 ESTIMATORS = ("GP", "RF", "ET")  # GBRT is broken in skopt 0.10 on scikit-learn >= 1.6 (checked on this project's machines)
@@ -115,7 +115,7 @@ def run_search(objective: Objective, out_dir: str | Path, trials: int, space: li
             _drive(journal, objective, out, space, settings, trials, workers, scheduler, gpus, executor, log,
                    keep_best)
             keep_best_weights(journal, out, keep_best, log)  # also after a resume with a smaller --keep-best
-            from trainer.search_report import write_outputs
+            from trainer.search.report import write_outputs
 
             write_outputs(journal, space, out, base_config, log=log, overrides=overrides)
             return journal

@@ -1,7 +1,7 @@
 """`audioret sweep`: the paper's ablation tables in one command — every variant × seed, trained, evaluated, and
 summarised as mean ± std over seeds (R@1, R@5, R@10, mAP@10) in SWEEP_DIR/table.md and table.csv.
 
-Why a journal again (trainer/journal.py): a sweep is hours of training; killed at any point, the same command
+Why a journal again (trainer/search/journal.py): a sweep is hours of training; killed at any point, the same command
 continues — finished runs are kept, runs that were in flight are re-queued into their run dir (resumed), and runs
 that failed are retried (a sweep is a fixed list of runs and the table needs all of them; a search instead counts
 failures as ended trials). A job is identified by (variant, seed); reusing a variant name with other settings in
@@ -20,8 +20,8 @@ from typing import Any, Callable
 
 from cache.executor import RenewingExecutor, make_executor
 from cache.publish import publish_file
-from trainer.journal import Journal, JournalError, driver_lock, TrialState
-from trainer.trials import Objective, result_of, run_trial
+from trainer.search.journal import Journal, JournalError, driver_lock, TrialState
+from trainer.search.trials import Objective, result_of, run_trial
 
 METRICS = (("r1", "R@1"), ("r5", "R@5"), ("r10", "R@10"), ("map10", "mAP@10"))
 PREFIX = "eval_"  # TrainObjective(evaluate_split=...) reports evaluation metrics as eval_<name>

@@ -1,0 +1,164 @@
+"""CNN10 audio encoder (PANNs, Kong et al. 2020), as in Primus & Widmer (DCASE 2022 task 6b).
+
+Why the details matter: attribute names follow the PANNs Cnn10 state dict (`bn0.*`,
+`conv_block1.conv1.weight`, `conv_block1.bn1.*`, ...) so the AudioSet checkpoint `Cnn10_mAP=0.380.pth` loads
+as is; padded frames are zeroed before every convolution (exactly what the convolution's own zero padding does at a
+clip's end) and masked out of the time pooling, so a clip's embedding does not depend on how much padding its batch
+needed (exactly in eval mode; in train mode bn0's batch statistics skip padding too, while the conv blocks'
+BatchNorms still count the zeroed padded frames).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer.augment import DB_SCALE, spec_augment, valid_mask
+from trainer.encoders.loading import ModelLoadError, load_checkpoint_weights_only
+
+CNN10_CHANNELS = (64, 128, 256, 512)
+N_POOLS = len(CNN10_CHANNELS)  # each block halves time and frequency
+PANNS_PREFIXES = ("bn0.",) + tuple(f"conv_block{i}." for i in range(1, N_POOLS + 1))
+
+
+class ConvBlock(nn.Module):
+    """PANNs ConvBlock: 2 × (3×3 conv without bias, BN, ReLU), then 2×2 average pooling; masks padded frames."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, C, T, F), mask (B, 1, T, 1) float; returns (B, C', T//2, F//2) (caller re-masks)."""
+        x = F.relu(self.bn1(self.conv1(x * mask))) * mask
+        x = F.relu(self.bn2(self.conv2(x))) * mask
+        return F.avg_pool2d(x, kernel_size=2)
+
+
+class AudioEncoder(nn.Module):
+    """bn0 over mel bins → SpecAugment (train only) → CNN10 → masked (max + mean) time pooling → FC 2048 → FC out.
+
+    `width` multiplies the CNN10 channels (e.g. 0.25 for CPU demos); PANNs weights only fit width 1. Dropout is the
+    PANNs one (0.2 after each block, 0.5 before the first FC layer). `projection="linear"` replaces the two FC
+    layers with one (fc2 straight from the pooled channels), the DCASE 2025 baseline's head.
+    """
+
+    scale = DB_SCALE  # input: PANNs log-mel in dB, padding at the −100 dB floor
+
+    def __init__(self, n_mels: int = 64, width: float = 1.0, embed_dim: int = 1024, n_t: int = 0, w_t: int = 0,
+                 n_f: int = 0, w_f: int = 0, hidden: int = 2048, block_dropout: float = 0.2,
+                 head_dropout: float = 0.5, projection: str = "mlp") -> None:
+        super().__init__()
+        if width <= 0:
+            raise ValueError(f"audio width must be > 0, got {width}")
+        self.n_mels, self.width = n_mels, width
+        self.n_t, self.w_t, self.n_f, self.w_f = n_t, w_t, n_f, w_f
+        self.block_dropout, self.head_dropout = block_dropout, head_dropout
+        channels = [max(1, round(c * width)) for c in CNN10_CHANNELS]
+        self.bn0 = nn.BatchNorm2d(n_mels)
+        ins = [1] + channels[:-1]
+        for i, (cin, cout) in enumerate(zip(ins, channels), start=1):
+            self.add_module(f"conv_block{i}", ConvBlock(cin, cout))
+        if projection not in ("mlp", "linear"):
+            raise ValueError(f"projection must be mlp or linear, got {projection!r}")
+        self.projection = projection
+        self.fc1 = nn.Linear(channels[-1], hidden) if projection == "mlp" else None
+        self.fc2 = nn.Linear(hidden if projection == "mlp" else channels[-1], embed_dim)
+        self.embed_dim = embed_dim
+
+    def blocks(self) -> list[ConvBlock]:
+        return [getattr(self, f"conv_block{i}") for i in range(1, N_POOLS + 1)]
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """x (B, T, n_mels) dB log-mels (padding anywhere after `lengths`), lengths (B,) long → (B, embed_dim).
+
+        `generator` drives SpecAugment (train mode only); None uses torch's global RNG.
+        """
+        if x.dim() != 3 or x.shape[-1] != self.n_mels:
+            raise ValueError(f"expected (batch, frames, {self.n_mels}) log-mels, got {tuple(x.shape)}")
+        lengths = lengths.to(x.device).clamp(min=1, max=x.shape[1])
+        x = self._bn0(x, lengths)
+        if self.training:
+            x = spec_augment(x, self.n_t, self.w_t, self.n_f, self.w_f, generator, lengths=lengths)
+        min_frames = 2 ** N_POOLS  # a shorter input would pool to zero frames; the extra frames are masked
+        if x.shape[1] < min_frames:
+            x = F.pad(x, (0, 0, 0, min_frames - x.shape[1]))
+        x = x.unsqueeze(1)  # (B, 1, T, F)
+        for block in self.blocks():
+            mask = valid_mask(lengths, x.shape[2]).to(x.dtype)[:, None, :, None]
+            x = F.dropout(block(x, mask), p=self.block_dropout, training=self.training)
+            lengths = torch.div(lengths, 2, rounding_mode="floor")
+        x = x.mean(dim=3)  # over frequency → (B, C, T')
+        keep = valid_mask(lengths.clamp(min=1), x.shape[2]).unsqueeze(1)  # < 16 frames: first frame only
+        x_max = x.masked_fill(~keep, float("-inf")).amax(dim=2)
+        x_mean = (x * keep).sum(dim=2) / keep.sum(dim=2)
+        x = F.dropout(x_max + x_mean, p=self.head_dropout, training=self.training)
+        return self.fc2(F.relu(self.fc1(x)) if self.fc1 is not None else x)
+
+    def _bn0(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """BatchNorm over mel bins. In training the batch statistics use valid frames only: floor padding
+        (−100 dB) would otherwise drag the mean and inflate the variance of padded batches. Eval mode (and the
+        state dict) is plain `nn.BatchNorm2d`, so PANNs' bn0 loads as is."""
+        bn = self.bn0
+        if not (self.training and bn.track_running_stats):
+            return bn(x.transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2)
+        keep = valid_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        n = keep.sum()
+        mean = (x * keep).sum(dim=(0, 1)) / n
+        var = (((x - mean) * keep) ** 2).sum(dim=(0, 1)) / n
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            bn.running_mean.lerp_(mean.detach().to(bn.running_mean.dtype), momentum)
+            unbiased = var.detach() * n / (n - 1).clamp(min=1)
+            bn.running_var.lerp_(unbiased.to(bn.running_var.dtype), momentum)
+        return (x - mean) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias
+
+    def load_panns_checkpoint(self, path: str | Path) -> dict[str, Any]:
+        """Load bn0 and the conv blocks from a PANNs Cnn10 checkpoint ({"model": state_dict} or a bare one).
+
+        Returns {"source", "loaded", "missing", "unexpected", "mismatched"}: keys copied; model keys of bn0/conv
+        blocks absent from the file (num_batches_tracked ignored); file keys not used (PANNs' STFT, fc1,
+        fc_audioset, ...); and (key, file shape, model shape) triples skipped. Raises ModelLoadError when nothing
+        fits, and ValueError for width != 1 (the channel counts cannot match).
+        """
+        path = Path(path)
+        if not path.is_file():  # before the width: "missing" is the first thing to fix, whatever the width
+            raise ModelLoadError(f"{path}: checkpoint not found")
+        if self.width != 1:
+            raise ValueError(f"{path}: PANNs weights need audio width 1, this encoder has width {self.width}")
+        try:
+            state = load_checkpoint_weights_only(path)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one line naming the file is the contract
+            raise ModelLoadError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})".splitlines()[0])
+        if isinstance(state, dict) and isinstance(state.get("model"), dict):
+            state = state["model"]
+        if not isinstance(state, dict):
+            raise ModelLoadError(f"{path}: not a state dict (got {type(state).__name__})")
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        own = {k: v for k, v in self.state_dict().items() if k.startswith(PANNS_PREFIXES)}
+        loaded, mismatched, unexpected = [], [], []
+        update = {}
+        for key, value in state.items():
+            if key not in own:
+                unexpected.append(key)
+            elif not torch.is_tensor(value) or value.shape != own[key].shape:
+                mismatched.append((key, list(getattr(value, "shape", [])), list(own[key].shape)))
+            else:
+                update[key] = value
+                loaded.append(key)
+        missing = [k for k in own if k not in update and not k.endswith("num_batches_tracked")]
+        if not loaded:
+            raise ModelLoadError(f"{path}: no CNN10 keys (bn0.*, conv_block*.*) match this model")
+        self.load_state_dict(update, strict=False)
+        return {"source": str(path), "loaded": sorted(loaded), "missing": sorted(missing),
+                "unexpected": sorted(unexpected), "mismatched": mismatched}

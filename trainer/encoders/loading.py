@@ -1,0 +1,55 @@
+"""Weights-only checkpoint loading shared by the audio encoders that read published checkpoints (PANNs, PaSST).
+
+Why its own module: every file a user did not create is read with `torch.load(..., weights_only=True)`; the
+published checkpoints also hold numpy arrays (PANNs' sampler state), so numpy's plain array globals are allowed,
+and nothing else is unpickled.
+"""
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+def _numpy_safe_globals() -> list:
+    """numpy's array, scalar and dtype globals, each also under the name numpy 1.x pickles write.
+
+    Why both spellings: numpy 2 moved `numpy.core` to `numpy._core`, and torch allow-lists a global by the
+    module/qualname of the object it is given, i.e. the numpy-2 name only. PANNs' checkpoints were pickled in 2020
+    with numpy 1.x and name `numpy.core.multiarray._reconstruct`: the same function, under its old address.
+    """
+    import numpy as np
+
+    multiarray = (getattr(np, "_core", None) or np.core).multiarray
+    allowed: list = [np.ndarray, np.dtype]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed += [(multiarray._reconstruct, f"{module}._reconstruct"), (multiarray.scalar, f"{module}.scalar")]
+    allowed += [type(np.dtype(t)) for t in ("int64", "int32", "float64", "float32", "uint32", "bool", "U8")]
+    return allowed
+
+
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def load_checkpoint_weights_only(path: Path) -> Any:
+    """torch.load(weights_only=True), also for PANNs' files, which store numpy arrays (the sampler state) next to
+    the weights: plain numpy arrays and dtypes are allowed as data, nothing else is unpickled. A file that needs
+    any other global is refused with a ModelLoadError naming that global (torch's own message would advise
+    `weights_only=False`, i.e. running whatever the file contains)."""
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = _REFUSED_GLOBAL.search(str(exc))
+        if refused is None:
+            raise
+        raise ModelLoadError(f"{path}: refused: the checkpoint needs the global {refused.group(1)}, which a "
+                             "weights-only load does not allow (only tensors and numpy arrays are read; nothing "
+                             "in the file was run)") from None
+
+
+class ModelLoadError(RuntimeError):
+    """A checkpoint or pretrained text model could not be loaded; the message is one line naming the source."""
+
