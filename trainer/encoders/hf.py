@@ -1,0 +1,163 @@
+"""Hugging Face audio encoders, `audio_encoder = "hf:<name or path>"`: AST (`ASTModel`) and CLAP's audio tower
+(`ClapAudioModelWithProjection`: HTSAT + CLAP's own audio projection), each on the cached output of its own
+feature extractor, then `projection_head` (trainer/encoders/text.py) to `embed_dim`.
+
+Why the extractor decides everything: `prep audio --features hf:<name>` caches the extractor's per-clip output
+under the feature name "hf:<name>" (pipeline/hf_features.py); the trainer may not import pipeline/, so
+`hf_feature_spec` derives the same name and numbers from the same extractor config (AutoFeatureExtractor reads
+the model's preprocessor_config.json), and `hf_inputs.py` redoes the extractor's batch-time steps in torch.
+Weights load by name at run time (`from_pretrained`, offline with HF_HUB_OFFLINE=1); the name is the config's
+`audio_encoder`, so it is recorded in the run's config.toml and every checkpoint. A model that cannot be loaded
+is one ModelLoadError line naming it.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainer.augment import DB_SCALE, FeatureScale
+from trainer.encoders import FeatureSpec
+from trainer.encoders.hf_inputs import ASTBatching, ClapBatching
+from trainer.encoders.loading import ModelLoadError, model_load_error, quiet_transformers
+from trainer.encoders.text import projection_head
+
+AST_HOP = 160  # 10 ms at 16 kHz: both of ASTFeatureExtractor's paths (numpy spectrogram, torchaudio kaldi.fbank)
+AST_MEL_FLOOR = 1.192092955078125e-07  # float32 eps: the floor both paths put under the mel energies before ln
+AST_SCALE = FeatureScale(floor=float(np.float16(math.log(AST_MEL_FLOOR))), per_db=math.log(10.0) / 10.0)
+"""The cached AST fbank is ln(max(mel energy, eps)) of a power spectrum (pipeline/hf_features.py caches it before
+the extractor's (x − mean) / (2·std), which `ASTBatching` applies in the encoder). Gain g dB scales power by
+10^(g/10), so it adds g·ln(10)/10 ≈ 0.2303 per dB (exact above the floor: DC removal, pre-emphasis and the window
+are linear). Silence is ln(eps) = −15.9424, which the float16 cache stores as −15.9453: that stored value is the
+floor (no cached value lies below it), so silent frames are recognised as silence and never moved by the gain. (On the normalised scale the model sees, silence is
+(−15.94 + 4.27) / 9.14 ≈ −1.28 and 1 dB is 0.0252; the extractor's zero padding normalises to +0.47.)"""
+CLAP_SCALE = DB_SCALE
+"""The cached CLAP log-mel is `power_to_db`: 10·log10(max(P, 1e-10)), so 1 dB of gain adds 1 and silence (and
+the extractor's zero-padded waveform) is −100 dB: the PANNs scale."""
+
+EXTRACTORS = {"ASTFeatureExtractor": AST_SCALE, "ClapFeatureExtractor": CLAP_SCALE}
+MODEL_TYPES = {"ASTFeatureExtractor": ("audio-spectrogram-transformer",),
+               "ClapFeatureExtractor": ("clap", "clap_audio_model")}
+
+
+@functools.lru_cache(maxsize=8)
+def load_feature_extractor(source: str) -> Any:
+    """The feature extractor of `source` (hub name or local folder), one of `EXTRACTORS`; ModelLoadError else."""
+    from transformers import AutoFeatureExtractor
+
+    try:
+        with quiet_transformers(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # AST's numpy filterbank warns of an all-zero filter
+            extractor = AutoFeatureExtractor.from_pretrained(source)
+    except (OSError, ValueError, KeyError) as exc:
+        raise model_load_error("audio model", f"hf:{source}", exc) from None
+    kind = type(extractor).__name__
+    if kind not in EXTRACTORS:
+        raise ModelLoadError(f"audio model 'hf:{source}': its {kind} is not supported; supported: "
+                             f"{', '.join(sorted(EXTRACTORS))}")
+    return extractor
+
+
+def hf_feature_spec(source: str) -> FeatureSpec:
+    """The cached feature `hf:<source>` needs: exactly what `prep audio --features hf:<source>` records (name, bins,
+    sample rate, hop; tests/test_hf_encoders.py checks the two agree), plus the scale of the cached values."""
+    extractor = load_feature_extractor(source)
+    kind = type(extractor).__name__
+    if kind == "ASTFeatureExtractor":
+        bins, hop = int(extractor.num_mel_bins), AST_HOP
+    else:
+        bins, hop = int(extractor.feature_size), int(extractor.hop_length)
+    name = f"hf:{source}"
+    return FeatureSpec(name, name, bins, int(extractor.sampling_rate), hop, EXTRACTORS[kind])
+
+
+def load_audio_model(source: str, kind: str) -> nn.Module:
+    """`ASTModel` (AutoModel) or `ClapAudioModelWithProjection` (also from a full ClapModel checkpoint: it takes
+    the audio tower and audio projection) from `source`, checked against its extractor kind."""
+    from transformers import AutoConfig, AutoModel, ClapAudioModelWithProjection
+
+    what = f"hf:{source}"
+    try:
+        with quiet_transformers():
+            model_type = AutoConfig.from_pretrained(source).model_type
+            if model_type not in MODEL_TYPES[kind]:
+                raise ModelLoadError(f"audio model {what!r}: a {model_type} model with a {kind}; supported: AST "
+                                     "(audio-spectrogram-transformer) and CLAP (clap), each with its own extractor")
+            if kind == "ASTFeatureExtractor":
+                return AutoModel.from_pretrained(source)
+            return ClapAudioModelWithProjection.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise model_load_error("audio model", what, exc) from None
+
+
+def _check(source: str, ok: bool, problem: str) -> None:
+    if not ok:
+        raise ModelLoadError(f"audio model 'hf:{source}': {problem}")
+
+
+class ASTEncoder(nn.Module):
+    """AST on the cached fbank: `ASTBatching` (pad/truncate to max_length, normalise) → ASTModel → its pooled
+    output ((CLS + distillation token) / 2) → projection head. Draws nothing: dropout uses torch's global RNG."""
+
+    scale = AST_SCALE
+
+    def __init__(self, source: str, extractor: Any, embed_dim: int, projection: str = "linear") -> None:
+        super().__init__()
+        self.source, self.n_mels, self.embed_dim = source, int(extractor.num_mel_bins), embed_dim
+        self.batching = ASTBatching.from_extractor(extractor)
+        self.model = load_audio_model(source, "ASTFeatureExtractor")
+        config = self.model.config
+        _check(source, (config.max_length, config.num_mel_bins) == (self.batching.max_length, self.n_mels),
+               f"the model takes {config.max_length} × {config.num_mel_bins} inputs, its extractor makes "
+               f"{self.batching.max_length} × {self.n_mels}")
+        self.proj = projection_head(projection, int(config.hidden_size), embed_dim)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.proj(self.model(input_values=self.batching(x, lengths)).pooler_output)
+
+
+class ClapEncoder(nn.Module):
+    """CLAP's audio tower on the cached dB log-mel: `ClapBatching` (fusion / truncation / padding, hf_inputs.py)
+    → ClapAudioModelWithProjection (its audio_embeds: CLAP's own projection) → projection head."""
+
+    scale = CLAP_SCALE
+
+    def __init__(self, source: str, extractor: Any, embed_dim: int, projection: str = "linear") -> None:
+        super().__init__()
+        self.source, self.n_mels, self.embed_dim = source, int(extractor.feature_size), embed_dim
+        self.batching = ClapBatching.from_extractor(extractor)
+        self.model = load_audio_model(source, "ClapFeatureExtractor")
+        config = self.model.config
+        check_clap_pair(source, config, self.batching, self.n_mels)
+        self.proj = projection_head(projection, int(config.projection_dim), embed_dim)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        features, is_longer = self.batching(x, lengths, generator, self.training)
+        return self.proj(self.model(input_features=features, is_longer=is_longer).audio_embeds)
+
+
+def check_clap_pair(source: str, audio_config: Any, batching: ClapBatching, n_mels: int) -> None:
+    """A fused CLAP takes four mels per clip, an unfused one one: model and extractor must agree."""
+    _check(source, bool(audio_config.enable_fusion) == batching.fusion,
+           f"the model has enable_fusion={audio_config.enable_fusion}, its extractor truncation="
+           f"{'fusion' if batching.fusion else 'rand_trunc'}")
+    _check(source, int(audio_config.num_mel_bins) == n_mels,
+           f"the model takes {audio_config.num_mel_bins} mel bins, its extractor makes {n_mels}")
+
+
+def build_hf_audio_encoder(cfg: Any, n_bins: int) -> nn.Module:
+    """The encoder `cfg.audio_encoder` = "hf:<source>" names, on `n_bins`-bin cached features."""
+    source = str(cfg.audio_encoder).strip()[3:].strip()
+    spec = hf_feature_spec(source)
+    if n_bins != spec.n_mels:
+        raise ValueError(f"hf:{source} takes {spec.n_mels}-bin features, the cache has {n_bins}")
+    extractor = load_feature_extractor(source)
+    cls = ASTEncoder if type(extractor).__name__ == "ASTFeatureExtractor" else ClapEncoder
+    return cls(source, extractor, int(cfg.embed_dim), cfg.projection)
