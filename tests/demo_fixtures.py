@@ -26,14 +26,46 @@ def demo_cache(base: Path, clips: str = "48,16,16", seconds: float = 1.5) -> Pat
     cache = root / "cache"
     if (root / "done").exists():
         return cache
-    subprocess.run([sys.executable, "-m", "pipeline.demo_data", "--out", str(root / "data"), "--clips", clips,
-                    "--seconds", str(seconds)], check=True, env=cli_env(), capture_output=True)
-    run_cli("prep", "audio", "--dataset", "clotho", "--root", root / "data", "--cache", cache, "--name", "demo",
-            "--workers", "1", "--no-progress", check=True)
-    run_cli("prep", "captions", "--dataset", "clotho", "--root", root / "data", "--cache", cache, "--name", "demo",
-            "--translator", "none", check=True)
+    generate_demo(root / "data", clips, seconds)
+    prep_dataset("clotho", root / "data", cache, "demo")
     (root / "done").touch()
     return cache
+
+
+def generate_demo(data: Path, clips: str, seconds: float) -> Path:
+    """The generated Clotho-layout dataset (pipeline/demo_data.py) in `data`."""
+    subprocess.run([sys.executable, "-m", "pipeline.demo_data", "--out", str(data), "--clips", clips,
+                    "--seconds", str(seconds)], check=True, env=cli_env(), capture_output=True)
+    return data
+
+
+def prep_dataset(dataset: str, root: Path, cache: Path, name: str) -> None:
+    """The real `prep audio` + `prep captions` (no translator) of one dataset into `cache` under `name`."""
+    common = ["--dataset", dataset, "--root", root, "--cache", cache, "--name", name]
+    run_cli("prep", "audio", *common, "--workers", "1", "--no-progress", check=True)
+    run_cli("prep", "captions", *common, "--translator", "none", check=True)
+
+
+def kill_after_first_checkpoint(args: list, run: Path, timeout: float = 120) -> int:
+    """Start `audioret ARGS` training into `run`, SIGKILL it once checkpoints/last.pt exists (mid-run), and
+    return the epoch that checkpoint holds."""
+    import signal
+    import time
+
+    import torch
+
+    from conftest import cli_cmd
+
+    proc = subprocess.Popen(cli_cmd(*args), env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = run / "checkpoints" / "last.pt"
+    deadline = time.time() + timeout
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is None:  # a run that already ended is reaped: its pid may belong to someone else by now
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    return int(torch.load(last, map_location="cpu", weights_only=True)["epoch"])
 
 
 # A fast training config for tests: tiny CNN, frozen text transformer, short clips, light augmentation.
