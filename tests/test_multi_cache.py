@@ -198,19 +198,31 @@ def reference(cache, tmp_path_factory) -> Path:
 
 
 def test_killed_streamed_run_resumes_to_the_metrics_of_an_uninterrupted_one(cache, reference, tmp_path):
+    """Streamed, killed with SIGKILL after epoch 1, resumed: the metrics of the uninterrupted resident run, though a
+    newer "wavcaps" cache appeared meanwhile (a resume reopens the recorded caches by key, not the newest by
+    name); resuming with another `--extra` list is refused like any changed config."""
+    from cache.audio_shards import AudioCache, build_audio_cache
+    from cache.caption_shards import build_caption_cache
     from trainer.loop import train
 
-    run = tmp_path / "killed"
-    args = train_args(cache, run, 2, ["resident=stream", "num_workers=1"])
+    root, run = tmp_path / "cache", tmp_path / "killed"
+    shutil.copytree(cache, root)
+    args = train_args(root, run, 2, ["resident=stream", "num_workers=1"])
     assert kill_after_first_checkpoint(args, run) == 1
+    newer = build_audio_cache(root, {"x.wav": np.zeros((50, 64), np.float32)},
+                              {"n_mels": 64, "sample_rate": 32000, "hop_length": 320}, name="wavcaps",
+                              splits={"x.wav": "train"})
+    build_caption_cache(root, {"x.wav": ["a new clip"]}, name="wavcaps", splits={"x.wav": "train"})
+    assert AudioCache.open(root, name="wavcaps").key == newer.key  # what a fresh run would take now
     without_one = load_config(run / "config.toml", ["extra=audiocaps"])  # what `--resume --extra audiocaps` loads
     with pytest.raises(ConfigError, match=r"--resume with a changed config: extra \['audiocaps', 'wavcaps:0.5'\] "
                                           r"→ \['audiocaps'\]"):
-        train(without_one, cache, "clotho", run, resume=True, progress=False)
+        train(without_one, root, "clotho", run, resume=True, progress=False)
     run_cli(*args, "--resume", check=True)
     assert metrics(run) == metrics(reference)  # stream + kill -9 + resume ≡ resident, uninterrupted
-    assert json.loads((run / "run.json").read_text())["extras"] == json.loads((reference / "run.json").read_text())[
-        "extras"]
+    keys = [[(e["name"], e["audio_key"], e["caption_key"], e["weight"]) for e in json.loads(
+        (r / "run.json").read_text())["extras"]] for r in (run, reference)]
+    assert keys[0] == keys[1] and newer.key not in str(keys[0])
 
 
 def test_run_records_every_cache_and_shows_in_cache_ls(cache, reference):
