@@ -20,7 +20,7 @@ from cache.manifest import Manifest, read_for_reading, resolve_cache
 from cache.shards import CacheIntegrityError, write_h5_shard
 
 KIND = "audio"
-__all__ = ["AudioCache", "CacheIntegrityError", "build_audio_cache", "write_audio_shard"]
+__all__ = ["AudioCache", "CacheIntegrityError", "build_audio_cache", "stack_clips", "write_audio_shard"]
 
 
 def write_audio_shard(
@@ -163,20 +163,28 @@ class AudioCache:
     def load_all(self, indices: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Features of many clips as one float16 array + int64 offsets (n+1) + ids, for resident training."""
         idx = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
-        lengths = self.lengths()[idx]
+        if indices is not None:
+            return (*stack_clips(self, idx), [self.clip_ids[i] for i in idx])
         offsets = np.zeros(len(idx) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
+        np.cumsum(self.lengths(), out=offsets[1:])
         out = np.empty((int(offsets[-1]), self.n_mels), dtype=np.float16)
-        if indices is None:
-            row = 0
-            for shard in range(len(self._shards)):  # whole shards: one sequential copy each
-                m = self._map(shard)
-                out[row:row + m.shape[0]] = m
-                row += m.shape[0]
-        else:
-            for j, i in enumerate(idx):
-                out[offsets[j]:offsets[j + 1]] = self.get(int(i))
-        return out, offsets, [self.clip_ids[i] for i in idx]
+        row = 0
+        for shard in range(len(self._shards)):  # whole shards: one sequential copy each
+            m = self._map(shard)
+            out[row:row + m.shape[0]] = m
+            row += m.shape[0]
+        return out, offsets, list(self.clip_ids)
+
+
+def stack_clips(reader, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Clips `indices` of any reader with `get(i)`, `lengths()` and `n_mels` (an `AudioCache`, or several read
+    as one) as one float16 array (frames, n_mels) + int64 offsets (n+1)."""
+    offsets = np.zeros(len(indices) + 1, dtype=np.int64)
+    np.cumsum(reader.lengths()[indices], out=offsets[1:])
+    out = np.empty((int(offsets[-1]), reader.n_mels), dtype=np.float16)
+    for j, i in enumerate(indices):
+        out[offsets[j]:offsets[j + 1]] = reader.get(int(i))
+    return out, offsets
 
 
 def build_audio_cache(

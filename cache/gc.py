@@ -5,9 +5,12 @@ recordings, notes). gc therefore deletes only
 - folders named like a cache key (`cache.keys.is_key_dir_name`) whose cache is incomplete and not being written
   (its writer lock is free), and of those only the files the tool's naming scheme produces
   (`cache.manifest.is_cache_file_name`); the folder itself goes only once nothing else is left in it;
-- temp files (`cache.publish.tmp_path_for` names) whose writer process is dead.
-Everything else it meets is reported as "not ours" and left alone: a folder not named like a key, a file or
-sub-folder inside an incomplete cache that the tool does not write, a loose file beside the caches.
+- temp files (`cache.publish.tmp_path_for` names) whose writer process is dead;
+- run records (cache/runs.py) whose run directory no longer exists.
+A cache folder that a run record of an existing run directory names is never deleted, whatever its state (an
+unreadable manifest included): it is reported as in use, with the run. Everything else it meets is reported as
+"not ours" and left alone: a folder not named like a key, a file or sub-folder inside an incomplete cache that the
+tool does not write, a loose file beside the caches.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from cache.keys import is_key_dir_name
 from cache.locks import LOCK_NAME, CacheLock, CacheLockedError, is_locked
 from cache.manifest import KINDS, Manifest, is_cache_file_name
 from cache.publish import TMP_PATTERN, pid_alive, stale_temp_files
+from cache.runs import RUNS_DIR, read_runs, users
 
 TRANSLATIONS_DIR = "translations"  # the translation store's folder (pipeline/translate/store.py): temp files only
 
@@ -28,6 +32,7 @@ class GcPlan:
 
     remove: list[Path] = field(default_factory=list)  # incomplete cache folders and dead writers' temp files
     foreign: list[Path] = field(default_factory=list)  # not ours: left alone
+    in_use: list[tuple[Path, Path]] = field(default_factory=list)  # (cache folder, a run directory that uses it)
 
 
 def _removable_files(directory: Path) -> tuple[list[Path], list[Path]]:
@@ -54,9 +59,11 @@ def _is_complete(directory: Path) -> bool:
 
 
 def garbage(cache_root: str | Path) -> GcPlan:
-    """Look at every entry under CACHE/audio/ and CACHE/captions/ (and temp files under CACHE/translations/)."""
+    """Look at every entry under CACHE/audio/ and CACHE/captions/, temp files under CACHE/translations/ and the
+    run records under CACHE/runs/."""
     plan = GcPlan()
     root = Path(cache_root)
+    records = read_runs(root)
     for kind in KINDS:
         base = root / kind
         if not base.is_dir():
@@ -73,12 +80,15 @@ def garbage(cache_root: str | Path) -> GcPlan:
                 continue
             elif _is_complete(entry):
                 plan.remove += [p for p in stale_temp_files(entry) if is_cache_file_name(p.name)]
+            elif users(records, kind, entry.name):  # e.g. its manifest got damaged: still not garbage
+                plan.in_use.append((entry, users(records, kind, entry.name)[0].run_dir))
             else:
                 plan.remove.append(entry)
                 plan.foreign += _removable_files(entry)[1]
-    translations = root / TRANSLATIONS_DIR
-    if translations.is_dir():
-        plan.remove += stale_temp_files(translations)
+    for folder in (root / TRANSLATIONS_DIR, root / RUNS_DIR):
+        if folder.is_dir():
+            plan.remove += stale_temp_files(folder)
+    plan.remove += [r.path for r in records if not r.exists]
     return plan
 
 

@@ -33,14 +33,25 @@ def demo_cache(base: Path, clips: str = "48,16,16", seconds: float = 1.5, featur
     cache = root / "cache"
     if (root / "done").exists():
         return cache
-    subprocess.run([sys.executable, "-m", "pipeline.demo_data", "--out", str(root / "data"), "--clips", clips,
-                    "--seconds", str(seconds)], check=True, env=cli_env(), capture_output=True)
-    run_cli("prep", "audio", "--dataset", "clotho", "--root", root / "data", "--cache", cache, "--name", "demo",
-            "--workers", "1", "--no-progress", "--features", features, check=True)
-    run_cli("prep", "captions", "--dataset", "clotho", "--root", root / "data", "--cache", cache, "--name", "demo",
-            "--translator", "none", check=True)
+    generate_demo(root / "data", clips, seconds)
+    prep_dataset("clotho", root / "data", cache, "demo", features)
     (root / "done").touch()
     return cache
+
+
+def generate_demo(data: Path, clips: str, seconds: float) -> Path:
+    """The generated Clotho-layout dataset (pipeline/demo_data.py) in `data`."""
+    subprocess.run([sys.executable, "-m", "pipeline.demo_data", "--out", str(data), "--clips", clips,
+                    "--seconds", str(seconds)], check=True, env=cli_env(), capture_output=True)
+    return data
+
+
+def prep_dataset(dataset: str, root: Path, cache: Path, name: str, features: str = "panns") -> None:
+    """The real `prep audio` (of the `features` definition) + `prep captions` (no translator) of one dataset into
+    `cache` under `name`."""
+    common = ["--dataset", dataset, "--root", root, "--cache", cache, "--name", name]
+    run_cli("prep", "audio", *common, "--workers", "1", "--no-progress", "--features", features, check=True)
+    run_cli("prep", "captions", *common, "--translator", "none", check=True)
 
 
 # A fast training config for tests: tiny CNN, frozen text transformer, short clips, light augmentation.
@@ -55,7 +66,7 @@ def fast_overrides(epochs: int, extra: list[str] | None = None) -> list[str]:
     return args
 
 
-def train_killed_after_first_checkpoint(args: list, run: Path, timeout: float = 120) -> int:
+def kill_after_first_checkpoint(args: list, run: Path, timeout: float = 120) -> int:
     """Run `audioret ARGS` (a train into `run`), SIGKILL it as soon as checkpoints/last.pt exists, and return the
     epoch that checkpoint holds (the caller resumes and compares with an uninterrupted run)."""
     proc = subprocess.Popen(cli_cmd(*args), env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -32,16 +32,17 @@ def _write_csv(path: Path, rows: list[tuple]) -> None:
         w.writerows(rows)
 
 
-def make_audiocaps(root: Path, csv_dir: Path, audio_dir: Path, ext: str = "wav",
-                   start_suffix: str = "") -> Path:
-    """Write the CSVs (start times optionally as "30.0") and real audio for every clip not in MISSING."""
+def make_audiocaps(root: Path, csv_dir: Path, audio_dir: Path, ext: str = "wav", start_suffix: str = "",
+                   rows_by_split: dict = ROWS, missing: set = MISSING, sources: list[Path] = SOURCES) -> Path:
+    """Write the CSVs (start times optionally as "30.0") and real audio for every clip not in `missing`: the
+    `sources` in turn, split by split, clips of a split in sorted order (tests/test_multi_cache.py passes its own)."""
     i = 0
-    for split, rows in ROWS.items():
+    for split, rows in rows_by_split.items():
         _write_csv(csv_dir / f"{split}.csv", [(a, y, s + start_suffix, c) for a, y, s, c in rows])
         for stem in sorted({clip_stem(y, s) for _, y, s, _ in rows}):
-            if (split, stem) in MISSING:
+            if (split, stem) in missing:
                 continue
-            data, sr = sf.read(SOURCES[i % len(SOURCES)])
+            data, sr = sf.read(sources[i % len(sources)])
             i += 1
             (audio_dir / split).mkdir(parents=True, exist_ok=True)
             sf.write(audio_dir / split / f"{stem}.{ext}", data, sr)

@@ -218,28 +218,31 @@ def test_shard_plan_splits_global_batches_and_decorrelates_seeds() -> None:
     assert D.shard_plan(plan, 0, 1) is plan
 
 
-def _stream_worker(rank: int, port: int, cache: str, out_dir: str) -> None:
-    """One rank of a streamed epoch over a real cache: record every clip it reads from the shards."""
+def _stream_worker(rank: int, port: int, cache: str, out_dir: str, name: str = "demo", extra: str = "") -> None:
+    """One rank of a streamed epoch over a real cache (and the `extra` ones, tests/test_multi_cache.py): record
+    every clip it reads from the shards."""
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     from trainer.config import load_config
     from trainer.data import TrainData
-    from trainer.loop import open_caches
+    from trainer.loop import open_caches, open_extras
 
     D.init_distributed()
-    audio, captions = open_caches(Path(cache), "demo", None, None)
+    cfg = load_config(None, ["resident=stream", "num_workers=0", "batch_size=10", "p_eda=0", "p_bt=0",
+                             f"extra={extra}"])
+    audio, captions = open_caches(Path(cache), name, None, None)
+    data = D.shard_train_data(TrainData(audio, captions, "development", cfg, torch.device("cpu"),
+                                        open_extras(Path(cache), name, cfg)))
     read: list[int] = []
-    get = audio.get
-    audio.get = lambda clip: read.append(int(clip)) or get(clip)  # the shard reads StreamedBatches makes
-    cfg = load_config(None, ["resident=stream", "num_workers=0", "batch_size=10", "p_eda=0", "p_bt=0"])
-    data = D.shard_train_data(TrainData(audio, captions, "development", cfg, torch.device("cpu")))
+    get = data.audio.get
+    data.audio.get = lambda clip: read.append(int(clip)) or get(clip)  # the shard reads StreamedBatches makes
     rows = [r for b in data.plan(1).batches for r in b.tolist()]
     n_batches = sum(1 for _ in data.epoch(1))
     global_plan = [b.tolist() for b in TrainData.plan(data, 1).batches]
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump({"rows": rows, "read": read, "clip_pos": data.table.clip_pos.tolist(), "global": global_plan,
-                   "n_batches": n_batches}, f)
+                   "n_batches": n_batches, "source": data.table.source.tolist()}, f)
     D.cleanup()
 
 

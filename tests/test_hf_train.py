@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from demo_fixtures import demo_cache, fast_overrides, train_killed_after_first_checkpoint
+from demo_fixtures import demo_cache, fast_overrides, kill_after_first_checkpoint
 from hf_fixtures import tiny_ast, tiny_bert
 from trainer.config import load_config
 
@@ -63,7 +63,7 @@ def test_ast_trains_records_its_model_and_evaluates(ast_cache, trained) -> None:
 def test_ast_run_killed_and_resumed_matches_the_uninterrupted_run(ast_cache, trained, tmp_path) -> None:
     cache, model = ast_cache
     args = train_args(cache, model, tmp_path / "b", EPOCHS, ("resident=stream", "num_workers=1"))
-    assert train_killed_after_first_checkpoint(args, tmp_path / "b") < EPOCHS
+    assert kill_after_first_checkpoint(args, tmp_path / "b") < EPOCHS
     run_cli(*args, "--resume", check=True)
     got, want = metrics_rows(tmp_path / "b"), metrics_rows(trained)
     assert [{k: r[k] for k in VAL_FIELDS} for r in got] == [{k: r[k] for k in VAL_FIELDS} for r in want]

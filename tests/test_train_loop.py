@@ -12,7 +12,7 @@ import torch
 
 from conftest import AUDIO, run_cli
 from trainer.config import load_config
-from demo_fixtures import demo_cache, fast_overrides, train_killed_after_first_checkpoint
+from demo_fixtures import demo_cache, fast_overrides, kill_after_first_checkpoint
 
 EPOCHS = 6
 VAL_FIELDS = ["epoch", "loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr"]
@@ -112,8 +112,7 @@ def test_resume_after_sigkill_reaches_identical_metrics(cache, trained, tmp_path
     run = tmp_path / "b"
     args = ["train", "--cache", cache, "--name", "demo", "--out", run,
             *fast_overrides(3, ["resident=stream", "num_workers=1"]), "--no-progress"]
-    killed_at = train_killed_after_first_checkpoint(args, run)
-    assert killed_at < 3
+    assert kill_after_first_checkpoint(args, run) < 3
     assert run_cli("train", "--cache", cache, "--name", "demo", "--out", run, "--no-progress").returncode == 2
     run_cli(*args, "--resume", check=True)
     got, want = metrics_rows(run), metrics_rows(trained)[:3]

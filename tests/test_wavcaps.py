@@ -29,9 +29,9 @@ ALL_IDS = ["AudioSet_SL/Yabc-DEF_123_30.000.flac", "BBC_Sound_Effects/07070190.f
            "BBC_Sound_Effects/07070191.wav", "FreeSound/180.flac", "FreeSound/2219.flac", "SoundBible/2219.flac"]
 
 
-def make_wavcaps(base: Path, bare_list: bool = False) -> Path:
+def make_wavcaps(base: Path, bare_list: bool = False, tree: dict = TREE) -> Path:
     """json_files/<Source>/<x>_final.json and Audio/<Source>/<stem><ext> under `base` (the WavCaps folder)."""
-    for source, rows in TREE.items():
+    for source, rows in tree.items():
         entries = [{"id": i, "caption": c, "duration": 1.0, "download_link": f"https://example.invalid/{i}"}
                    for i, c, _, _ in rows]
         meta = base / "json_files" / source / FILES[source]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,9 @@ class TrainConfig:
     segment_seconds: float = 10.0  # passt: longer clips are embedded in segments of this length, then averaged
     projection: str = "mlp"  # mlp: Linear-ReLU-Linear, hidden 2048 (paper) | linear: one Linear (baseline)
     init_from: str = ""  # another run's dir: start from its best weights (AudioCaps pretrain → Clotho fine-tune)
+    # more datasets: training captions of other caches in the same cache root, "name" or "name:weight" each
+    # (trainer/sources.py); validation and early stopping stay on the main cache (`--name`)
+    extra: list[str] = field(default_factory=list)
     text_model: str = "bert-base-uncased"
     text_dropout: float | None = None  # None: the text model's own dropout; the baseline sets 0.2 (RoBERTa-large)
     max_tokens: int = 32
@@ -134,6 +137,8 @@ def _coerce(key: str, value: Any, type_name: str) -> Any:
     if optional and (value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", ""))):
         return None
     base = type_name.replace("| None", "").strip()
+    if base == "list[str]":
+        return _coerce_extra(key, value)
     try:
         if base == "bool":
             if isinstance(value, bool):
@@ -167,6 +172,40 @@ def _coerce(key: str, value: Any, type_name: str) -> Any:
         raise ConfigError(f"config key {key!r}: {value!r} is not a valid {base}") from None
 
 
+def parse_extra(item: str) -> tuple[str, float]:
+    """(cache name, weight) of one `extra` entry, "name" (weight 1) or "name:weight"; ValueError when malformed."""
+    text = item.strip()
+    name, _, weight = text.rpartition(":") if ":" in text else (text, "", "1")
+    name = name.strip()
+    if not name or "," in name:
+        raise ValueError(f"{item!r} does not name a cache")
+    try:
+        w = float(weight)
+    except ValueError:
+        raise ValueError(f"{item!r}: weight {weight.strip()!r} is not a number") from None
+    if not (math.isfinite(w) and w > 0):
+        raise ValueError(f"{item!r}: weight must be a number > 0")
+    return name, w
+
+
+def _coerce_extra(key: str, value: Any) -> list[str]:
+    """A TOML list of strings, or a `--set` string "a,b:0.5", as canonical entries ("name" or "name:weight"), so
+    that spellings of one list ("b:0.50", "b:1") compare equal when a resume checks for a changed config."""
+    items = [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+        raise ConfigError(f"config key {key!r}: {value!r} is not a list of cache names")
+    out: list[str] = []
+    for item in items:
+        try:
+            name, w = parse_extra(item)
+        except ValueError as exc:
+            raise ConfigError(f"config key {key!r}: {exc}") from None
+        if any(parse_extra(o)[0] == name for o in out):
+            raise ConfigError(f"config key {key!r}: {name!r} is listed twice")
+        out.append(name if w == 1 else f"{name}:{w!r}")
+    return out
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Range and choice checks; returns cfg unchanged or raises ConfigError with the first problem."""
     for key, (lo, hi) in RANGES.items():
@@ -192,6 +231,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         kind = encoder_kind(cfg.audio_encoder)
     except ValueError as exc:
         raise ConfigError(f"config key {exc}") from None
+    _coerce_extra("extra", cfg.extra)  # a config built in code gets the checks a TOML file gets
     if kind != "cnn10" and cfg.audio_width != 1:
         raise ConfigError(f"config key 'audio_width' applies to cnn10 only, got {cfg.audio_width:g} with "
                           f"audio_encoder={cfg.audio_encoder!r}")

@@ -4,14 +4,15 @@ Why the epoch plan is computed up front in the main process from (seed, epoch): 
 caption exactly once per epoch, never two captions of one clip in a batch, so no true match is a negative), the
 crop offsets and the text-augmentation seeds are then the same whether the features come from a memmap through
 DataLoader workers ("stream") or from one resident tensor in RAM / on the GPU ("ram" / "gpu"), and a resumed run
-replays exactly the epochs an uninterrupted run would have seen.
+replays exactly the epochs an uninterrupted run would have seen. Several caches (Clotho + AudioCaps + WavCaps) feed
+one plan through a global clip index and per-dataset weights: trainer/sources.py.
 """
 from __future__ import annotations
 
 import random
 import warnings
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ import torch
 from trainer.augment import FLOOR_DB, FeatureScale
 from trainer.config import TrainConfig
 from trainer.encoders import feature_spec
+from trainer.sources import ConcatAudio, Source, epoch_rows, epoch_size, weighted_count
 
 LEGACY_FEATURE = "panns-logmel"  # caches written before the feature name was recorded hold the PANNs log-mel
 
@@ -55,15 +57,24 @@ def check_audio_config(config: dict, source: str, encoder: str = "cnn10") -> flo
     return float(config["sample_rate"]) / float(config["hop_length"])
 
 
+def check_sources(sources: Sequence[Source], encoder: str = "cnn10") -> float:
+    """Every cache of a run must hold the features `encoder` needs; returns frames per second. One frame rate
+    for all follows (crops are counted in frames): check_audio_config pins each cache's sample_rate and
+    hop_length to the encoder's."""
+    return [check_audio_config(s.audio.config, str(s.audio.directory), encoder) for s in sources][0]
+
+
 @dataclass
 class CaptionTable:
     """The captions of one split aligned with the audio cache: row r is caption `caption_index[r]` of clip
-    `clip_ids[r]`, whose features are audio-cache index `clip_pos[r]`."""
+    `clip_ids[r]`, whose features are audio-cache index `clip_pos[r]` (of the combined reader when several
+    caches feed a run: then `source[r]` says which dataset the row comes from)."""
 
     clip_pos: np.ndarray
     clip_ids: list[str]
     caption_index: np.ndarray
     texts: list[str]
+    source: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -87,6 +98,14 @@ def caption_table(audio, captions, split: str) -> CaptionTable:
     if not texts:
         raise DataError(f"split {split!r}: no captions with audio features")
     return CaptionTable(np.asarray(pos, dtype=np.int64), ids, np.asarray(idx, dtype=np.int64), texts)
+
+
+def join_tables(tables: Sequence[CaptionTable], offsets: Sequence[int]) -> CaptionTable:
+    """One table over several datasets: clip positions shifted by each cache's global offset, source per row."""
+    return CaptionTable(np.concatenate([t.clip_pos + int(o) for t, o in zip(tables, offsets)]),
+                        [c for t in tables for c in t.clip_ids],
+                        np.concatenate([t.caption_index for t in tables]), [x for t in tables for x in t.texts],
+                        np.concatenate([np.full(len(t), i, dtype=np.int64) for i, t in enumerate(tables)]))
 
 
 def plan_batches(clip_of_row: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -157,40 +176,51 @@ class Batch:
 
 @dataclass
 class EpochPlan:
-    batches: list[np.ndarray]  # caption-table rows per batch
-    starts: np.ndarray  # crop start per caption-table row
-    sizes: np.ndarray  # crop length per caption-table row
+    """One epoch. An entry is one training example: caption-table row `rows[e]` (every row once, or by the
+    datasets' weights, trainer/sources.py); batches, crops and sizes index entries."""
+
+    batches: list[np.ndarray]  # entries per batch
+    starts: np.ndarray  # crop start per entry
+    sizes: np.ndarray  # crop length per entry
     seeds: list[int]  # text-augmentation seed per batch
+    rows: np.ndarray  # caption-table row per entry
 
 
 class TextSide:
-    """Picks the training text of each row: back-translation substitution (p_bt) then EDA, seeded per batch."""
+    """Picks the training text of each row: back-translation substitution (p_bt) then EDA, seeded per batch.
+    One augmenter per dataset (back-translations live in its own caption cache), or None: the captions as they are."""
 
-    def __init__(self, table: CaptionTable, augmenter) -> None:
-        self.table, self.augmenter = table, augmenter
+    def __init__(self, table: CaptionTable, augmenters: Sequence | None) -> None:
+        self.table, self.augmenters = table, augmenters
 
     def texts(self, rows: np.ndarray, seed: int) -> list[str]:
-        if self.augmenter is None:
+        if self.augmenters is None:
             return [self.table.texts[r] for r in rows]
         rng = random.Random(seed)
-        return [self.augmenter.pick(self.table.clip_ids[r], int(self.table.caption_index[r]), rng) for r in rows]
+        source = self.table.source if self.table.source is not None else np.zeros(len(self.table), np.int64)
+        return [self.augmenters[source[r]].pick(self.table.clip_ids[r], int(self.table.caption_index[r]), rng)
+                for r in rows]
 
 
-def build_text_side(table: CaptionTable, captions, cfg: TrainConfig) -> TextSide:
-    """TextAugmenter over the caption cache; p_bt is treated as 0 (with a warning) without back-translations."""
+def build_text_side(table: CaptionTable, caption_caches: Sequence, cfg: TrainConfig) -> TextSide:
+    """A TextAugmenter per caption cache (one EDA, its vocabulary every training caption); p_bt is treated as 0
+    (with a warning naming the cache) for a cache without back-translations."""
     if cfg.p_bt <= 0 and cfg.p_eda <= 0:
         return TextSide(table, None)
     from trainer.eda import EDA, TextAugmenter, vocabulary_of
 
-    p_bt = cfg.p_bt
-    if p_bt > 0 and (captions.backend == "none" or not captions.pivots):
-        warnings.warn(f"caption cache {captions.directory} has no back-translations (translator "
-                      f"{captions.backend!r}): p_bt={p_bt} is treated as 0", stacklevel=2)
-        p_bt = 0.0
     eda = None
     if cfg.p_eda > 0:
         eda = EDA(vocabulary_of(table.texts), cfg.p_eda, cfg.p_syn, cfg.p_swp, cfg.p_del, cfg.p_ins, seed=cfg.seed)
-    return TextSide(table, TextAugmenter(captions, p_bt, eda))
+    augmenters = []
+    for captions in caption_caches:
+        p_bt = cfg.p_bt
+        if p_bt > 0 and (captions.backend == "none" or not captions.pivots):
+            warnings.warn(f"caption cache {captions.directory} has no back-translations (translator "
+                          f"{captions.backend!r}): p_bt={p_bt} is treated as 0", stacklevel=2)
+            p_bt = 0.0
+        augmenters.append(TextAugmenter(captions, p_bt, eda))
+    return TextSide(table, augmenters)
 
 
 _RESIDENT_MEMO: dict[tuple[str, str, bytes], tuple[np.ndarray, np.ndarray]] = {}
@@ -248,9 +278,10 @@ class StreamedBatches(torch.utils.data.Dataset):
         return len(self.plan.batches)
 
     def __getitem__(self, k: int) -> dict:
-        rows = self.plan.batches[k]
+        entries = self.plan.batches[k]
+        rows = self.plan.rows[entries]
         arrays = [self.audio.get(int(self.table.clip_pos[r]))[s:s + n]
-                  for r, s, n in zip(rows, self.plan.starts[rows], self.plan.sizes[rows])]
+                  for r, s, n in zip(rows, self.plan.starts[entries], self.plan.sizes[entries])]
         x, lengths = pad_arrays(arrays, self.audio.n_mels, np.float16, self.floor)
         return {"x": torch.from_numpy(x), "lengths": torch.from_numpy(lengths),
                 "clip_pos": torch.from_numpy(self.table.clip_pos[rows]), "texts": self.text.texts(rows, self.plan.seeds[k])}
@@ -268,39 +299,69 @@ def choose_mode(cfg: TrainConfig, audio, indices: np.ndarray, device: torch.devi
     return "gpu" if device.type == "cuda" else "ram"
 
 
-class TrainData:
-    """Batches for training epochs in one of the modes "ram", "gpu" (resident) or "stream" (memmap + workers)."""
+def source_table(source: Source) -> CaptionTable:
+    """caption_table of one dataset, its errors naming the cache."""
+    try:
+        return caption_table(source.audio, source.captions, source.split)
+    except DataError as exc:
+        raise DataError(f"{source.captions.directory}: {exc}") from None
 
-    def __init__(self, audio, captions, split: str, cfg: TrainConfig, device: torch.device) -> None:
-        self.fps = check_audio_config(audio.config, str(audio.directory), cfg.audio_encoder)
+
+class TrainData:
+    """Batches for training epochs in one of the modes "ram", "gpu" (resident) or "stream" (memmap + workers).
+
+    `extras`: more datasets whose training captions join the main one's in every epoch (trainer/sources.py)."""
+
+    def __init__(self, audio, captions, split: str, cfg: TrainConfig, device: torch.device,
+                 extras: Sequence[Source] = ()) -> None:
+        self.sources = [Source(audio.manifest.name, audio, captions, split), *extras]
+        self.fps = check_sources(self.sources, cfg.audio_encoder)
         self.scale: FeatureScale = feature_spec(cfg.audio_encoder).scale  # padding value and gain per dB
-        self.audio, self.cfg, self.device = audio, cfg, device
-        self.table = caption_table(audio, captions, split)
-        self.text = build_text_side(self.table, captions, cfg)
+        self.audio = ConcatAudio([s.audio for s in self.sources]) if extras else audio
+        self.cfg, self.device = cfg, device
+        self.table = join_tables([source_table(s) for s in self.sources],
+                                 self.audio.offsets if extras else [0])
+        self.weights = [s.weight for s in self.sources]
+        self.text = build_text_side(self.table, [s.captions for s in self.sources], cfg)
         self.crop = max(1, int(round(cfg.max_seconds * self.fps)))
         self.clip_indices = np.unique(self.table.clip_pos)
         if len(self.clip_indices) < 2:  # a batch of one clip has no negative: the contrastive loss learns nothing
             raise DataError(f"{audio.directory}: split {split!r} has {len(self.clip_indices)} clip(s) with captions "
                             "and audio; training needs at least 2 (check the split's CSV and failures.jsonl)")
-        self.mode = choose_mode(cfg, audio, self.clip_indices, device)
+        self.mode = choose_mode(cfg, self.audio, self.clip_indices, device)
         if self.mode == "stream":
-            audio.verify()  # here, before DataLoader workers fork: they inherit the result (cache/integrity.py)
-        self.resident = (ResidentAudio(audio, self.clip_indices, device if self.mode == "gpu" else torch.device("cpu"),
-                                       self.scale.floor) if self.mode in ("ram", "gpu") else None)
+            self.audio.verify()  # here, before DataLoader workers fork: they inherit the result (cache/integrity.py)
+        self.resident = (ResidentAudio(self.audio, self.clip_indices, device if self.mode == "gpu" else
+                                       torch.device("cpu"), self.scale.floor) if self.mode in ("ram", "gpu") else None)
+
+    def describe(self) -> str:
+        """What each dataset gives the run, e.g. "4000 captions of 800 clips (clotho development) + ..."."""
+        parts = []
+        for i, s in enumerate(self.sources):
+            mine = self.table.source == i
+            n = int(mine.sum())
+            per_epoch = "" if s.weight == 1 else f", weight {s.weight:g}: {weighted_count(n, s.weight)} per epoch"
+            parts.append(f"{n} captions of {len(np.unique(self.table.clip_pos[mine]))} clips "
+                         f"({s.name} {s.split}{per_epoch})")
+        return " + ".join(parts)
 
     def plan(self, epoch: int) -> EpochPlan:
         rng = np.random.default_rng([self.cfg.seed, epoch, 0xDA7A])
-        batches = plan_batches(self.table.clip_pos, self.cfg.batch_size, rng)
-        starts, sizes = crop_windows(self.audio.lengths()[self.table.clip_pos], self.crop, rng)
-        return EpochPlan(batches, starts, sizes, [example_seed(self.cfg.seed, epoch, k) for k in range(len(batches))])
+        rows = epoch_rows(self.table.source, self.weights, self.cfg.seed, epoch)
+        clip_pos = self.table.clip_pos[rows]
+        batches = plan_batches(clip_pos, self.cfg.batch_size, rng)
+        starts, sizes = crop_windows(self.audio.lengths()[clip_pos], self.crop, rng)
+        seeds = [example_seed(self.cfg.seed, epoch, k) for k in range(len(batches))]
+        return EpochPlan(batches, starts, sizes, seeds, rows)
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """The batches of one epoch (epoch numbers start at 1), features already on the training device."""
         plan = self.plan(epoch)
         if self.resident is not None:
-            for k, rows in enumerate(plan.batches):
+            for k, entries in enumerate(plan.batches):
+                rows = plan.rows[entries]
                 clip_pos = self.table.clip_pos[rows]
-                x, lengths = self.resident.gather(clip_pos, plan.starts[rows], plan.sizes[rows])
+                x, lengths = self.resident.gather(clip_pos, plan.starts[entries], plan.sizes[entries])
                 yield Batch(x.to(self.device, non_blocking=True), lengths.to(self.device),
                             torch.from_numpy(clip_pos).to(self.device), self.text.texts(rows, plan.seeds[k]))
             return
@@ -317,7 +378,7 @@ class TrainData:
     def nominal_steps(self) -> int:
         """Optimiser steps in an epoch as the lr schedule lays them out: every caption once at the global batch
         size, this rank's share under DDP (an epoch's plan may hold a batch more where clips collide)."""
-        return -(-len(self.table) // max(1, self.cfg.batch_size))
+        return -(-epoch_size(self.table.source, self.weights) // max(1, self.cfg.batch_size))
 
     def n_batches(self, epoch: int) -> int:
         return len(self.plan(epoch).batches)

@@ -26,12 +26,13 @@ from trainer.augment import augment_batch
 from trainer.checkpoint import (checkpoint_path, finished_state, frozen_text_record, gather_rank_rng,
                                 load_checkpoint, load_model_state, model_weights, restore_rank_rng, save_checkpoint,
                                 weights_sha256)
-from trainer.config import (ConfigError, TrainConfig, check_audio_checkpoint, diff, from_dict, resolve_split,
-                            save_config)
+from trainer.config import (ConfigError, TrainConfig, check_audio_checkpoint, diff, from_dict, parse_extra,
+                            resolve_split, save_config)
 from trainer.data import Batch, TrainData, check_audio_config, feature_fits
 from trainer.evaluate import RUN_INFO, autocast, build_model, resolve_device, score_split
 from trainer.run_lock import run_dir_lock
 from trainer.schedule import Schedule, make_optimizer
+from trainer.sources import Source
 
 METRICS_CSV = "metrics.csv"
 METRIC_FIELDS = ["epoch", "loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr", "seconds", "data_wait_share"]
@@ -80,6 +81,47 @@ def open_caches(cache_root: Path, name: str, audio_key: str | None, caption_key:
     audio = open_audio_cache(cache_root, name, audio_key, encoder)
     captions = CaptionCache.open(cache_root, name=None if caption_key else name, key=caption_key)
     return audio, captions
+
+
+def open_extras(cache_root: Path, main_name: str | None, cfg: TrainConfig,
+                recorded: list[dict] | None = None) -> list[Source]:
+    """The datasets of `cfg.extra`, each training on its own train split: on a fresh run the newest caches of each
+    name whose features fit the encoder; on a resume (`recorded`: RUN_DIR/run.json's "extras") exactly the
+    caches the run started with, by key."""
+    if cfg.extra and not main_name:
+        raise ConfigError("config key 'extra' needs --name: the main dataset, whose validation split decides "
+                          "early stopping and the best checkpoint")
+    by_name = {r["name"]: r for r in recorded or []}
+    out = []
+    for item in cfg.extra:
+        name, weight = parse_extra(item)
+        if name == main_name:
+            raise ConfigError(f"config key 'extra': {name!r} is the main dataset (--name) already")
+        if recorded is not None and name not in by_name:
+            raise ConfigError(f"{RUN_INFO} of this run records no extra cache {name!r}")
+        rec = by_name.get(name, {})
+        audio, captions = open_caches(cache_root, name, rec.get("audio_key"), rec.get("caption_key"),
+                                      cfg.audio_encoder)
+        try:
+            split = resolve_split("train", set(audio.splits))
+        except ConfigError as exc:
+            raise ConfigError(f"extra cache {name!r} ({audio.directory}): {exc}") from None
+        out.append(Source(name, audio, captions, split, weight))
+    return out
+
+
+def register_caches(cache_root: Path, run_dir: Path, sources: list[Source]) -> None:
+    """Record under CACHE/runs/ which caches this run reads, the main dataset's first (cache/runs.py: `cache ls`
+    shows them, `cache gc` keeps them). A read-only cache root only costs the record: the run goes on, warned."""
+    from cache.runs import CacheUse, register_run
+
+    uses = [CacheUse(kind, cache.manifest.name, cache.key, "extra" if i else "main")
+            for i, s in enumerate(sources) for kind, cache in (("audio", s.audio), ("captions", s.captions))]
+    try:
+        register_run(cache_root, run_dir, uses)
+    except OSError as exc:
+        print(f"warning: {cache_root}: cannot record this run under runs/ ({exc.strerror}); `cache ls` will not "
+              "list it", file=sys.stderr, flush=True)
 
 
 def _tensorboard(run_dir: Path):
@@ -171,7 +213,7 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
            caption_key: str | None, progress: bool) -> dict[str, Any]:
     """The run itself; the caller holds the run directory's lock and has joined the process group."""
     last_path = checkpoint_path(run_dir, "last")
-    state = None
+    state, recorded_extras = None, None
     if last_path.exists():
         if not resume:
             raise RunExistsError(f"{run_dir}: already holds a run; pass --resume to continue it or use another --out")
@@ -182,6 +224,7 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
                 f"{k} {a!r} → {b!r}" for k, (a, b) in sorted(changed.items())))
         info = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))
         audio_key, caption_key = audio_key or info["audio_key"], caption_key or info["caption_key"]
+        recorded_extras = info.get("extras", [])
         if state["stopped"] or int(state["epoch"]) >= cfg.epochs:
             _log(progress, f"{run_dir}: run already finished at epoch {state['epoch']}")
             summary_path = run_dir / "summary.json"
@@ -204,10 +247,10 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
     audio, captions = open_caches(cache_root, name, audio_key, caption_key, cfg.audio_encoder)
     train_split = resolve_split("train", set(audio.splits))
     val_split = resolve_split("validation", set(audio.splits))
+    extras = open_extras(cache_root, name, cfg, recorded_extras)
     data_cfg = dataclasses.replace(cfg, batch_size=dist_hooks.global_batch_size(cfg.batch_size))
-    data = dist_hooks.shard_train_data(TrainData(audio, captions, train_split, data_cfg, device))
-    _log(progress, f"train: {len(data.table)} captions of {len(data.clip_indices)} clips ({train_split}), "
-                   f"validation: {val_split}; data {data.mode}, device {device}")
+    data = dist_hooks.shard_train_data(TrainData(audio, captions, train_split, data_cfg, device, extras))
+    _log(progress, f"train: {data.describe()}; validation: {val_split}; data {data.mode}, device {device}")
 
     # 2. Model, optimiser, schedule.
     model = build_model(cfg, audio.n_mels)
@@ -236,7 +279,8 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         publish_json(run_dir / RUN_INFO, {"cache_root": str(cache_root.resolve()), "name": name,
                                           "audio_key": audio.key, "caption_key": captions.key,
-                                          "audio_dir": str(audio.directory), "caption_dir": str(captions.directory)})
+                                          "audio_dir": str(audio.directory), "caption_dir": str(captions.directory),
+                                          "extras": [s.record() for s in extras]})
         save_config(cfg, run_dir / "config.toml")
         _rewrite_metrics(metrics_path, 0)
     elif state is not None:
@@ -253,6 +297,8 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
             save_config(cfg, run_dir / "config.toml")
             _rewrite_metrics(metrics_path, int(state["epoch"]))
         _log(progress, f"resuming {run_dir} after epoch {state['epoch']} (best mAP@10 {best:.4f} @ {best_epoch})")
+    if main:
+        register_caches(cache_root, run_dir, data.sources)
     frozen_text = frozen_text_record(model, cfg.text_model, pretrained_text)  # stored by name when unchanged
     dist_hooks.barrier()
     ddp_model = dist_hooks.wrap_model(model, device)

@@ -9,6 +9,7 @@ import click
 from cache.gc import garbage, remove
 from cache.manifest import iter_caches
 from cache.publish import human_bytes as _human
+from cache.runs import read_runs, users
 from cache.verify import summarise, verify_cache
 from pipeline.cli.groups import EXIT_FAILURE, cache_group
 
@@ -16,25 +17,38 @@ from pipeline.cli.groups import EXIT_FAILURE, cache_group
 @cache_group.command("ls")
 @click.argument("cache_dir", type=click.Path(file_okay=False, path_type=Path))
 def ls_cmd(cache_dir: Path) -> None:
-    """List every cache under CACHE_DIR: kind, name, dataset, splits, clips, hours, size, key, state.
+    """List every cache under CACHE_DIR (kind, name, dataset, splits, clips, hours, size, key, state, and how many
+    existing runs use it), then the runs registered there with every cache each one used.
 
     \b
     Example:
       audioret cache ls caches/
     """
-    rows = summarise(cache_dir)
+    rows, records = summarise(cache_dir), read_runs(cache_dir)
     if not rows:
         click.echo(f"{cache_dir}: no caches")
+    else:
+        header = ("kind", "name", "dataset", "splits", "clips", "hours", "size", "key", "state", "runs")
+        _echo_table([header] + [
+            (r.kind, r.name, r.dataset, ",".join(r.splits), str(r.clips), f"{r.hours:.2f}", _human(r.size_bytes),
+             r.key[:16], r.state, str(len(users(records, r.kind, r.path.name))))
+            for r in rows
+        ])
+    if records:
+        click.echo(f"\nruns ({len(records)}):")
+    for rec in records:
+        gone = "" if rec.exists else "  (directory gone: `audioret cache gc` removes this record)"
+        click.echo(f"  {rec.run_dir}{gone}")
+        _echo_table([(c.role, c.kind, c.name, c.dir_name, "" if (cache_dir / c.kind / c.dir_name).is_dir()
+                      else "(no longer in this cache root)") for c in rec.caches], indent="    ")
+
+
+def _echo_table(table: list[tuple[str, ...]], indent: str = "") -> None:
+    if not table:
         return
-    header = ("kind", "name", "dataset", "splits", "clips", "hours", "size", "key", "state")
-    table = [header] + [
-        (r.kind, r.name, r.dataset, ",".join(r.splits), str(r.clips), f"{r.hours:.2f}", _human(r.size_bytes),
-         r.key[:16], r.state)
-        for r in rows
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        click.echo(indent + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
 @cache_group.command("verify")
@@ -72,7 +86,8 @@ def verify_cmd(cache_dir: Path, key: str | None) -> None:
 @click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--yes", is_flag=True, help="Delete; without it, only list what would be deleted.")
 def gc_cmd(cache_dir: Path, yes: bool) -> None:
-    """Remove temp files of dead writers and incomplete caches nobody is writing.
+    """Remove temp files of dead writers, incomplete caches nobody is writing, and the records of runs whose
+    directory is gone. A cache a registered run still uses is never removed (listed as "in use").
 
     Only what this tool wrote is deleted: folders under audio/ and captions/ not named like a cache key, and
     files inside an incomplete cache that the tool does not write, are listed as "not ours" and left alone.
@@ -85,6 +100,8 @@ def gc_cmd(cache_dir: Path, yes: bool) -> None:
     plan = garbage(cache_dir)
     for p in plan.foreign:
         click.echo(f"not ours, left alone: {p}")
+    for p, run in plan.in_use:
+        click.echo(f"in use, left alone: {p} (run {run})")
     if not plan.remove:
         click.echo("nothing to remove")
         return

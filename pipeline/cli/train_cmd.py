@@ -32,7 +32,11 @@ def _one_line_warnings() -> None:
 @no_verify_option
 @click.option("--cache", "cache_root", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="Cache root holding audio/ and captions/ caches (from `prep audio` / `prep captions`).")
-@click.option("--name", default=None, help="Dataset name given at prep (default: the newest caches of any name).")
+@click.option("--name", default=None, help="Dataset name given at prep (default: the newest caches of any name); "
+                                            "validation and early stopping use its validation split.")
+@click.option("--extra", "extras", multiple=True, metavar="NAME[:WEIGHT]",
+              help="Also train on the train split of the caches named NAME under --cache (repeatable; config key "
+                   "`extra`). WEIGHT w: round(w·n) of its n captions per epoch (default 1: each once).")
 @click.option("--out", "run_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Run directory: config.toml, metrics.csv, checkpoints/{last,best}.pt.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
@@ -50,10 +54,10 @@ def _one_line_warnings() -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm bars and epoch lines on stderr.")
 @click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Seconds to wait when another train holds RUN_DIR (0: refuse at once).")
-def train_command(cache_root: Path, name: str | None, run_dir: Path, config_file: Path | None,
-                  overrides: tuple[str, ...], resume: bool, audio_key: str | None, caption_key: str | None,
-                  init_from: Path | None, nproc: int, nnodes: str, rdzv_endpoint: str, progress: bool,
-                  wait_lock: float) -> None:
+def train_command(cache_root: Path, name: str | None, extras: tuple[str, ...], run_dir: Path,
+                  config_file: Path | None, overrides: tuple[str, ...], resume: bool, audio_key: str | None,
+                  caption_key: str | None, init_from: Path | None, nproc: int, nnodes: str, rdzv_endpoint: str,
+                  progress: bool, wait_lock: float) -> None:
     """Train the audio–text bi-encoder on cached features; the best checkpoint by validation mAP@10 is kept.
 
     \b
@@ -63,6 +67,7 @@ def train_command(cache_root: Path, name: str | None, run_dir: Path, config_file
       audioret train --cache caches/ --name clotho --out runs/base --resume --wait-lock 600
       audioret train --cache caches/ --name clotho --out runs/ddp --nproc 4        # 4 GPUs, global batch 4 × 30
       audioret train --cache caches/ --name clotho --out runs/ft --init-from runs/audiocaps --set lr=2e-6
+      audioret train --cache caches/ --name clotho --extra audiocaps --extra wavcaps:0.5 --out runs/all
     """
     from trainer import distributed
     from trainer.config import ConfigError, load_config
@@ -77,6 +82,8 @@ def train_command(cache_root: Path, name: str | None, run_dir: Path, config_file
         sys.exit(distributed.launch_local(nproc, argv, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint))
     if init_from is not None:
         overrides = (*overrides, f"init_from={init_from.resolve()}")
+    if extras:
+        overrides = (*overrides, f"extra={','.join(extras)}")
 
     _one_line_warnings()
     if resume and config_file is None and (run_dir / "config.toml").exists():
