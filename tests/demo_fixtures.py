@@ -6,11 +6,13 @@ deterministic, so every test module sees the same caches).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from conftest import cli_env, run_cli
+from conftest import cli_cmd, cli_env, run_cli
 
 
 def minilm_path() -> str:
@@ -46,3 +48,20 @@ def fast_overrides(epochs: int, extra: list[str] | None = None) -> list[str]:
     for kv in FAST + [f"text_model={minilm_path()}", f"epochs={epochs}"] + (extra or []):
         args += ["--set", kv]
     return args
+
+
+def kill_after_first_checkpoint(args: list, run: Path, timeout: float = 120) -> int:
+    """Start `audioret ARGS` (a train writing into `run`), SIGKILL it as soon as checkpoints/last.pt exists, and
+    return the epoch that checkpoint holds: the state a `--resume` starts from."""
+    import torch
+
+    proc = subprocess.Popen(cli_cmd(*args), env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = Path(run) / "checkpoints" / "last.pt"
+    deadline = time.time() + timeout
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is None:  # a run that already ended is reaped: its pid may belong to someone else by now
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    return int(torch.load(last, map_location="cpu", weights_only=True)["epoch"])

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from trainer.augment import FLOOR_DB, FeatureScale
+from trainer.caption_text import caption_view
 from trainer.config import TrainConfig
 from trainer.encoders import feature_spec
 
@@ -275,6 +276,7 @@ class TrainData:
         self.fps = check_audio_config(audio.config, str(audio.directory), cfg.audio_encoder)
         self.scale: FeatureScale = feature_spec(cfg.audio_encoder).scale  # padding value and gain per dB
         self.audio, self.cfg, self.device = audio, cfg, device
+        captions = caption_view(captions, cfg.text_normalisation)  # the form of each caption the model sees
         self.table = caption_table(audio, captions, split)
         self.text = build_text_side(self.table, captions, cfg)
         self.crop = max(1, int(round(cfg.max_seconds * self.fps)))
