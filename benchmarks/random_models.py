@@ -12,6 +12,7 @@ their real vocabulary size, so embedding and optimiser costs match the pretraine
 from __future__ import annotations
 
 import string
+import warnings
 from pathlib import Path
 
 CAPTION_WORDS = """a an the of in on at to and while as with from by is are was be being into onto over through
@@ -30,6 +31,13 @@ SIZES = {  # hidden, layers, heads, intermediate
     "large": (1024, 24, 16, 4096),
 }
 REAL_VOCAB = {"bert": 30522, "roberta": 50265}
+
+
+def _quiet() -> None:
+    """No per-file progress bars while saving (benchmark and test output stay readable)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def write_wordpiece_tokenizer(out: Path):
@@ -68,6 +76,7 @@ def random_text_model(out: str | Path, arch: str = "bert", size: str = "tiny", s
     else:
         raise ValueError(f"arch must be bert or roberta, got {arch!r}")
     torch.manual_seed(seed)
+    _quiet()
     cls(config, add_pooling_layer=False).save_pretrained(out)
     return out
 
@@ -88,6 +97,9 @@ def random_ast_model(out: str | Path, size: str = "full", seed: int = 0) -> Path
     else:
         raise ValueError(f"size must be full or tiny, got {size!r}")
     torch.manual_seed(seed)
+    _quiet()
     ASTModel(config).save_pretrained(out)
-    ASTFeatureExtractor(max_length=config.max_length).save_pretrained(out)
+    with warnings.catch_warnings():  # its own default filter bank warns about an empty mel filter: not ours
+        warnings.simplefilter("ignore", UserWarning)
+        ASTFeatureExtractor(max_length=config.max_length).save_pretrained(out)
     return out
