@@ -145,3 +145,16 @@ def test_projection_linear_is_one_linear_layer_on_both_towers(tiny_models) -> No
     mlp, _ = tiny_bi_encoder(tiny_models["roberta"])  # the paper's head: Linear → ReLU → Linear on both
     assert [type(m) for m in mlp.text.proj] == [nn.Linear, nn.ReLU, nn.Linear]
     assert sum(isinstance(m, nn.Linear) for m in mlp.audio.modules()) == 2
+
+
+def test_padding_to_32_tokens_as_the_baseline_leaves_the_first_token_unchanged(tiny_models) -> None:
+    """The baseline pads every caption to 32 tokens (padding='max_length'); the project pads to the batch's
+    longest. With the attention mask (and RoBERTa's positions counted from the pad id) the first token is the same."""
+    torch.manual_seed(0)
+    encoder = TextEncoder(tiny_models["roberta"], embed_dim=8, projection="linear").eval()
+    texts = ["a dog barks", "rain falls on a tin roof while thunder rumbles"]
+    ours = encoder.tokenize(texts)
+    theirs = dict(encoder.tokenizer(texts, padding="max_length", max_length=32, truncation=True, return_tensors="pt"))
+    assert ours["input_ids"].shape[1] < 32 == theirs["input_ids"].shape[1]
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.forward_tokens(ours), encoder.forward_tokens(theirs), atol=1e-6, rtol=0)
