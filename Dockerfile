@@ -2,6 +2,7 @@
 #   docker build -t audioret .
 #   docker run --gpus all --shm-size 8g -v "$PWD/data:/data" -v "$PWD/cache:/cache" -v "$PWD/runs:/runs" \
 #       audioret train --cache /cache --name clotho --out /runs/base --nproc 2
+#   Recipes: --config /opt/audioret/configs/paper2022.toml or /opt/audioret/configs/dcase2025_baseline.toml
 # The base image is pinned: its torch/CUDA/cuDNN are what the project runs on, and the install below is
 # constrained to that torch so pip can never swap in another (multi-GB) build.
 FROM pytorch/pytorch:2.7.0-cuda12.8-cudnn9-runtime
@@ -26,6 +27,7 @@ COPY setup.cfg pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY cache ./cache
 COPY trainer ./trainer
+COPY configs ./configs
 
 # Pin torch to the image's own build (a constraint, not a requirement), then install the project with the
 # pinned ranges from setup.cfg (+ dask for `search --scheduler`).

@@ -70,7 +70,7 @@ def kill_after_first_checkpoint(args: list, run: Path, timeout: float = 120) -> 
     """Run `audioret ARGS` (a train into `run`), SIGKILL it as soon as checkpoints/last.pt exists, and return the
     epoch that checkpoint holds (the caller resumes and compares with an uninterrupted run)."""
     proc = subprocess.Popen(cli_cmd(*args), env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    last = run / "checkpoints" / "last.pt"
+    last = Path(run) / "checkpoints" / "last.pt"
     deadline = time.time() + timeout
     while not last.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)

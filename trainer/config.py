@@ -36,8 +36,10 @@ class TrainConfig:
     optimizer: str = "adam"  # adam (paper) | adamw (DCASE 2025 baseline)
     weight_decay: float = 0.0  # decoupled (adamw) or L2 (adam)
     schedule: str = "step"  # step: ×lr_gamma every lr_step epochs (paper) | cosine: warm-up, then cosine to min_lr
-    warmup_epochs: float = 0.0  # cosine: linear warm-up from 0 to lr over this many epochs (per step)
-    min_lr: float = 0.0  # cosine: the learning rate reached at the last epoch
+    warmup_epochs: float = 0.0  # cosine: linear warm-up from min_lr to lr over this many epochs (per step)
+    decay_epochs: float | None = None  # cosine: epochs of the decay to min_lr after the warm-up (None: the rest of
+    #                                    the run); later epochs stay at min_lr (trainer/schedule.py)
+    min_lr: float = 0.0  # cosine: where the warm-up starts and the decay ends
     patience: int = 10  # epochs without a better validation mAP@10 before stopping; 0 = never stop early
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     seed: int = 0
@@ -64,6 +66,8 @@ class TrainConfig:
     text_model: str = "bert-base-uncased"
     text_dropout: float | None = None  # None: the text model's own dropout; the baseline sets 0.2 (RoBERTa-large)
     max_tokens: int = 32
+    text_normalisation: str = "audioret"  # audioret: the cache's normalised captions (pipeline/text.py) | dcase2025:
+    #                                       the baseline's: raw caption lower-cased, ASCII punctuation deleted
     embed_dim: int = 1024
     temperature: float = 0.07
     learn_temperature: bool = False
@@ -97,14 +101,16 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "seed": (0, 2**63 - 1), "num_workers": (0, 64), "memory_budget_gb": (0.0, None), "max_seconds": (0.01, 3600.0),
     "eval_batch_size": (1, None), "audio_width": (0.01, 4.0), "max_tokens": (2, 512), "embed_dim": (1, 65536),
     "temperature": (1e-4, 10.0), "weight_decay": (0.0, None), "warmup_epochs": (0.0, None), "min_lr": (0.0, None),
-    "patchout_t": (0, None), "patchout_f": (0, None), "segment_seconds": (0.1, 3600.0), "text_dropout": (0.0, 1.0),
+    "decay_epochs": (0.0, None), "patchout_t": (0, None), "patchout_f": (0, None), "segment_seconds": (0.1, 3600.0),
+    "text_dropout": (0.0, 1.0),
     "p_bt": (0.0, 1.0), "p_eda": (0.0, 1.0), "p_syn": (0.0, 0.3), "p_swp": (0.0, 0.3), "p_del": (0.0, 0.3),
     "p_ins": (0.0, 0.3), "n_f": (0, 1), "w_f": (1, 32), "n_t": (0, 8), "w_t": (1, 64), "g_max": (0.0, 6.0),
     "p_ms": (0.0, 1.0), "ms_alpha": (0.0, 1.0),
 }
 STRICTLY_POSITIVE = {"lr", "lr_gamma", "temperature"}
 CHOICES: dict[str, tuple[str, ...]] = {"resident": ("auto", "ram", "gpu", "stream"), "projection": ("mlp", "linear"),
-                                      "optimizer": ("adam", "adamw"), "schedule": ("step", "cosine")}
+                                      "optimizer": ("adam", "adamw"), "schedule": ("step", "cosine"),
+                                      "text_normalisation": ("audioret", "dcase2025")}
 
 # Split names the trainer accepts per role (Clotho's names first; manifests may use the short ones).
 SPLIT_ALIASES: dict[str, tuple[str, ...]] = {

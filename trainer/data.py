@@ -9,6 +9,7 @@ one plan through a global clip index and per-dataset weights: trainer/sources.py
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import warnings
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from trainer.augment import FLOOR_DB, FeatureScale
+from trainer.caption_text import caption_view
 from trainer.config import TrainConfig
 from trainer.encoders import feature_spec
 from trainer.sources import ConcatAudio, Source, epoch_rows, epoch_size, weighted_count
@@ -314,7 +316,9 @@ class TrainData:
 
     def __init__(self, audio, captions, split: str, cfg: TrainConfig, device: torch.device,
                  extras: Sequence[Source] = ()) -> None:
-        self.sources = [Source(audio.manifest.name, audio, captions, split), *extras]
+        view = lambda c: caption_view(c, cfg.text_normalisation)  # the form of each caption the model sees
+        self.sources = [Source(audio.manifest.name, audio, view(captions), split),
+                        *(dataclasses.replace(e, captions=view(e.captions)) for e in extras)]
         self.fps = check_sources(self.sources, cfg.audio_encoder)
         self.scale: FeatureScale = feature_spec(cfg.audio_encoder).scale  # padding value and gain per dB
         self.audio = ConcatAudio([s.audio for s in self.sources]) if extras else audio

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from cache.publish import publish_file, publish_json
+from trainer.caption_text import caption_view, model_texts
 from trainer.checkpoint import checkpoint_path, load_checkpoint, load_model_state
 from trainer.config import TrainConfig, from_dict, resolve_split
 from trainer.data import caption_table, check_audio_config, pad_arrays
@@ -157,7 +158,7 @@ class LoadedRun:
         root = self.info["cache_root"]
         audio = AudioCache.open(root, key=self.info["audio_key"])
         check_audio_config(audio.config, str(audio.directory), self.cfg.audio_encoder)
-        return audio, CaptionCache.open(root, key=self.info["caption_key"])
+        return audio, caption_view(CaptionCache.open(root, key=self.info["caption_key"]), self.cfg.text_normalisation)
 
     def embed_features(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
         """Embeddings of log-mels computed elsewhere (e.g. `retrieve --audio-dir`): list of (T, 64) arrays."""
@@ -168,6 +169,11 @@ class LoadedRun:
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         return embed_texts(self.model, texts, self.device)
+
+    def query_texts(self, raw: Sequence[str], normalised: Sequence[str]) -> list[str]:
+        """What the model sees of free-text queries given verbatim and normalised (pipeline/text.py): the form
+        its training captions had (config key text_normalisation, trainer/caption_text.py)."""
+        return model_texts(self.cfg.text_normalisation, raw, normalised)
 
     def clip_embeddings(self, split: str) -> tuple[list[str], torch.Tensor]:
         """(clip ids, embeddings) of a split's audio, cached per audio key + split + checkpoint token.
@@ -191,7 +197,8 @@ class LoadedRun:
 
     def retrieve(self, queries: Sequence[str], names: Sequence[str], clip_emb: torch.Tensor,
                  k: int = 10) -> list[list[tuple[str, float]]]:
-        """Per (already normalised) query: the top-k (name, cosine score), best first, ties by name order."""
+        """Per query (as the model sees it: `query_texts`): the top-k (name, cosine score), best first, ties by
+        name order."""
         sim = self.embed_texts(queries) @ clip_emb.T
         idx, scores = top_k(sim, k)
         return [[(names[j], float(s)) for j, s in zip(row_i.tolist(), row_s.tolist())]

@@ -23,6 +23,7 @@ import torch
 from cache.publish import publish_file, publish_json
 from trainer import distributed as dist_hooks
 from trainer.augment import augment_batch
+from trainer.caption_text import caption_view
 from trainer.checkpoint import (checkpoint_path, finished_state, frozen_text_record, gather_rank_rng,
                                 load_checkpoint, load_model_state, model_weights, restore_rank_rng, save_checkpoint,
                                 weights_sha256)
@@ -31,7 +32,7 @@ from trainer.config import (ConfigError, TrainConfig, check_audio_checkpoint, di
 from trainer.data import Batch, TrainData, check_audio_config, feature_fits
 from trainer.evaluate import RUN_INFO, autocast, build_model, resolve_device, score_split
 from trainer.run_lock import run_dir_lock
-from trainer.schedule import Schedule, make_optimizer
+from trainer.schedule import Schedule, make_optimizer, resume_problem
 from trainer.sources import Source
 
 METRICS_CSV = "metrics.csv"
@@ -218,10 +219,14 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
         if not resume:
             raise RunExistsError(f"{run_dir}: already holds a run; pass --resume to continue it or use another --out")
         state = load_checkpoint(last_path)
-        changed = diff(from_dict(state["config"], f"{last_path} config"), cfg, ignore=RESUME_FREE)
+        saved = from_dict(state["config"], f"{last_path} config")
+        changed = diff(saved, cfg, ignore=RESUME_FREE)
         if changed:
             raise ConfigError("--resume with a changed config: " + ", ".join(
                 f"{k} {a!r} → {b!r}" for k, (a, b) in sorted(changed.items())))
+        problem = resume_problem(saved, cfg)
+        if problem:
+            raise ConfigError(f"{run_dir}: {problem}")
         info = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))
         audio_key, caption_key = audio_key or info["audio_key"], caption_key or info["caption_key"]
         recorded_extras = info.get("extras", [])
@@ -245,6 +250,7 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
     random.seed(cfg.seed + rank)
     device = dist_hooks.device_for_rank(str(resolve_device(cfg.device)))
     audio, captions = open_caches(cache_root, name, audio_key, caption_key, cfg.audio_encoder)
+    captions = caption_view(captions, cfg.text_normalisation)  # validation reads captions as training does
     train_split = resolve_split("train", set(audio.splits))
     val_split = resolve_split("validation", set(audio.splits))
     extras = open_extras(cache_root, name, cfg, recorded_extras)

@@ -1,10 +1,19 @@
 """Optimiser and learning-rate schedule: the paper's Adam + step decay, or the DCASE 2025 baseline's AdamW with a
 linear warm-up and a cosine decay.
 
+The cosine curve is the baseline's (d25_t6/retrieval_module.py `lr_scheduler_step` of
+github.com/CPJKU/dcase2025_task6_baseline): before optimiser step k (0-based) the learning rate is
+  warm-up  k < W:          min_lr + (lr − min_lr) · k / W
+  decay    W ≤ k < W + D:  min_lr + (lr − min_lr) · ½ (1 + cos(π (k − W) / D))
+  after    k ≥ W + D:      min_lr
+with W = warmup_epochs and D = decay_epochs (default: the rest of the run) in steps. Both the warm-up and the decay
+are updated every step, not every epoch.
+
 Why the cosine schedule is stepped per batch from a step counter (torch's LambdaLR, whose counter is in the
 checkpoint): a resumed run then continues the exact same curve. The curve is laid out on a nominal number of steps
 per epoch (every caption once per epoch at the global batch size); an epoch whose plan has a batch more or less
-shifts the curve by that step, never more.
+shifts the curve by that step, never more. The curve is a multiplier of each parameter group's base rate, so a
+text transformer trained at its own text_lr follows the same shape (the baseline has one group).
 """
 from __future__ import annotations
 
@@ -17,7 +26,7 @@ import torch
 def make_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
     """Adam (paper) or AdamW (baseline) with two groups: the pretrained text transformer at text_lr, everything
     else (audio encoder, projection heads, a learned temperature) at lr. text_lr = 0 freezes the transformer (no
-    gradients computed for it)."""
+    gradients computed for it). Betas (0.9, 0.999) and eps 1e-8 are torch's defaults and the baseline's."""
     text_params = list(model.text.transformer.parameters())
     text_ids = {id(p) for p in text_params}
     other = [p for p in model.parameters() if id(p) not in text_ids and p.requires_grad]
@@ -31,16 +40,33 @@ def make_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
     return kind(groups, weight_decay=cfg.weight_decay, foreach=True)  # foreach: one fused pass, much faster on CPU
 
 
+def decay_epochs(cfg: Any) -> float:
+    """Epochs of the cosine decay after the warm-up: `decay_epochs`, or (None) the rest of the run."""
+    return float(cfg.decay_epochs) if cfg.decay_epochs is not None else max(cfg.epochs - cfg.warmup_epochs, 0.0)
+
+
 def cosine_factor(epoch_position: float, cfg: Any) -> float:
-    """The multiplier of each group's base lr after `epoch_position` epochs of training (0 = first step):
-    linear from 0 to 1 over `warmup_epochs`, then half a cosine down to min_lr / lr at `epochs`."""
-    warmup, total = float(cfg.warmup_epochs), float(cfg.epochs)
-    if warmup > 0 and epoch_position < warmup:
-        return epoch_position / warmup
+    """The multiplier of each group's base lr after `epoch_position` epochs of training (0 = first step): the
+    curve of the module docstring divided by lr (floor = min_lr / lr)."""
+    warmup, decay = float(cfg.warmup_epochs), decay_epochs(cfg)
     floor = min(1.0, cfg.min_lr / cfg.lr) if cfg.lr > 0 else 0.0
-    span = max(total - warmup, 1e-9)
-    progress = min(max((epoch_position - warmup) / span, 0.0), 1.0)
+    if warmup > 0 and epoch_position < warmup:
+        return floor + (1.0 - floor) * epoch_position / warmup
+    progress = min(max((epoch_position - warmup) / decay, 0.0), 1.0) if decay > 0 else 1.0
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def resume_problem(saved: Any, cfg: Any) -> str | None:
+    """Why `cfg` cannot continue a run saved with config `saved` as far as the schedule goes, or None.
+
+    `epochs` may change on resume (the run is extended or shortened) — except when the cosine decays over the
+    run's own length (decay_epochs unset): a new length would change the learning rate of every remaining step,
+    so the result would be neither the old run nor a fresh one of the new length."""
+    if cfg.schedule != "cosine" or cfg.decay_epochs is not None or saved.epochs == cfg.epochs:
+        return None
+    return (f"--resume with epochs {saved.epochs} → {cfg.epochs}: schedule=cosine decays over the run's epochs, so "
+            f"the learning rate of every remaining step would change; start a new run (--init-from can take this "
+            f"one's weights), or give new runs a fixed decay_epochs so that they can be extended")
 
 
 class Schedule:

@@ -99,7 +99,8 @@ def predict_command(run_dir: Path, audio_dir: Path, queries_file: Path, out_file
 
     run = LoadedRun(run_dir, checkpoint, device)
     names, clip_emb, failures = folder_embeddings(run, audio_dir, cache_root, workers, progress)
-    similarity = run.embed_texts([q.normalised for q in queries]) @ clip_emb.T
+    texts = run.query_texts([q.text for q in queries], [q.normalised for q in queries])  # as the run was trained
+    similarity = run.embed_texts(texts) @ clip_emb.T
     out_file.parent.mkdir(parents=True, exist_ok=True)
     write_submission(out_file, [q.text for q in queries], names, similarity, k=min(top, len(names)))
     report = failure_report_path(out_file)

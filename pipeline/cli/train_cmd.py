@@ -3,7 +3,8 @@
 Why `retrieve --audio-dir` reads the folder through `prep audio`'s keyed cache (pipeline/folder.py, shared with
 `predict`): the trainer never decodes audio, new files must get exactly the features `prep audio` caches, and a
 second query over the same folder should decode nothing. The CLI also normalises free-text queries with
-pipeline.text.normalise_caption, as `prep captions` did for training captions.
+pipeline.text.normalise_caption, as `prep captions` did for training captions, and hands the model the form its
+run was trained on (verbatim + normalised → `LoadedRun.query_texts`).
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def _one_line_warnings() -> None:
 @click.option("--out", "run_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Run directory: config.toml, metrics.csv, checkpoints/{last,best}.pt.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="TOML file of config keys (flat). With --resume, default: RUN_DIR/config.toml.")
+              help="TOML file of config keys (flat), e.g. configs/dcase2025_baseline.toml. With --resume, "
+                   "default: RUN_DIR/config.toml.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one config key (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from checkpoints/last.pt.")
 @click.option("--audio-key", default=None, help="Pin the audio cache by key (prefix) instead of the newest.")
@@ -61,8 +63,15 @@ def train_command(cache_root: Path, name: str | None, extras: tuple[str, ...], r
     """Train the audio–text bi-encoder on cached features; the best checkpoint by validation mAP@10 is kept.
 
     \b
+    Recipes (--config, in the repository's and the Docker image's configs/ folder):
+      configs/paper2022.toml            CNN10 + BERT with the 2022 paper's augmentations (the defaults)
+      configs/dcase2025_baseline.toml   PaSST + RoBERTa-large, AdamW, warm-up + cosine (DCASE 2025 baseline)
+
+    \b
     Examples:
       audioret train --cache caches/ --name clotho --out runs/base
+      audioret train --cache caches/ --name clotho --out runs/p22 --config configs/paper2022.toml \\
+          --set audio_checkpoint=Cnn10_mAP=0.380.pth
       audioret train --cache caches/ --name clotho --out runs/small --set audio_width=0.5 --set epochs=20
       audioret train --cache caches/ --name clotho --out runs/base --resume --wait-lock 600
       audioret train --cache caches/ --name clotho --out runs/ddp --nproc 4        # 4 GPUs, global batch 4 × 30
@@ -218,7 +227,7 @@ def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str
         names, emb, failed = folder_embeddings(run, audio_dir, cache_root, progress=False)
     else:
         names, emb = run.clip_embeddings(split)
-    results = run.retrieve(normalised, names, emb, k)
+    results = run.retrieve(run.query_texts(queries, normalised), names, emb, k)
     if as_json:
         click.echo(json.dumps([{"query": q, "results": [{"clip": n, "score": s} for n, s in r]}
                                for q, r in zip(queries, results)], indent=1, ensure_ascii=False))

@@ -1,0 +1,59 @@
+"""Which form of a caption the text encoder sees: the project's normalised caption, or the DCASE 2025 baseline's.
+
+Why a choice: `prep captions` stores every caption twice, verbatim and normalised by pipeline/text.py (NFKC, lower
+case, apostrophes dropped, every other punctuation or symbol character a space, whitespace collapsed). The DCASE
+2025 baseline instead lower-cases the verbatim caption and deletes the characters of Python's
+`string.punctuation` (d25_t6/retrieval_module.py `forward_text` of github.com/CPJKU/dcase2025_task6_baseline):
+"high-pitched" becomes "highpitched", not "high pitched", and a space before a comma stays, which RoBERTa's BPE
+turns into a token of its own. `text_normalisation = "dcase2025"` feeds the model that form, derived from the
+verbatim caption in the cache, in training, validation, evaluation and for queries (`LoadedRun.query_texts`), so
+a run is queried the way it was trained. Back-translations (the baseline has none) keep the cache's normalised
+form.
+"""
+from __future__ import annotations
+
+import string
+from typing import Any, Sequence
+
+TEXT_NORMALISATIONS = ("audioret", "dcase2025")
+_ASCII_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def dcase2025_text(raw: str) -> str:
+    """The baseline's caption preprocessing: lower case, ASCII punctuation deleted, nothing else."""
+    return raw.lower().translate(_ASCII_PUNCTUATION)
+
+
+def model_texts(style: str, raw: Sequence[str], normalised: Sequence[str]) -> list[str]:
+    """The texts the model sees for captions or queries given verbatim and normalised (pipeline/text.py)."""
+    if style == "audioret":
+        return list(normalised)
+    if style == "dcase2025":
+        return [dcase2025_text(t) for t in raw]
+    raise ValueError(f"text_normalisation must be one of {', '.join(TEXT_NORMALISATIONS)}, got {style!r}")
+
+
+class Dcase2025Captions:
+    """A caption cache (cache/caption_shards.py CaptionCache) whose `captions` and `all_captions` give the
+    baseline's form of each verbatim caption; everything else (raw, back_translations, ids, key) is the cache's."""
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+        self._texts = {cid: [dcase2025_text(t) for t in cache.raw(cid)] for cid in cache.clip_ids}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cache, name)
+
+    def captions(self, clip_id: str) -> list[str]:
+        return self._texts[clip_id]
+
+    def all_captions(self, split: str | None = None) -> list[tuple[str, int, str]]:
+        return [(cid, i, self._texts[cid][i]) for cid, i, _ in self.cache.all_captions(split)]
+
+
+def caption_view(captions: Any, style: str) -> Any:
+    """The caption cache as the model should read it under `text_normalisation = style` (idempotent)."""
+    model_texts(style, [], [])  # an unknown style fails here
+    if style == "audioret" or isinstance(captions, Dcase2025Captions):
+        return captions
+    return Dcase2025Captions(captions)
