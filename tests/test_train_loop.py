@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import AUDIO, cli_cmd, cli_env, run_cli
+from conftest import AUDIO, run_cli
 from trainer.config import load_config
-from demo_fixtures import demo_cache, fast_overrides
+from demo_fixtures import VAL_FIELDS, demo_cache, fast_overrides, kill_after_first_checkpoint, metrics_rows
 
 EPOCHS = 6
-VAL_FIELDS = ["epoch", "loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr"]
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +28,6 @@ def trained(cache, tmp_path_factory):
     run_cli("train", "--cache", cache, "--name", "demo", "--out", run, *fast_overrides(EPOCHS), "--no-progress",
             check=True)
     return run
-
-
-def metrics_rows(run) -> list[dict]:
-    with open(run / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_train_writes_run_and_beats_chance(trained):
@@ -116,17 +106,7 @@ def test_resume_after_sigkill_reaches_identical_metrics(cache, trained, tmp_path
     run = tmp_path / "b"
     args = ["train", "--cache", cache, "--name", "demo", "--out", run,
             *fast_overrides(3, ["resident=stream", "num_workers=1"]), "--no-progress"]
-    proc = subprocess.Popen(cli_cmd(*args), env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    last = run / "checkpoints" / "last.pt"
-    deadline = time.time() + 120
-    while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    if proc.poll() is None:  # a run that already ended is reaped: its pid may belong to someone else by now
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
-    killed_at = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
-    assert killed_at < 3
+    assert kill_after_first_checkpoint(args, run) < 3
     assert run_cli("train", "--cache", cache, "--name", "demo", "--out", run, "--no-progress").returncode == 2
     run_cli(*args, "--resume", check=True)
     got, want = metrics_rows(run), metrics_rows(trained)[:3]
