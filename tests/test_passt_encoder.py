@@ -270,3 +270,25 @@ def test_defaults_are_passt_s_and_bad_sizes_are_config_errors():
     with pytest.raises(ConfigError, match="'patchout_t': 15 would drop all 4 patch columns of a 0.5-s segment"):
         load_config(None, ["audio_encoder=passt", "segment_seconds=0.5"])
     load_config(None, ["audio_encoder=cnn10", "segment_seconds=0.5"])  # passt keys do not bind cnn10
+
+
+@pytest.mark.slow
+def test_full_size_passt_s_equals_hear21passt(ref_module, tmp_path):
+    """PaSST-S itself (768 wide, 12 blocks, 12 heads, stride 10, patchout 15/2), one real 10-s segment: the size
+    the tiny configs stand in for (about 20 s of CPU)."""
+    ref = reference(ref_module, width=768, depth=12, patchout=(15, 2))
+    torch.save(ref.state_dict(), tmp_path / "passt-s.pt")
+    enc = encoder_like(ref, copy=False)
+    report = enc.load_checkpoint(tmp_path / "passt-s.pt")
+    assert len(report["loaded"]) == 7 + 12 * 12 + 2 and not report["missing"] and not report["mismatched"]
+    y = real_waveform()
+    x, _ = mel_batch([y[320000:640000]])
+    x = x.transpose(1, 2).unsqueeze(1)
+    with torch.no_grad():
+        diff_eval = (enc.passt(x) - reference_features(ref, x)).abs().max().item()
+        ref.train(), enc.train()
+        torch.manual_seed(5)
+        want = reference_features(ref, x)
+        diff_train = (enc.passt(x, 15, 2, torch.Generator().manual_seed(5)) - want).abs().max().item()
+    print(f"\nPaSST-S full size: max |Δ| eval {diff_eval:.2e}, train with patchout 15/2 {diff_train:.2e}")
+    assert diff_eval < 1e-5 and diff_train < 1e-5
