@@ -5,7 +5,9 @@ deterministic, so every test module sees the same caches).
 """
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -57,11 +59,16 @@ def prep_dataset(dataset: str, root: Path, cache: Path, name: str, features: str
 # A fast training config for tests: tiny CNN, frozen text transformer, short clips, light augmentation.
 FAST = ["audio_width=0.125", "embed_dim=128", "text_lr=0", "lr=3e-3", "batch_size=16", "p_syn=0", "p_eda=0.2",
         "n_t=2", "w_t=10", "max_seconds=1.5", "device=cpu", "num_workers=0"]
+# The same with a tiny PaSST (1 block, width 64) on 0.5-s segments (4 patch columns: a 1.5-s clip is 3 segments),
+# one column and two rows of patchout, the baseline's linear projection.
+FAST_PASST = ["audio_encoder=passt", "passt_width=64", "passt_depth=1", "segment_seconds=0.5", "patchout_t=1",
+              "patchout_f=2", "projection=linear"] + FAST[1:]
 
 
-def fast_overrides(epochs: int, extra: list[str] | None = None) -> list[str]:
+def fast_overrides(epochs: int, extra: list[str] | None = None, encoder: str = "cnn10") -> list[str]:
     args = []
-    for kv in FAST + [f"text_model={minilm_path()}", f"epochs={epochs}"] + (extra or []):
+    fast = FAST_PASST if encoder == "passt" else FAST
+    for kv in fast + [f"text_model={minilm_path()}", f"epochs={epochs}"] + (extra or []):
         args += ["--set", kv]
     return args
 
@@ -79,3 +86,29 @@ def kill_after_first_checkpoint(args: list, run: Path, timeout: float = 120) -> 
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     return int(torch.load(last, map_location="cpu", weights_only=True)["epoch"])
+
+
+VAL_FIELDS = ["epoch", "loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr"]  # what a resume must reproduce
+
+
+def metrics_rows(run: Path) -> list[dict]:
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _toml_value(v: str) -> str:
+    """A --set value as a TOML literal: numbers stay numbers, everything else is a quoted string."""
+    for cast in (int, float):
+        try:
+            cast(v)
+            return v
+        except ValueError:
+            pass
+    return json.dumps(v)
+
+
+def write_base_toml(path: Path, overrides: list[str]) -> Path:
+    """A `--config` TOML holding `fast_overrides(...)` (["--set", "k=v", ...]), e.g. a search's base config."""
+    pairs = (kv.split("=", 1) for kv in overrides[1::2])
+    path.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in pairs))
+    return path

@@ -125,7 +125,7 @@ def test_load_panns_checkpoint_copies_bn0_and_conv_blocks(tmp_path, wrapped: boo
     torch.save({"model": sd, "sampler": sampler} if wrapped else sd, path)
     model = AudioEncoder(embed_dim=8, hidden=16)
     fc_before = model.fc1.weight.clone()
-    report = model.load_panns_checkpoint(path)
+    report = model.load_checkpoint(path)
     own = model.state_dict()
     panns = [k for k in sd if k.startswith(("bn0.", "conv_block"))]
     assert sorted(report["loaded"]) == sorted(panns) and len(panns) == 5 + 4 * 12
@@ -142,18 +142,18 @@ def test_load_panns_checkpoint_reports_mismatch_and_refuses_bad_input(tmp_path) 
     del sd["bn0.bias"]
     torch.save(sd, tmp_path / "odd.pth")
     model = AudioEncoder(embed_dim=8, hidden=16)
-    report = model.load_panns_checkpoint(tmp_path / "odd.pth")
+    report = model.load_checkpoint(tmp_path / "odd.pth")
     assert report["mismatched"] == [("conv_block2.conv1.weight", [128, 32, 3, 3], [128, 64, 3, 3])]
     assert report["missing"] == ["bn0.bias", "conv_block2.conv1.weight"]
     assert len(report["loaded"]) == 5 + 4 * 12 - 2
     with pytest.raises(ValueError, match="width 1"):
-        small_encoder().load_panns_checkpoint(tmp_path / "odd.pth")
+        small_encoder().load_checkpoint(tmp_path / "odd.pth")
     torch.save({"model": {"fc.weight": torch.zeros(2)}}, tmp_path / "other.pth")
     with pytest.raises(ModelLoadError, match="no CNN10 keys"):
-        model.load_panns_checkpoint(tmp_path / "other.pth")
+        model.load_checkpoint(tmp_path / "other.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelLoadError, match="junk.pth: cannot read checkpoint"):
-        model.load_panns_checkpoint(tmp_path / "junk.pth")
+        model.load_checkpoint(tmp_path / "junk.pth")
 
 
 class _Numpy1Pickler(pickle._Pickler):
@@ -184,7 +184,7 @@ def test_panns_checkpoint_pickled_by_numpy_1_loads_weights_only(tmp_path) -> Non
         stream = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
     assert b"numpy.core.multiarray\n_reconstruct" in stream and b"numpy._core" not in stream
     model = AudioEncoder(embed_dim=8, hidden=16)
-    report = model.load_panns_checkpoint(path)
+    report = model.load_checkpoint(path)
     assert len(report["loaded"]) == 5 + 4 * 12
     own = model.state_dict()
     for k in report["loaded"]:
@@ -203,7 +203,7 @@ def test_checkpoint_with_a_foreign_global_is_refused_naming_it_and_never_run(tmp
 
     torch.save({"model": panns_state_dict(), "extra": RunsACommand()}, tmp_path / "evil.pth")
     with pytest.raises(ModelLoadError) as exc:
-        AudioEncoder(embed_dim=8, hidden=16).load_panns_checkpoint(tmp_path / "evil.pth")
+        AudioEncoder(embed_dim=8, hidden=16).load_checkpoint(tmp_path / "evil.pth")
     assert str(exc.value) == (f"{tmp_path / 'evil.pth'}: refused: the checkpoint needs the global {name}, which a "
                               "weights-only load does not allow (only tensors and numpy arrays are read; nothing "
                               "in the file was run)")
@@ -213,7 +213,7 @@ def test_checkpoint_with_a_foreign_global_is_refused_naming_it_and_never_run(tmp
 def test_missing_panns_checkpoint_is_reported_as_missing_whatever_the_width(tmp_path) -> None:
     for model in (AudioEncoder(embed_dim=8, hidden=16), small_encoder()):
         with pytest.raises(ModelLoadError, match=r"nope\.pth: checkpoint not found$"):
-            model.load_panns_checkpoint(tmp_path / "nope.pth")
+            model.load_checkpoint(tmp_path / "nope.pth")
 
 
 @pytest.fixture(scope="module")

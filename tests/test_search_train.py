@@ -3,28 +3,14 @@ round-tripping into `audioret train` — the path users run, end to end, in real
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from conftest import run_cli
-from demo_fixtures import demo_cache, fast_overrides
-
-
-def _toml_value(v: str) -> str:
-    """A --set value as a TOML literal: numbers stay numbers, everything else is a quoted string."""
-    for cast in (int, float):
-        try:
-            cast(v)
-            return v
-        except ValueError:
-            pass
-    return json.dumps(v)
+from demo_fixtures import demo_cache, fast_overrides, write_base_toml
 
 
 def test_search_with_real_training_then_train_from_best_toml(tmp_path, tmp_path_factory):
     cache = demo_cache(tmp_path_factory.getbasetemp(), "48,16,16", 1.5)
-    kv = fast_overrides(1)[1::2]  # ["--set", "k=v", ...] → ["k=v", ...]
-    base = tmp_path / "base.toml"
-    base.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in (s.split("=", 1) for s in kv)))
+    base = write_base_toml(tmp_path / "base.toml", fast_overrides(1))
     space = tmp_path / "space.toml"
     space.write_text("p_eda = [0.0, 0.5]\nw_t = [2, 20]\n")
     out = tmp_path / "s"

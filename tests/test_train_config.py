@@ -103,3 +103,18 @@ def test_audio_checkpoint_is_checked_before_caches_and_text_model(tmp_path, widt
         else f"error: config key 'audio_checkpoint' {message}; drop one of the two")
     assert not (tmp_path / "run").exists()
     check_audio_checkpoint(load_config(None, ["audio_width=0.5"]))  # no checkpoint: any width is fine
+
+
+def test_audio_checkpoint_is_matched_through_the_encoder_on_the_meta_device(tmp_path):
+    """A file for the other encoder is a usage error naming it, before anything is built for real; a file that
+    fits passes; hf encoders take no audio_checkpoint."""
+    from trainer.encoders.passt import PaSST
+
+    tiny = ["audio_encoder=passt", "passt_width=64", "passt_depth=1"]
+    torch.save(PaSST(width=64, depth=1).state_dict(), tmp_path / "passt.pt")
+    check_audio_checkpoint(load_config(None, [*tiny, f"audio_checkpoint={tmp_path / 'passt.pt'}"]))
+    with pytest.raises(ConfigError, match=r"passt\.pt: no CNN10 keys \(bn0\.\*, conv_block\*\.\*\) match"):
+        check_audio_checkpoint(load_config(None, [f"audio_checkpoint={tmp_path / 'passt.pt'}"]))
+    with pytest.raises(ConfigError, match="loads its weights from the model name"):
+        check_audio_checkpoint(load_config(None, ["audio_encoder=hf:some/model",
+                                                  f"audio_checkpoint={tmp_path / 'passt.pt'}"]))

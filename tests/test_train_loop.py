@@ -12,10 +12,9 @@ import torch
 
 from conftest import AUDIO, run_cli
 from trainer.config import load_config
-from demo_fixtures import demo_cache, fast_overrides, kill_after_first_checkpoint
+from demo_fixtures import VAL_FIELDS, demo_cache, fast_overrides, kill_after_first_checkpoint, metrics_rows
 
 EPOCHS = 6
-VAL_FIELDS = ["epoch", "loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr"]
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +28,6 @@ def trained(cache, tmp_path_factory):
     run_cli("train", "--cache", cache, "--name", "demo", "--out", run, *fast_overrides(EPOCHS), "--no-progress",
             check=True)
     return run
-
-
-def metrics_rows(run) -> list[dict]:
-    with open(run / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_train_writes_run_and_beats_chance(trained):

@@ -130,11 +130,13 @@ def _stripe_mask(n_stripes: int, max_width: int, extent: torch.Tensor, size: int
 
 
 def spec_augment(x: torch.Tensor, n_t: int, w_t: int, n_f: int, w_f: int,
-                 generator: torch.Generator | None = None, lengths: torch.Tensor | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, lengths: torch.Tensor | None = None,
+                 fill: float = 0.0) -> torch.Tensor:
     """SpecAugment without time warping, per example: n_t time stripes of width U{0..w_t} and n_f frequency
-    stripes of width U{0..w_f}, uniform start, filled with 0.
+    stripes of width U{0..w_f}, uniform start, filled with `fill` (0).
 
-    Meant for the output of bn0 (PANNs order), where 0 is the per-bin mean, so the fill is neutral. With `lengths`
+    Meant for the output of bn0 (PANNs order), where 0 is the per-bin mean, so the fill is neutral (PaSST fills
+    its mel with hear21passt's mask value instead, trainer/encoders/passt.py). With `lengths`
     the time stripes start inside each example's valid frames (a short, padded clip still gets masked where its
     audio is); without it they are placed over the whole padded width, as in torchlibrosa.
     """
@@ -149,7 +151,7 @@ def spec_augment(x: torch.Tensor, n_t: int, w_t: int, n_f: int, w_f: int,
     if do_f:
         extent = torch.full((b,), f, device=x.device, dtype=torch.long)
         drop = drop | _stripe_mask(n_f, w_f, extent, f, generator).unsqueeze(1)
-    return x.masked_fill(drop, 0.0)
+    return x.masked_fill(drop, fill)
 
 
 def augment_batch(x: torch.Tensor, lengths: torch.Tensor, cfg: Any,

@@ -55,9 +55,12 @@ class TrainConfig:
     audio_encoder: str = "cnn10"  # cnn10 | passt | hf:<transformers name or path> (trainer/encoders/)
     audio_width: float = 1.0  # cnn10 only: channel multiplier
     audio_checkpoint: str = ""  # PANNs Cnn10 or PaSST state dict; "" = cnn10 from scratch / passt random init
-    patchout_t: int = 15  # passt, training only: time patches dropped per example (structured patchout)
-    patchout_f: int = 2  # passt, training only: frequency patches dropped
+    patchout_t: int = 15  # passt, training only: patch columns (time) dropped, the same for the whole batch
+    patchout_f: int = 2  # passt, training only: patch rows (frequency) dropped (structured patchout)
     segment_seconds: float = 10.0  # passt: longer clips are embedded in segments of this length, then averaged
+    passt_width: int = 768  # passt: transformer width, a multiple of 64 (one head per 64); PaSST-S 768, tests 64
+    passt_depth: int = 12  # passt: transformer blocks; PaSST-S 12
+    passt_stride: int = 10  # passt: 16×16 patch stride; 10: the ap476-swa checkpoint, 16: the ap468 one (passt.py)
     projection: str = "mlp"  # mlp: Linear-ReLU-Linear, hidden 2048 (paper) | linear: one Linear (baseline)
     init_from: str = ""  # another run's dir: start from its best weights (AudioCaps pretrain → Clotho fine-tune)
     # more datasets: training captions of other caches in the same cache root, "name" or "name:weight" each
@@ -102,7 +105,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "eval_batch_size": (1, None), "audio_width": (0.01, 4.0), "max_tokens": (2, 512), "embed_dim": (1, 65536),
     "temperature": (1e-4, 10.0), "weight_decay": (0.0, None), "warmup_epochs": (0.0, None), "min_lr": (0.0, None),
     "decay_epochs": (0.0, None), "patchout_t": (0, None), "patchout_f": (0, None), "segment_seconds": (0.1, 3600.0),
-    "text_dropout": (0.0, 1.0),
+    "text_dropout": (0.0, 1.0), "passt_width": (64, 4096), "passt_depth": (1, 64), "passt_stride": (1, 16),
     "p_bt": (0.0, 1.0), "p_eda": (0.0, 1.0), "p_syn": (0.0, 0.3), "p_swp": (0.0, 0.3), "p_del": (0.0, 0.3),
     "p_ins": (0.0, 0.3), "n_f": (0, 1), "w_f": (1, 32), "n_t": (0, 8), "w_t": (1, 64), "g_max": (0.0, 6.0),
     "p_ms": (0.0, 1.0), "ms_alpha": (0.0, 1.0),
@@ -241,14 +244,21 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if kind != "cnn10" and cfg.audio_width != 1:
         raise ConfigError(f"config key 'audio_width' applies to cnn10 only, got {cfg.audio_width:g} with "
                           f"audio_encoder={cfg.audio_encoder!r}")
+    if kind == "passt":
+        from trainer.encoders.passt import passt_config_problem
+
+        problem = passt_config_problem(cfg)
+        if problem:
+            raise ConfigError(problem)
     return cfg
 
 
 def check_audio_checkpoint(cfg: TrainConfig) -> None:
     """A fresh run's `audio_checkpoint` must exist and fit the encoder: checked before caches and the text model
-    load, so a typo costs a second, not the minutes before `load_panns_checkpoint` would find it. Missing comes
-    first (whatever the width): it is the first thing to fix. Not part of `validate`: a finished run's saved config
-    stays loadable (eval, resume) after the PANNs file has moved."""
+    load, so a typo or a file for another model costs a second, not the minutes before the training loop loads it.
+    The file is matched through the encoder's own `load_checkpoint` on a model built on the meta device (shapes
+    only, no memory, nothing copied). Missing comes first (whatever the width): it is the first thing to fix. Not
+    part of `validate`: a finished run's saved config stays loadable (eval, resume) after the file has moved."""
     if not cfg.audio_checkpoint:
         return
     if cfg.audio_encoder.strip().startswith("hf:"):
@@ -259,6 +269,20 @@ def check_audio_checkpoint(cfg: TrainConfig) -> None:
     if cfg.audio_encoder == "cnn10" and cfg.audio_width != 1:
         raise ConfigError(f"config key 'audio_checkpoint' needs audio_width=1 (PANNs' CNN10 channel counts), "
                           f"got audio_width={cfg.audio_width:g}; drop one of the two")
+    import torch
+
+    from trainer.encoders import build_audio_encoder, encoder_kind, feature_spec
+    from trainer.encoders.loading import ModelLoadError
+
+    if encoder_kind(cfg.audio_encoder) == "hf":
+        raise ConfigError(f"config key 'audio_checkpoint' applies to cnn10 and passt; audio_encoder="
+                          f"{cfg.audio_encoder!r} loads its weights from the model name")
+    with torch.device("meta"):
+        encoder = build_audio_encoder(cfg, feature_spec(cfg.audio_encoder).n_mels)
+    try:
+        encoder.load_checkpoint(cfg.audio_checkpoint, apply=False)
+    except ModelLoadError as exc:
+        raise ConfigError(f"config key 'audio_checkpoint': {exc}") from None
 
 
 def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:

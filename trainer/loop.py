@@ -262,9 +262,10 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
     model = build_model(cfg, audio.n_mels)
     pretrained_text = weights_sha256(model.text.transformer) if cfg.effective_text_lr() == 0 else None
     if cfg.audio_checkpoint and state is None:
-        report = model.audio.load_panns_checkpoint(cfg.audio_checkpoint)
+        report = model.audio.load_checkpoint(cfg.audio_checkpoint)  # PANNs Cnn10 or PaSST, by the encoder
         _log(progress, f"audio checkpoint {cfg.audio_checkpoint}: {len(report['loaded'])} tensors loaded, "
-                       f"{len(report['missing'])} missing, {len(report['mismatched'])} mismatched")
+                       f"{len(report['missing'])} missing, {len(report['mismatched'])} mismatched, "
+                       f"{len(report['unexpected'])} unused")
     if cfg.init_from and state is None:
         from trainer.init_from import load_init_weights
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.augment import DB_SCALE, spec_augment, valid_mask
-from trainer.encoders.loading import ModelLoadError, load_checkpoint_weights_only
+from trainer.encoders.loading import copy_matching, read_state_dict
 
 CNN10_CHANNELS = (64, 128, 256, 512)
 N_POOLS = len(CNN10_CHANNELS)  # each block halves time and frequency
@@ -121,44 +121,19 @@ class AudioEncoder(nn.Module):
             bn.running_var.lerp_(unbiased.to(bn.running_var.dtype), momentum)
         return (x - mean) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias
 
-    def load_panns_checkpoint(self, path: str | Path) -> dict[str, Any]:
+    def load_checkpoint(self, path: str | Path, apply: bool = True) -> dict[str, Any]:
         """Load bn0 and the conv blocks from a PANNs Cnn10 checkpoint ({"model": state_dict} or a bare one).
 
         Returns {"source", "loaded", "missing", "unexpected", "mismatched"}: keys copied; model keys of bn0/conv
         blocks absent from the file (num_batches_tracked ignored); file keys not used (PANNs' STFT, fc1,
-        fc_audioset, ...); and (key, file shape, model shape) triples skipped. Raises ModelLoadError when nothing
-        fits, and ValueError for width != 1 (the channel counts cannot match).
+        fc_audioset, ...); and (key, file shape, model shape) triples skipped. Raises ModelLoadError when the file
+        is missing or unreadable or nothing fits, and ValueError for width != 1 (the channel counts cannot match).
+        `apply=False` only checks (trainer/config.py `check_audio_checkpoint`).
         """
         path = Path(path)
-        if not path.is_file():  # before the width: "missing" is the first thing to fix, whatever the width
-            raise ModelLoadError(f"{path}: checkpoint not found")
+        state = read_state_dict(path)  # "missing" first, whatever the width: it is the first thing to fix
         if self.width != 1:
             raise ValueError(f"{path}: PANNs weights need audio width 1, this encoder has width {self.width}")
-        try:
-            state = load_checkpoint_weights_only(path)
-        except ModelLoadError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one line naming the file is the contract
-            raise ModelLoadError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})".splitlines()[0])
-        if isinstance(state, dict) and isinstance(state.get("model"), dict):
-            state = state["model"]
-        if not isinstance(state, dict):
-            raise ModelLoadError(f"{path}: not a state dict (got {type(state).__name__})")
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        own = {k: v for k, v in self.state_dict().items() if k.startswith(PANNS_PREFIXES)}
-        loaded, mismatched, unexpected = [], [], []
-        update = {}
-        for key, value in state.items():
-            if key not in own:
-                unexpected.append(key)
-            elif not torch.is_tensor(value) or value.shape != own[key].shape:
-                mismatched.append((key, list(getattr(value, "shape", [])), list(own[key].shape)))
-            else:
-                update[key] = value
-                loaded.append(key)
-        missing = [k for k in own if k not in update and not k.endswith("num_batches_tracked")]
-        if not loaded:
-            raise ModelLoadError(f"{path}: no CNN10 keys (bn0.*, conv_block*.*) match this model")
-        self.load_state_dict(update, strict=False)
-        return {"source": str(path), "loaded": sorted(loaded), "missing": sorted(missing),
-                "unexpected": sorted(unexpected), "mismatched": mismatched}
+        expected = {k: k for k in self.state_dict() if k.startswith(PANNS_PREFIXES)}
+        return copy_matching(self, state, expected, path, apply,
+                             "no CNN10 keys (bn0.*, conv_block*.*) match this model")

@@ -53,6 +53,51 @@ def load_checkpoint_weights_only(path: Path) -> Any:
                              "in the file was run)") from None
 
 
+def read_state_dict(path: Path) -> dict[str, Any]:
+    """A published checkpoint's state dict, weights only: {"model": state_dict} or a bare one, "module." prefixes
+    (DataParallel) removed. A missing, unreadable or non-dict file raises ModelLoadError in one line naming it."""
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: checkpoint not found")
+    try:
+        state = load_checkpoint_weights_only(path)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line naming the file is the contract
+        raise ModelLoadError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})".splitlines()[0])
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"{path}: not a state dict (got {type(state).__name__})")
+    return {str(k).removeprefix("module."): v for k, v in state.items()}
+
+
+def copy_matching(module: torch.nn.Module, state: dict[str, Any], expected: dict[str, str], source: str | Path,
+                  apply: bool, nothing_fits: str) -> dict[str, Any]:
+    """Copy the tensors of `state` (file key → tensor) that fit `module`; `expected` maps each file key the module
+    can take to its own key. Returns the load report in file key names: {"source", "loaded", "missing" (expected
+    keys absent from the file; BatchNorm counters ignored), "unexpected" (file keys not used), "mismatched"
+    ((key, file shape, model shape) skipped)}. Nothing that fits raises ModelLoadError("<source>: <nothing_fits>").
+    `apply=False` only matches (e.g. on a model built on the meta device, to refuse a wrong file early)."""
+    own = module.state_dict()
+    loaded, mismatched, unexpected, update = [], [], [], {}
+    for key, value in state.items():
+        target = expected.get(key)
+        if target is None:
+            unexpected.append(key)
+        elif not torch.is_tensor(value) or value.shape != own[target].shape:
+            mismatched.append((key, list(getattr(value, "shape", [])), list(own[target].shape)))
+        else:
+            update[target] = value
+            loaded.append(key)
+    if not loaded:
+        raise ModelLoadError(f"{source}: {nothing_fits}")
+    missing = [k for k, target in expected.items() if target not in update and not k.endswith("num_batches_tracked")]
+    if apply:
+        module.load_state_dict(update, strict=False)
+    return {"source": str(source), "loaded": sorted(loaded), "missing": sorted(missing),
+            "unexpected": sorted(unexpected), "mismatched": mismatched}
+
+
 class ModelLoadError(RuntimeError):
     """A checkpoint or pretrained text model could not be loaded; the message is one line naming the source."""
 
