@@ -3,19 +3,17 @@ prepped with `prep audio --features hf:<the same AST>`: it trains, records the m
 a run killed with SIGKILL resumes to exactly the metrics of an uninterrupted run."""
 from __future__ import annotations
 
-import csv
 import json
 
 import pytest
 import torch
 
 from conftest import run_cli
-from demo_fixtures import demo_cache, fast_overrides, kill_after_first_checkpoint
+from demo_fixtures import VAL_FIELDS, demo_cache, fast_overrides, kill_after_first_checkpoint, metrics_rows
 from hf_fixtures import tiny_ast, tiny_bert
 from trainer.config import load_config
 
 EPOCHS = 3
-VAL_FIELDS = ["epoch", "loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr"]
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +37,6 @@ def trained(ast_cache, tmp_path_factory):
     run = tmp_path_factory.mktemp("hf-runs") / "a"
     run_cli(*train_args(cache, model, run, EPOCHS), check=True)
     return run
-
-
-def metrics_rows(run) -> list[dict]:
-    with open(run / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_ast_trains_records_its_model_and_evaluates(ast_cache, trained) -> None:

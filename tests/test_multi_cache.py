@@ -16,12 +16,11 @@ import torch
 import torch.multiprocessing as mp
 
 from conftest import run_cli
-from demo_fixtures import fast_overrides, kill_after_first_checkpoint
+from demo_fixtures import VAL_FIELDS, fast_overrides, kill_after_first_checkpoint
 from multi_fixtures import NAMES, three_caches
 from trainer.config import ConfigError, diff, load_config, save_config
 from trainer.sources import epoch_rows, weighted_count
 
-VAL_FIELDS = ["epoch", "loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr"]
 EXTRAS = ["--extra", "audiocaps", "--extra", "wavcaps:0.5"]
 
 

@@ -12,13 +12,12 @@ import torch
 
 from cache.caption_shards import CaptionCache
 from conftest import AUDIO, REPO, run_cli, write_csv
-from demo_fixtures import demo_cache, fast_overrides, kill_after_first_checkpoint
+from demo_fixtures import VAL_FIELDS, demo_cache, fast_overrides, kill_after_first_checkpoint
 from trainer.caption_text import caption_view, dcase2025_text
 from trainer.config import TrainConfig, load_config
 from trainer.data import caption_table
 
 CONFIGS = REPO / "configs"
-VAL_FIELDS = ["epoch", "loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr"]
 COSINE = ["schedule=cosine", "optimizer=adamw", "weight_decay=0.01", "warmup_epochs=0.5", "min_lr=1e-4",
           "learn_temperature=true", "temperature=0.05", "text_dropout=0.2", "projection=linear",
           "text_normalisation=dcase2025"]
