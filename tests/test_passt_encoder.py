@@ -292,3 +292,22 @@ def test_full_size_passt_s_equals_hear21passt(ref_module, tmp_path):
         diff_train = (enc.passt(x, 15, 2, torch.Generator().manual_seed(5)) - want).abs().max().item()
     print(f"\nPaSST-S full size: max |Δ| eval {diff_eval:.2e}, train with patchout 15/2 {diff_train:.2e}")
     assert diff_eval < 1e-5 and diff_train < 1e-5
+
+
+def test_cached_silence_is_the_floor_so_gain_leaves_it_and_padding_is_the_same_in_both_precisions():
+    """Digital silence in a float16 PaSST cache is exactly PASST_SCALE.floor: the gain moves sound, not silence, and
+    padding written by streamed (float16) and resident (float32) batches is the same number."""
+    from trainer.augment import apply_gain
+    from trainer.data import pad_arrays
+
+    wave = np.concatenate([real_waveform()[:32000], np.zeros(32000, dtype=np.float32)])
+    cached = passt_mel(wave).astype(np.float16)  # what prep audio stores
+    silent = cached[-50:]
+    assert np.all(silent == np.float16(PASST_SCALE.floor))
+    x = torch.from_numpy(cached.astype(np.float32))[None]
+    out = apply_gain(x, torch.tensor([x.shape[1]]), 6.0, torch.Generator().manual_seed(0), PASST_SCALE)
+    assert torch.equal(out[0, -50:], x[0, -50:])  # silence stays silence
+    assert not torch.equal(out[0, :50], x[0, :50])  # sound moved
+    half, _ = pad_arrays([cached[:10], cached[:20]], 128, np.float16, PASST_SCALE.floor)
+    full, _ = pad_arrays([cached[:10], cached[:20]], 128, np.float32, PASST_SCALE.floor)
+    assert np.array_equal(half.astype(np.float32), full)

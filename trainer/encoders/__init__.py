@@ -23,7 +23,10 @@ from torch import nn
 
 from trainer.augment import DB_SCALE, FeatureScale
 
-PASST_SCALE = FeatureScale(floor=-1.4025850929940455, per_db=0.04605170185988091)  # (ln 1e-5 + 4.5) / 5; ln 10 / 50
+# Silence of the PaSST mel is (ln 1e-5 + 4.5) / 5 = −1.402585…, stored in the float16 shards as −1.40234375: the floor
+# is the stored value, so silent cached frames are recognised as silence (never moved by the gain) and padding
+# written in float16 (streamed batches) equals padding written in float32 (resident batches). Gain: ln 10 / 50 per dB.
+PASST_SCALE = FeatureScale(floor=-1.40234375, per_db=0.04605170185988091)
 
 
 @dataclass(frozen=True)
