@@ -75,3 +75,19 @@ def tiny_bert(folder: Path, seed: int = 0) -> Path:
                          intermediate_size=64)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def tiny_roberta(folder: Path, seed: int = 0) -> Path:
+    """A one-layer, 32-wide RobertaModel with the byte-level tokenizer above: RoBERTa-large's code path (first-token
+    pooling, dropout keys, BPE tokenizer) at a size a CPU test trains in seconds."""
+    from transformers import RobertaConfig, RobertaModel
+
+    if (folder / "config.json").exists():
+        return folder
+    torch.manual_seed(seed)
+    tokenizer = byte_level_tokenizer()
+    RobertaModel(RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=64, pad_token_id=1),
+                 add_pooling_layer=False).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,6 +1,8 @@
 """The PaSST encoder end to end through the real CLI, tiny (1 block, width 64) and offline: `prep audio --features
-passt` of a generated dataset, `train --set audio_encoder=passt` starting from a PaSST state dict in hear21passt's
-layout, `eval`, a run killed with SIGKILL and resumed to the same metrics.csv, a 2-trial `search`, `predict` /
+passt` of a generated dataset, `train --config configs/dcase2025_baseline.toml` (the DCASE 2025 recipe as shipped:
+PaSST stride 16, RoBERTa with dropout 0.2 and the baseline's caption form, AdamW, warm-up + cosine, τ 0.05, linear
+heads) with only sizes overridden — a tiny PaSST starting from a state dict in hear21passt's layout, a tiny
+RoBERTa —, `eval`, a run killed with SIGKILL and resumed to the same metrics.csv, a 2-trial `search`, `predict` /
 `retrieve --audio-dir` computing the PaSST mel of a folder, and caches or checkpoints for the other encoder refused
 in one line."""
 from __future__ import annotations
@@ -14,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import AUDIO, run_cli
+from conftest import AUDIO, REPO, run_cli
+from hf_fixtures import tiny_roberta
 from demo_fixtures import (VAL_FIELDS, demo_cache, fast_overrides, kill_after_first_checkpoint, metrics_rows,
                            write_base_toml)
 
@@ -33,7 +36,7 @@ def checkpoint(tmp_path_factory) -> Path:
     from trainer.encoders.passt import PaSST
 
     torch.manual_seed(3)
-    state = dict(PaSST(width=64, depth=1).state_dict())
+    state = dict(PaSST(width=64, depth=1, stride=16).state_dict())
     state.update({"head.0.weight": torch.ones(64), "head.0.bias": torch.zeros(64),
                   "head.1.weight": torch.zeros(527, 64), "head.1.bias": torch.zeros(527),
                   "head_dist.weight": torch.zeros(527, 64), "head_dist.bias": torch.zeros(527)})
@@ -42,15 +45,23 @@ def checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-def train_args(cache: Path, run: Path, checkpoint: Path, epochs: int = EPOCHS, extra: list | None = None) -> list:
-    return ["train", "--cache", cache, "--name", "demo", "--out", run,
-            *fast_overrides(epochs, [f"audio_checkpoint={checkpoint}", *(extra or [])], encoder="passt")]
+@pytest.fixture(scope="module")
+def roberta(tmp_path_factory) -> Path:
+    return tiny_roberta(tmp_path_factory.getbasetemp() / "tiny-roberta")
+
+
+def train_args(cache: Path, run: Path, checkpoint: Path, roberta: Path, epochs: int = EPOCHS,
+               extra: list | None = None) -> list:
+    """The shipped baseline recipe with tiny sizes: the text tower trains (text_lr), as the baseline's does."""
+    return ["train", "--cache", cache, "--name", "demo", "--out", run, "--config", REPO / "configs/dcase2025_baseline.toml",
+            *fast_overrides(epochs, [f"audio_checkpoint={checkpoint}", f"text_model={roberta}", "text_lr=1e-3",
+                                     *(extra or [])], encoder="passt")]
 
 
 @pytest.fixture(scope="module")
-def trained(cache, checkpoint, tmp_path_factory) -> tuple[Path, str]:
+def trained(cache, checkpoint, roberta, tmp_path_factory) -> tuple[Path, str]:
     run = tmp_path_factory.mktemp("passt-runs") / "a"
-    proc = run_cli(*train_args(cache, run, checkpoint), check=True)  # with progress: the load report is logged
+    proc = run_cli(*train_args(cache, run, checkpoint, roberta), check=True)  # with progress: the load report is logged
     return run, proc.stderr
 
 
@@ -65,8 +76,13 @@ def test_passt_run_trains_from_the_checkpoint_and_evaluates(trained, checkpoint)
     assert manifest["config"]["feature"] == "passt-mel" and manifest["config"]["n_mels"] == 128
     best = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
     assert best["config"]["audio_encoder"] == "passt" and best["config"]["passt_width"] == 64
-    assert best["model"]["audio.passt.time_new_pos_embed"].shape == (1, 64, 1, 99)
+    assert best["model"]["audio.passt.time_new_pos_embed"].shape == (1, 64, 1, 62)  # stride 16: the ap468 layout
     assert best["model"]["audio.proj.0.weight"].shape == (128, 64)  # projection=linear: the baseline's head
+    assert best["model"]["text.proj.0.weight"].shape == (128, 32) and "text.proj.1.weight" not in best["model"]
+    cfg = best["config"]  # the recipe's own settings, as shipped
+    assert (cfg["optimizer"], cfg["schedule"], cfg["text_dropout"], cfg["temperature"], cfg["text_normalisation"]) \
+        == ("adamw", "cosine", 0.2, 0.05, "dcase2025")
+    assert "text.transformer.embeddings.word_embeddings.weight" in best["model"]  # RoBERTa trained, so stored
 
     proc = run_cli("eval", run, check=True)
     result = json.loads((run / "eval-evaluation.json").read_text())
@@ -74,12 +90,11 @@ def test_passt_run_trains_from_the_checkpoint_and_evaluates(trained, checkpoint)
     assert f"{result['map10']:.4f}" in proc.stdout
 
 
-def test_passt_run_killed_and_resumed_writes_the_same_metrics(trained, cache, checkpoint, tmp_path):
-    run = tmp_path / "b"
+def test_passt_run_killed_and_resumed_writes_the_same_metrics(trained, cache, checkpoint, roberta, tmp_path):
     """Patchout and SpecAugment draw from the epoch's generator, so the resumed epochs repeat the uninterrupted
     run's draws exactly (the data path is the encoder-agnostic one tests/test_train_loop.py covers in all modes)."""
     run = tmp_path / "b"
-    args = [*train_args(cache, run, checkpoint), "--no-progress"]
+    args = [*train_args(cache, run, checkpoint, roberta), "--no-progress"]
     assert kill_after_first_checkpoint(args, run) < EPOCHS
     run_cli(*args, "--resume", check=True)
     got, want = metrics_rows(run), metrics_rows(trained[0])
