@@ -149,8 +149,9 @@ class CaptionCache:
             if f.attrs.get("cache_key") != self.key:
                 raise CacheIntegrityError(
                     f"{path}: shard belongs to cache {f.attrs.get('cache_key')!r}, not {self.key}")
-            stored = {name: f[name][()] for name in names}
-            verify_shard(path, KIND, sha256, verify, h5=f, strings=stored)
+            stored = {name: f[name][()] for name in names if name in f}
+            verify_shard(path, KIND, sha256, verify, h5=f, strings=stored)  # a missing dataset: checksum differs
+            stored.update({name: f[name][()] for name in names if name not in stored})  # unchecked: KeyError
             offsets = f["offsets"][()].astype(np.int64)
         ids, splits, raw, caps = (_decoded(stored[n]) for n in names[:4])
         bts = {p: _decoded(stored[f"bt_{p}"]) for p in self.pivots}
