@@ -21,13 +21,23 @@ and is reused by the next run with the same shape.
 
     python benchmarks/scale_stream.py --clips 2000 --out /tmp/scale-smoke          # smoke run, ~0.2 GB
     python benchmarks/scale_stream.py --clips 450000 --out /data/scale-cache        # the full recipe
+
+Opening the caches at scale (`--before REF`): each step `train` runs before its first batch — resolve and open
+the audio cache (one small HDF5 read per shard), open the caption cache (read and checksum every caption
+shard), join captions to audio (trainer/data.py caption_table) and check every audio shard's payload in the
+parent (AudioCache.verify) — timed in fresh processes, for this checkout and for the code at git revision REF
+(extracted with `git archive`), alternately, best of --open-repeats; `--open-only` skips the epoch:
+
+    python benchmarks/scale_stream.py --clips 450000 --store-seconds 0.2 --out /tmp/scale --open-only --before main
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from collections.abc import Mapping
@@ -36,7 +46,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# The code under test: this checkout, or (for `--before REF`, in a child process) an extracted older revision.
+sys.path.insert(0, os.environ.get("AUDIORET_BENCH_CODE") or str(REPO))
 from cache.audio_shards import build_audio_cache  # noqa: E402
 from cache.caption_shards import build_caption_cache  # noqa: E402
 from cache.manifest import iter_caches  # noqa: E402
@@ -215,6 +226,58 @@ def stream_epoch(cache: Path, args) -> dict:
             "rss_growth_mb": growth, "captions": len(data.table)}
 
 
+def open_steps(root: Path) -> dict:
+    """Seconds of each step of opening the caches as `train` does (trainer/loop.py open_caches, then TrainData's
+    caption join and parent-side payload check), in this process; only calls that exist in older revisions too."""
+    from cache.caption_shards import CaptionCache
+    from trainer.data import caption_table
+    from trainer.loop import open_audio_cache
+
+    t0 = time.perf_counter()
+    audio = open_audio_cache(root, NAME)
+    t1 = time.perf_counter()
+    captions = CaptionCache.open(root, name=NAME)
+    t2 = time.perf_counter()
+    table = caption_table(audio, captions, "development")
+    t3 = time.perf_counter()
+    audio.verify()
+    t4 = time.perf_counter()
+    return {"open_audio_s": t1 - t0, "open_captions_s": t2 - t1, "join_s": t3 - t2, "verify_audio_s": t4 - t3,
+            "total_s": t4 - t0, "captions": len(table), "fds": len(os.listdir("/proc/self/fd"))}
+
+
+def open_in_child(root: Path, code: Path | None) -> dict:
+    """`open_steps` in a fresh interpreter (nothing verified or imported yet) running `code` (None: this one)."""
+    env = dict(os.environ, AUDIORET_BENCH_CODE=str(code) if code else "", PYTHONPATH=str(code or REPO))
+    out = subprocess.run([sys.executable, __file__, "--open-steps", "--out", str(root)], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def compare_open(root: Path, ref: str, repeats: int) -> dict:
+    """Best of `repeats` fresh-process opens for revision `ref` (before) and this checkout (after), alternated
+    so both see the same machine load."""
+    with tempfile.TemporaryDirectory(prefix="audioret-before-") as tmp:
+        tar = subprocess.run(["git", "-C", str(REPO), "archive", ref, "cache", "trainer", "pipeline"],
+                             check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=tar, check=True)
+        runs: dict[str, list[dict]] = {"before": [], "after": []}
+        for _ in range(repeats):
+            runs["before"].append(open_in_child(root, Path(tmp)))
+            runs["after"].append(open_in_child(root, None))
+    return {k: {m: min(r[m] for r in v) for m in v[0]} for k, v in runs.items()}
+
+
+def open_rows(cmp: dict, ref: str) -> list[tuple[str, str, str]]:
+    b, a = cmp["before"], cmp["after"]
+    steps = [("open audio cache (one HDF5 read per shard)", "open_audio_s"),
+             ("open caption cache (read + checksum shards)", "open_captions_s"),
+             ("caption join (caption_table)", "join_s"), ("audio payload check in the parent", "verify_audio_s"),
+             ("open + caption join + check, total", "total_s")]
+    return [(label, f"{b[k]:.2f} s → {a[k]:.2f} s", f"speed-up {b[k] / a[k]:.1f}× ({ref} → this checkout)")
+            for label, k in steps]
+
+
 def decode_baseline(clip_seconds: float, out: Path, seconds: float = 3.0) -> dict:
     """Decode + resample to 32 kHz (the project's own `load_mono`: soundfile + soxr_hq) on one core, of a 44.1-kHz
     FLAC of the recipe's mean duration made from the bundled real recordings (WavCaps ships FLAC)."""
@@ -245,11 +308,28 @@ def main() -> None:
     ap.add_argument("--crop", type=float, default=10.0, help="training crop in seconds")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--max-batches", type=int, default=0, help="stop the epoch early (0: the whole epoch)")
+    ap.add_argument("--before", metavar="REF", help="also time opening the caches with git revision REF")
+    ap.add_argument("--open-repeats", type=int, default=2, help="fresh-process opens per revision (best kept)")
+    ap.add_argument("--open-only", action="store_true", help="build/find the caches, time opening them, stop")
+    ap.add_argument("--open-steps", action="store_true", help=argparse.SUPPRESS)  # the child of open_in_child
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.open_steps:
+        print(json.dumps(open_steps(args.out)))
+        return
 
     stats, build_s, audio_dir = build_caches(args.out, args.clips, args.store_seconds, args.shard_size)
     page = warm_page_cache(audio_dir)
+    if args.open_only:
+        cmp = compare_open(args.out, args.before, args.open_repeats) if args.before else {
+            "after": open_in_child(args.out, None)}
+        print(f"recipe: {stats['clips']} clips, {stats['captions']} captions, {stats['gb']:.2f} GB features; {page}")
+        rows = open_rows(cmp, args.before) if args.before else [
+            (k, f"{v:.2f} s", "") for k, v in cmp["after"].items() if k.endswith("_s")]
+        for label, value, note in rows:
+            print(f"{label:<48} {value:>26}  {note}")
+        print(json.dumps({"recipe": stats, "open": cmp}))
+        return
     s = stream_epoch(args.out, args)
     b = decode_baseline(stats["mean_duration_s"], args.out)
     base_bps = args.workers * b["clips_per_s"] / args.batch
@@ -275,7 +355,10 @@ def main() -> None:
     ]
     for label, value, note in rows:
         print(f"{label:<48} {value:>26}  {note}")
-    print(json.dumps({"recipe": stats, "stream": s, "baseline": {**b, "batches_per_s": base_bps}}))
+    cmp = compare_open(args.out, args.before, args.open_repeats) if args.before else None
+    for label, value, note in open_rows(cmp, args.before) if cmp else []:
+        print(f"{label:<48} {value:>26}  {note}")
+    print(json.dumps({"recipe": stats, "stream": s, "baseline": {**b, "batches_per_s": base_bps}, "open": cmp}))
 
 
 if __name__ == "__main__":

@@ -5,21 +5,28 @@ One shard = one HDF5 file with a single contiguous float16 matrix `features` (to
 file offset (measured ~20–34k clips/s warm vs ~4.5k/s for one dataset per clip), opened lazily per process: a
 reader inherited over fork notices the new PID and re-opens its maps instead of sharing HDF5 handles. A shard's
 payload checksum is checked before its first map in a process (cache/integrity.py says when and why).
+
+Each memmap holds a file descriptor (CPython's mmap keeps a duplicate until it is closed), and a streaming worker
+of the full recipe touches every shard (450k clips / 256 = 1758): past the usual soft limit of 1024 open files.
+`map_budget` raises the soft limit as far as the hard one allows and bounds the maps a process keeps to what fits
+(least recently used ones are dropped), so no cache size fails with "Too many open files".
 """
 from __future__ import annotations
 
 import os
+import resource
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
-import h5py
 import numpy as np
 
 from cache.integrity import open_shard, verify_shard
-from cache.manifest import Manifest, read_for_reading, resolve_cache
+from cache.manifest import Manifest, read_for_reading, resolve_manifest
 from cache.shards import CacheIntegrityError, write_h5_shard
 
 KIND = "audio"
+FD_RESERVE = 256  # descriptors left for everything else (DataLoader queues and shared tensors, logs, sockets)
 __all__ = ["AudioCache", "CacheIntegrityError", "build_audio_cache", "stack_clips", "write_audio_shard"]
 
 
@@ -57,6 +64,22 @@ def write_audio_shard(
     return sha, int(offsets[-1])
 
 
+def map_budget(n_shards: int, reserve: int = FD_RESERVE) -> int:
+    """How many shard memmaps this process may keep open: all `n_shards` where the open-file limit allows, after
+    raising the soft RLIMIT_NOFILE toward the hard one as far as needed (a per-process setting, inherited by
+    forked workers); otherwise what leaves `reserve` descriptors (at most half the limit) for everything else."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = n_shards + reserve
+    if soft != resource.RLIM_INFINITY and soft < want:
+        raised = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    return n_shards if soft == resource.RLIM_INFINITY else max(1, min(n_shards, soft - min(reserve, soft // 2)))
+
+
 class _ShardIndex:
     """Per-shard metadata read once (plain numpy, safe to inherit over fork)."""
 
@@ -73,8 +96,8 @@ class _ShardIndex:
             if ds.chunks is not None or ds.compression is not None:
                 raise CacheIntegrityError(f"{path}: features dataset is chunked/compressed; expected contiguous")
             self.offsets = f["offsets"][()].astype(np.int64)
-            self.clip_ids = [str(s) for s in f["clip_ids"].asstr()[()]]
-            self.splits = [str(s) for s in f["split"].asstr()[()]]
+            self.clip_ids: list[str] = f["clip_ids"].asstr()[()].tolist()
+            self.splits: list[str] = f["split"].asstr()[()].tolist()
             self.durations = f["durations"][()].astype(np.float64)
 
     def memmap(self) -> np.ndarray:
@@ -86,11 +109,13 @@ class _ShardIndex:
 class AudioCache:
     """Random access to every clip of one complete audio cache, by clip id or global index."""
 
-    def __init__(self, directory: str | Path, allow_incomplete: bool = False, verify: bool | None = None):
-        """`verify`: check payload checksums on first use (default: unless AUDIORET_NO_VERIFY=1, `--no-verify`)."""
+    def __init__(self, directory: str | Path, allow_incomplete: bool = False, verify: bool | None = None,
+                 manifest: Manifest | None = None):
+        """`verify`: check payload checksums on first use (default: unless AUDIORET_NO_VERIFY=1, `--no-verify`).
+        `manifest`: the one `open` / `resolve_manifest` already read (not parsed twice)."""
         self.directory = Path(directory)
         self.verify_payload = verify
-        self.manifest = read_for_reading(self.directory, KIND, allow_incomplete)
+        self.manifest = read_for_reading(self.directory, KIND, allow_incomplete, manifest)
         self.key = self.manifest.key
         self.config = dict(self.manifest.config)
         shards = [s for s in self.manifest.shards if s.complete or (self.directory / s.file).exists()]
@@ -107,24 +132,32 @@ class AudioCache:
         if len(self._index) != len(self.clip_ids):
             raise CacheIntegrityError(f"{self.directory}: duplicate clip ids across shards")
         self._pid: int | None = None
-        self._maps: list[np.ndarray | None] = []
+        self._maps: OrderedDict[int, np.ndarray] = OrderedDict()  # shard → memmap, least recently used first
+        self._map_budget = len(self._shards)
 
     @classmethod
     def open(cls, cache_root: str | Path, name: str | None = None, key: str | None = None,
              verify: bool | None = None) -> "AudioCache":
         """The newest complete audio cache named `name` under `cache_root` (or the one with key prefix `key`)."""
-        return cls(resolve_cache(cache_root, KIND, name=name, key=key), verify=verify)
+        directory, manifest = resolve_manifest(cache_root, KIND, name=name, key=key)
+        return cls(directory, verify=verify, manifest=manifest)
 
     def _map(self, shard: int) -> np.ndarray:
-        """The memmap of one shard in this process, its payload checked before the first map."""
+        """The memmap of one shard in this process (mapped on first use, its payload checked before), at most
+        `map_budget` of them kept: beyond it the least recently used map is closed."""
         if self._pid != os.getpid():
-            self._maps = [None] * len(self._shards)
+            self._maps = OrderedDict()
             self._pid = os.getpid()
-        m = self._maps[shard]
-        if m is None:
-            s = self._shards[shard]
-            verify_shard(s.path, KIND, s.manifest_sha256, self.verify_payload)
-            m = self._maps[shard] = s.memmap()
+            self._map_budget = map_budget(len(self._shards))
+        m = self._maps.get(shard)
+        if m is not None:
+            self._maps.move_to_end(shard)
+            return m
+        s = self._shards[shard]
+        verify_shard(s.path, KIND, s.manifest_sha256, self.verify_payload)
+        m = self._maps[shard] = s.memmap()
+        if len(self._maps) > self._map_budget:
+            self._maps.popitem(last=False)  # its descriptor closes with the last view of it
         return m
 
     def verify(self) -> None:
@@ -144,6 +177,11 @@ class AudioCache:
             return self._index[clip_id]
         except KeyError:
             raise KeyError(f"clip {clip_id!r} is not in audio cache {self.directory}") from None
+
+    def positions(self, clip_ids: Sequence[str]) -> np.ndarray:
+        """Global index of each clip id, -1 where this cache does not hold it (int64, one dict look-up each)."""
+        index = self._index
+        return np.fromiter((index.get(c, -1) for c in clip_ids), dtype=np.int64, count=len(clip_ids))
 
     def ids_for_split(self, split: str) -> list[str]:
         return [c for c, s in zip(self.clip_ids, self.splits) if s == split]

@@ -12,8 +12,8 @@ arrays plus int64 offsets, like the audio shards' frames:
     attrs: cache_key, config (JSON: normalisation, backend, models, pivots), normalisation, backend,
            pivots (JSON list), models (JSON dict pivot → [forward, backward])
 
-`CaptionCache` reads every shard of a cache into memory at once (a few MB for Clotho) and keeps no HDF5 handle
-open, so it is safe across fork and fast for the trainer's per-example look-ups. Each shard's payload checksum is
+`CaptionCache` reads every shard of a cache into memory at once (a few MB for Clotho, ~100 MB for the full
+recipe) and keeps no HDF5 handle open, so it is safe across fork and fast for the trainer's per-example look-ups. Each shard's payload checksum is
 checked as it is read (cache/integrity.py, the same check as the audio reader's).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from cache.integrity import open_shard, verify_shard
-from cache.manifest import Manifest, ShardEntry, read_for_reading, resolve_cache
+from cache.manifest import Manifest, ShardEntry, read_for_reading, resolve_manifest
 from cache.shards import CacheIntegrityError, write_h5_shard
 from cache.verify import register_shard_check
 
@@ -69,7 +69,12 @@ def write_caption_shard(path: str | Path, clip_ids: Sequence[str], splits: Seque
 
 
 def _read_strings(ds: h5py.Dataset) -> list[str]:
-    return [s for s in ds.asstr()[()]] if ds.shape and ds.shape[0] else []
+    return ds.asstr()[()].tolist() if ds.shape and ds.shape[0] else []
+
+
+def _decoded(stored: np.ndarray) -> list[str]:
+    """A string dataset as read raw by h5py (UTF-8 bytes) → str."""
+    return [b.decode("utf-8") for b in stored.tolist()]
 
 
 def check_caption_shard(f: h5py.File, entry: ShardEntry, m: Manifest) -> list[str]:
@@ -99,49 +104,65 @@ register_shard_check(KIND, check_caption_shard)
 
 
 class CaptionCache:
-    """All captions of one caption cache, in memory: `CaptionCache(dir)` or `CaptionCache.open(root, name, key)`."""
+    """All captions of one caption cache, in memory: `CaptionCache(dir)` or `CaptionCache.open(root, name, key)`.
 
-    def __init__(self, directory: str | Path, allow_incomplete: bool = False, verify: bool | None = None):
-        """`verify`: check payload checksums (default: unless AUDIORET_NO_VERIFY=1, `--no-verify`)."""
+    Held as flat lists (every caption of every clip in clip order) plus int64 offsets per clip, the layout of
+    the shards themselves: reading a shard is a few list extends instead of a dict per clip, which kept the open
+    of a 450k-clip cache in seconds (benchmarks/scale_stream.py), and per-clip views are slices."""
+
+    def __init__(self, directory: str | Path, allow_incomplete: bool = False, verify: bool | None = None,
+                 manifest: Manifest | None = None):
+        """`verify`: check payload checksums (default: unless AUDIORET_NO_VERIFY=1, `--no-verify`). `manifest`:
+        the one `open` already read while choosing the cache (not parsed twice)."""
         self.directory = Path(directory)
-        self.manifest = read_for_reading(self.directory, KIND, allow_incomplete)
+        self.manifest = read_for_reading(self.directory, KIND, allow_incomplete, manifest)
         self.config: dict = dict(self.manifest.config)
         self.key: str = self.manifest.key
         self.backend: str = self.config.get("backend", "none")
         self.pivots: list[str] = [] if self.backend == "none" else list(self.config.get("pivots", []))
         self.clip_ids: list[str] = []
         self.splits: list[str] = []
-        self._raw: dict[str, list[str]] = {}
-        self._caps: dict[str, list[str]] = {}
-        self._bt: dict[str, dict[str, list[str]]] = {}
+        self._raw: list[str] = []
+        self._caps: list[str] = []
+        self._bt: dict[str, list[str]] = {p: [] for p in self.pivots}
+        counts: list[np.ndarray] = []
         for entry in self.manifest.shards:
             if entry.complete:
-                verify_shard(self.directory / entry.file, KIND, entry.sha256, verify)
-                self._read_shard(self.directory / entry.file)
+                counts.append(self._read_shard(self.directory / entry.file, entry.sha256, verify))
+        self._offsets = np.zeros(len(self.clip_ids) + 1, dtype=np.int64)
+        if counts:
+            np.cumsum(np.concatenate(counts), out=self._offsets[1:])
         self._index = {cid: i for i, cid in enumerate(self.clip_ids)}
 
     @classmethod
     def open(cls, cache_root: str | Path, name: str | None = None, key: str | None = None,
              verify: bool | None = None) -> "CaptionCache":
         """The newest complete captions cache named `name` (or with key prefix `key`) under `cache_root`."""
-        return cls(resolve_cache(cache_root, KIND, name=name, key=key), verify=verify)
+        directory, manifest = resolve_manifest(cache_root, KIND, name=name, key=key)
+        return cls(directory, verify=verify, manifest=manifest)
 
-    def _read_shard(self, path: Path) -> None:
+    def _read_shard(self, path: Path, sha256: str | None, verify: bool | None) -> np.ndarray:
+        """Check and append one shard's clips and captions in one pass (each string read once, as UTF-8 bytes,
+        then hashed and decoded); returns its captions per clip."""
+        names = ["clip_ids", "split", "raw", "captions"] + [f"bt_{p}" for p in self.pivots]
         with open_shard(path, KIND) as f:
             if f.attrs.get("cache_key") != self.key:
                 raise CacheIntegrityError(
                     f"{path}: shard belongs to cache {f.attrs.get('cache_key')!r}, not {self.key}")
-            ids, splits = _read_strings(f["clip_ids"]), _read_strings(f["split"])
-            offsets = f["offsets"][()]
-            raw, caps = _read_strings(f["raw"]), _read_strings(f["captions"])
-            bts = {p: _read_strings(f[f"bt_{p}"]) for p in self.pivots}
-        for i, cid in enumerate(ids):
-            a, b = int(offsets[i]), int(offsets[i + 1])
-            self.clip_ids.append(cid)
-            self.splits.append(splits[i])
-            self._raw[cid], self._caps[cid] = raw[a:b], caps[a:b]
+            stored = {name: f[name][()] for name in names if name in f}
+            verify_shard(path, KIND, sha256, verify, h5=f, strings=stored)  # a missing dataset: checksum differs
+            stored.update({name: f[name][()] for name in names if name not in stored})  # unchecked: KeyError
+            offsets = f["offsets"][()].astype(np.int64)
+        ids, splits, raw, caps = (_decoded(stored[n]) for n in names[:4])
+        bts = {p: _decoded(stored[f"bt_{p}"]) for p in self.pivots}
+        self.clip_ids += ids
+        self.splits += splits
+        self._raw += raw
+        self._caps += caps
+        for p in self.pivots:
             # A failed back-translation is stored as "": hand out the original so no caption is ever empty.
-            self._bt[cid] = {p: [t or c for t, c in zip(bts[p][a:b], caps[a:b])] for p in self.pivots}
+            self._bt[p] += [t or c for t, c in zip(bts[p], caps)]
+        return np.diff(offsets)
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -149,24 +170,41 @@ class CaptionCache:
     def index_of(self, clip_id: str) -> int:
         return self._index[clip_id]
 
+    def _span(self, clip_id: str) -> slice:
+        i = self._index[clip_id]
+        return slice(int(self._offsets[i]), int(self._offsets[i + 1]))
+
     def captions(self, clip_id: str) -> list[str]:
         """Normalised captions: what the text encoder trains on."""
-        return self._caps[clip_id]
+        return self._caps[self._span(clip_id)]
 
     def raw(self, clip_id: str) -> list[str]:
-        return self._raw[clip_id]
+        return self._raw[self._span(clip_id)]
 
     def back_translations(self, clip_id: str) -> dict[str, list[str]]:
         """pivot → normalised back-translations aligned with `captions(clip_id)` ({} for backend "none")."""
-        return self._bt[clip_id]
+        span = self._span(clip_id)
+        return {p: self._bt[p][span] for p in self.pivots}
 
     def ids_for_split(self, split: str) -> list[str]:
         return [cid for cid, s in zip(self.clip_ids, self.splits) if s == split]
 
+    def caption_rows(self, split: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Every caption (of `split`) in clip-id order as (clip index per row, caption index within its clip,
+        normalised text): the columns `all_captions` zips, computed with numpy for the trainer's caption join."""
+        counts = np.diff(self._offsets)
+        clip = np.repeat(np.arange(len(self.clip_ids), dtype=np.int64), counts)
+        index = np.arange(len(clip), dtype=np.int64) - self._offsets[:-1][clip]
+        if split is not None:
+            keep = np.flatnonzero(np.asarray(self.splits, dtype=object)[clip] == split) if len(clip) else clip
+            clip, index = clip[keep], index[keep]
+            return clip, index, [self._caps[r] for r in keep.tolist()]
+        return clip, index, list(self._caps)
+
     def all_captions(self, split: str | None = None) -> list[tuple[str, int, str]]:
         """(clip_id, caption_index, normalised text) for every caption (of `split`), in clip-id order."""
-        return [(cid, i, text) for cid, s in zip(self.clip_ids, self.splits) if split is None or s == split
-                for i, text in enumerate(self._caps[cid])]
+        clip, index, texts = self.caption_rows(split)
+        return [(self.clip_ids[c], i, t) for c, i, t in zip(clip.tolist(), index.tolist(), texts)]
 
 
 def build_caption_cache(cache_root: str | Path, captions: dict[str, list[str]], name: str,

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import os
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import h5py
+import numpy as np
 
 from cache.manifest import CacheIntegrityError
 from cache.shards import CHECKSUM_ATTR, FAST_CHECKSUM_ATTR, payload_digests
@@ -75,9 +76,13 @@ def open_shard(path: str | Path, kind: str) -> Iterator[h5py.File]:
                              f"{repair_hint(path, kind)}") from exc
 
 
-def verify_shard(path: str | Path, kind: str, manifest_sha256: str | None = None, enabled: bool | None = None) -> None:
+def verify_shard(path: str | Path, kind: str, manifest_sha256: str | None = None, enabled: bool | None = None,
+                 h5: h5py.File | None = None, strings: Mapping[str, np.ndarray] | None = None) -> None:
     """Raise CacheIntegrityError (one line: the shard, the repair) unless the shard's payload matches the checksum
-    recorded when it was published (and the manifest's record of it). Cheap after the first call per process."""
+    recorded when it was published (and the manifest's record of it). Cheap after the first call per process.
+
+    `h5`: the shard already open (read in the same pass); `strings`: its string datasets already read raw, so a
+    reader that needs them anyway (the caption cache) reads each string once (`payload_digests`)."""
     if not (verification_enabled() if enabled is None else enabled):
         return
     path = Path(path)
@@ -85,7 +90,7 @@ def verify_shard(path: str | Path, kind: str, manifest_sha256: str | None = None
     identity = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     if identity in _VERIFIED:
         return
-    with open_shard(path, kind) as f:
+    with open_shard(path, kind) if h5 is None else nullcontext(h5) as f:
         recorded_sha = f.attrs.get(CHECKSUM_ATTR)
         if manifest_sha256 and recorded_sha != manifest_sha256:
             raise CacheIntegrityError(f"{path}: not the shard the manifest recorded (payload sha256 differs); "
@@ -94,7 +99,7 @@ def verify_shard(path: str | Path, kind: str, manifest_sha256: str | None = None
         algorithm, recorded = ("xxh3_128", fast) if fast is not None else ("sha256", recorded_sha)
         if fast is None:
             _warn_slow_check(path.parent)
-        actual = payload_digests(f, (algorithm,))[algorithm]
+        actual = payload_digests(f, (algorithm,), strings)[algorithm]
     if actual != recorded:
         raise CacheIntegrityError(f"{path}: payload checksum mismatch (the shard changed after prep wrote it); "
                                   f"{repair_hint(path, kind)}")

@@ -98,8 +98,10 @@ def _translate(backend: Backend, store: TranslationStore, texts: list[str], pivo
     back: dict[str, TranslationResult] = {}
     with _progress(2 * len(unique) * len(pivots), progress) as bar:
         for pivot in pivots:
+            bar.set_description(f"back-translate {SOURCE_LANG}->{pivot}")
             fwd[pivot] = translate_all(backend, store, unique, SOURCE_LANG, pivot, pivot, batch_size, bar.update)
             mids = sorted(set(fwd[pivot].done.values()))
+            bar.set_description(f"back-translate {pivot}->{SOURCE_LANG}")
             back[pivot] = translate_all(backend, store, mids, pivot, SOURCE_LANG, pivot, batch_size, bar.update)
             bar.update(len(unique) - len(mids))  # duplicates / forward failures: the bar still reaches its total
     return fwd, back

@@ -2,20 +2,23 @@
 like the real endpoint (429s, 503s, a hang, a kill -9 mid-run), and a tiny MarianMT model built in the test."""
 from __future__ import annotations
 
+import contextlib
+import csv
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import cli_cmd, cli_env
+from conftest import AUDIO, cli_cmd, cli_env, run_cli
 from pipeline.translate import TranslatorUnavailable, translate_all
 from pipeline.translate.google import GoogleBackend
 from pipeline.translate.marian import MarianBackend
-from pipeline.translate.store import TranslationStore
+from pipeline.translate.store import TranslationStore, store_path
 from translate_servers import SENTENCES, GoogleLikeServer, build_tiny_marian, fake_translate
 from test_prep_captions import make_clotho
 
@@ -157,3 +160,93 @@ def test_prep_captions_against_a_silent_endpoint_shows_retries_stops_and_keeps_i
     assert elapsed < 30, elapsed  # a few seconds of start-up plus the 2 s deadline, never the 6-retry schedule
     with TranslationStore.for_cache(cache) as store:
         assert store.count() == 7  # everything answered before the silence is kept for the rerun
+
+
+class _RecordingMarian(MarianBackend):
+    """The real backend; it only notes the batches translate_all hands it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches: list[list[str]] = []
+
+    def translate_batch(self, texts, src, tgt):
+        self.batches.append(list(texts))
+        return super().translate_batch(texts, src, tgt)
+
+
+def _padding(lengths_of_batches: list[list[int]]) -> int:
+    return sum(max(b) * len(b) - sum(b) for b in lengths_of_batches)
+
+
+def test_marian_batches_are_cut_from_token_length_sorted_texts(tiny_marian: Path, tmp_path: Path) -> None:
+    backend = _RecordingMarian(template=str(tiny_marian), device="cpu", batch_size=4, max_new_tokens=8)
+    texts = [" ".join(s.split()[:k]) for s in SENTENCES for k in (2, 4, 7, 30)]
+    tok, _ = backend._load(str(tiny_marian))
+    pieces = {t: len(ids) - 1 for t, ids in zip(texts, tok(texts)["input_ids"])}  # minus the </s> it appends
+    assert backend.token_lengths(texts, "en", "de") == [pieces[t] for t in texts]
+    with TranslationStore(tmp_path / "t.sqlite3") as store:
+        res = translate_all(backend, store, texts, "en", "de", "de", batch_size=4)
+    sent = [t for b in backend.batches for t in b]
+    assert sorted(sent) == sorted(set(texts)) and len(res.done) == len(set(texts))
+    assert [pieces[t] for t in sent] == sorted(pieces[t] for t in sent)  # one length-sorted sequence
+    alphabetical = sorted(set(texts))
+    before = _padding([[pieces[t] for t in alphabetical[i:i + 4]] for i in range(0, len(alphabetical), 4)])
+    after = _padding([[pieces[t] for t in b] for b in backend.batches])
+    assert after * 4 < before, (after, before)
+
+
+def _long_manifest(root: Path, n: int) -> Path:
+    """A manifest of `n` clips (hard links to one real recording) with distinct captions of 3 to 20 words."""
+    words = [w for s in SENTENCES for w in s.split()]
+    audio = root / "audio"
+    audio.mkdir(parents=True)
+    source = AUDIO / "animals_cc0" / "dog.mp3"
+    with open(root / "clips.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["split", "file_name", "caption_1"])
+        for i in range(n):
+            os.link(source, audio / f"clip{i:04d}.mp3")
+            caption = " ".join(words[(i * 7 + k) % len(words)] for k in range(3 + i % 18)) + f" take {i}"
+            w.writerow(["development", f"audio/clip{i:04d}.mp3", caption])
+    return root / "clips.csv"
+
+
+def _store_rows(cache: Path) -> dict[tuple, tuple[str, float]]:
+    """key → (target, commit time) of every stored translation ({} while the writer has not made the table)."""
+    with contextlib.closing(sqlite3.connect(store_path(cache), timeout=30)) as db:
+        try:
+            return {tuple(r[:5]): (r[5], r[6]) for r in db.execute("SELECT * FROM translations")}
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return {}
+            raise
+
+
+def test_marian_killed_run_resumes_without_redoing_a_committed_batch(tmp_path: Path) -> None:
+    """kill -9 mid-run; every committed translation survives byte for byte (same target, same commit time) and
+    the rerun sends the translator exactly the texts that were not committed. Captions run past the model's
+    8 positions: they are cut there, not failed."""
+    model = build_tiny_marian(tmp_path / "opus-mt-short", positions=8)  # ≤ 7 decoding steps: fast
+    manifest = _long_manifest(tmp_path / "data", 60)
+    cache = tmp_path / "cache"
+    args = ["prep", "captions", "--dataset", "manifest", "--manifest", manifest, "--cache", cache,
+            "--translator", "marian", "--marian-model-template", model, "--pivots", "de,fr",
+            "--device", "cpu", "--batch-size", "4"]
+    proc = subprocess.Popen(cli_cmd(*args), env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if store_path(cache).is_file() and len(_store_rows(cache)) >= 8:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    committed = _store_rows(cache)
+    assert len(committed) >= 8, proc.communicate(timeout=5)
+    done = run_cli(*args, check=True)
+    final = _store_rows(cache)
+    assert len(committed) < len(final), "the kill came after the last batch: nothing left to resume"
+    assert all(final[k] == v for k, v in committed.items()), "a committed translation was redone"
+    sent = int(re.search(r"(\d+) texts sent to the translator", done.stderr).group(1))
+    assert sent == len(final) - len(committed)
+    assert "back-translate fr->en" in done.stderr and "captions/s" in done.stderr  # tqdm bar, per direction
+    assert "failed" not in done.stderr

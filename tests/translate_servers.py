@@ -95,8 +95,11 @@ SENTENCES = [
 ]
 
 
-def build_tiny_marian(out: Path) -> Path:
-    """A MarianMT model with d_model 16 and a 64-piece SentencePiece vocabulary trained on a few sentences."""
+def build_tiny_marian(out: Path, positions: int = 64) -> Path:
+    """A MarianMT model with d_model 16 and a 64-piece SentencePiece vocabulary trained on a few sentences.
+
+    `positions`: its position table, which also bounds a translation's length (random weights rarely stop
+    earlier), so a small one makes a fast model for tests that translate many texts."""
     import sentencepiece as spm
     import torch
     from transformers import MarianConfig, MarianMTModel, MarianTokenizer
@@ -113,7 +116,7 @@ def build_tiny_marian(out: Path) -> Path:
     tok = MarianTokenizer(str(out / "source.spm"), str(out / "target.spm"), str(out / "vocab.json"))
     cfg = MarianConfig(vocab_size=sp.get_piece_size(), d_model=16, encoder_layers=1, decoder_layers=1,
                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-                       max_position_embeddings=64, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                       max_position_embeddings=positions, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                        decoder_start_token_id=tok.pad_token_id, forced_eos_token_id=tok.eos_token_id)
     torch.manual_seed(0)
     model = MarianMTModel(cfg)

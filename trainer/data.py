@@ -84,22 +84,21 @@ class CaptionTable:
 
 def caption_table(audio, captions, split: str) -> CaptionTable:
     """Join the caption cache with the audio cache for one split; captions whose clip has no audio are dropped
-    with a warning (a clip that failed to decode at prep time)."""
-    rows = captions.all_captions(split)
-    pos, ids, idx, texts, missing = [], [], [], [], set()
-    for cid, ci, text in rows:
-        try:
-            p = audio.index_of(cid)
-        except KeyError:
-            missing.add(cid)
-            continue
-        pos.append(p), ids.append(cid), idx.append(ci), texts.append(text)
-    if missing:
+    with a warning (a clip that failed to decode at prep time). Column-wise (numpy over caption rows, one
+    audio look-up per clip): the join of 465k captions took a Python loop of seconds."""
+    clip, index, texts = captions.caption_rows(split)
+    pos = audio.positions(captions.clip_ids)[clip] if len(clip) else np.zeros(0, dtype=np.int64)
+    has_audio = pos >= 0
+    if not has_audio.all():
+        missing = sorted(captions.clip_ids[c] for c in np.unique(clip[~has_audio]).tolist())
         warnings.warn(f"split {split!r}: {len(missing)} clip(s) with captions but no audio features are skipped "
-                      f"(e.g. {sorted(missing)[0]!r})", stacklevel=2)
-    if not texts:
+                      f"(e.g. {missing[0]!r})", stacklevel=2)
+    keep = np.flatnonzero(has_audio)
+    if not len(keep):
         raise DataError(f"split {split!r}: no captions with audio features")
-    return CaptionTable(np.asarray(pos, dtype=np.int64), ids, np.asarray(idx, dtype=np.int64), texts)
+    ids = captions.clip_ids
+    return CaptionTable(pos[keep], [ids[c] for c in clip[keep].tolist()], index[keep],
+                        [texts[r] for r in keep.tolist()])
 
 
 def join_tables(tables: Sequence[CaptionTable], offsets: Sequence[int]) -> CaptionTable:

@@ -60,7 +60,7 @@ def open_audio_cache(cache_root: Path, name: str, audio_key: str | None = None, 
     (caches of several feature definitions can share a name, e.g. `prep audio --features passt` beside the
     default). When none fits, check_audio_config refuses the newest one, naming both definitions."""
     from cache.audio_shards import AudioCache
-    from cache.manifest import CacheNotFoundError, resolve_cache
+    from cache.manifest import CacheNotFoundError, resolve_manifest
 
     def trainable(m) -> bool:  # a `folder` cache (predict / retrieve --audio-dir: no captions) never is
         return feature_fits(m.config, encoder) and m.dataset != "folder"
@@ -68,7 +68,8 @@ def open_audio_cache(cache_root: Path, name: str, audio_key: str | None = None, 
     audio = AudioCache.open(cache_root, name=None if audio_key else name, key=audio_key)
     if not audio_key and not trainable(audio.manifest):
         try:
-            audio = AudioCache(resolve_cache(cache_root, "audio", name=name, where=trainable))
+            directory, manifest = resolve_manifest(cache_root, "audio", name=name, where=trainable)
+            audio = AudioCache(directory, manifest=manifest)
         except CacheNotFoundError:
             pass
     check_audio_config(audio.config, str(audio.directory), encoder)

@@ -36,6 +36,13 @@ class Backend(Protocol):
         """Translations aligned with `texts`; a per-text failure is returned as a TranslationFailed value."""
 
 
+def text_lengths(backend: Backend, texts: Sequence[str], src: str, tgt: str) -> list[int]:
+    """The length a batch of `texts` is padded by: the backend's own token counts where it has a tokenizer
+    (`backend.token_lengths`, marian), else characters."""
+    counted = getattr(backend, "token_lengths", None)
+    return list(counted(texts, src, tgt)) if counted is not None else [len(t) for t in texts]
+
+
 @dataclass
 class TranslationResult:
     done: dict[str, str] = field(default_factory=dict)  # source → translation
@@ -50,13 +57,21 @@ def direction(src: str, tgt: str) -> str:
 def translate_all(backend: Backend, store: TranslationStore, texts: Sequence[str], src: str, tgt: str,
                   pivot: str, batch_size: int = 64,
                   on_progress: Callable[[int], None] | None = None) -> TranslationResult:
-    """Translate the unique `texts` src→tgt through `store`; raises TranslatorUnavailable (stored work is kept)."""
+    """Translate the unique `texts` src→tgt through `store`; raises TranslatorUnavailable (stored work is kept).
+
+    Batches are cut from the missing texts sorted by length (`text_lengths`; ties alphabetical, so the order is
+    deterministic): a batched model pads every text of a generate() call to the longest one, and alphabetical
+    batches of 64 were about half padding (benchmarks/translation_store.py prints the share for each order).
+    Each batch is committed before the next one is sent, so a kill loses at most the batch in flight."""
     engine = backend.engine(src, tgt)
     unique = sorted(set(texts))
     res = TranslationResult(done=store.get_many(backend.name, engine, pivot, direction(src, tgt), unique))
     if on_progress and res.done:
         on_progress(len(res.done))
     missing = [t for t in unique if t not in res.done]
+    if backend.max_batch > 1 and len(missing) > 1:
+        length = dict(zip(missing, text_lengths(backend, missing, src, tgt)))
+        missing.sort(key=length.__getitem__)
     batch_size = max(1, min(batch_size, backend.max_batch))
     for i in range(0, len(missing), batch_size):
         batch = missing[i:i + batch_size]
