@@ -47,8 +47,15 @@ class Dcase2025Captions:
     def captions(self, clip_id: str) -> list[str]:
         return self._texts[clip_id]
 
+    def caption_rows(self, split: str | None = None) -> tuple[Any, Any, list[str]]:
+        """The cache's columns (clip index, caption index, text) with the baseline's form as the text."""
+        clip, index, _ = self.cache.caption_rows(split)
+        ids = self.cache.clip_ids
+        return clip, index, [self._texts[ids[c]][i] for c, i in zip(clip.tolist(), index.tolist())]
+
     def all_captions(self, split: str | None = None) -> list[tuple[str, int, str]]:
-        return [(cid, i, self._texts[cid][i]) for cid, i, _ in self.cache.all_captions(split)]
+        clip, index, texts = self.caption_rows(split)
+        return [(self.cache.clip_ids[c], i, t) for c, i, t in zip(clip.tolist(), index.tolist(), texts)]
 
 
 def caption_view(captions: Any, style: str) -> Any:
