@@ -115,6 +115,6 @@ def test_audio_checkpoint_is_matched_through_the_encoder_on_the_meta_device(tmp_
     check_audio_checkpoint(load_config(None, [*tiny, f"audio_checkpoint={tmp_path / 'passt.pt'}"]))
     with pytest.raises(ConfigError, match=r"passt\.pt: no CNN10 keys \(bn0\.\*, conv_block\*\.\*\) match"):
         check_audio_checkpoint(load_config(None, [f"audio_checkpoint={tmp_path / 'passt.pt'}"]))
-    with pytest.raises(ConfigError, match="loads its weights from the model name"):
+    with pytest.raises(ConfigError, match="its weights load by name"):
         check_audio_checkpoint(load_config(None, ["audio_encoder=hf:some/model",
                                                   f"audio_checkpoint={tmp_path / 'passt.pt'}"]))

@@ -21,6 +21,7 @@ def rows(run) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # CI time: tests/test_init_from.py covers --init-from in one process
 def test_init_from_copies_the_source_runs_best_weights(cache, tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     run_cli("train", "--cache", cache, "--name", "demo", "--out", src, *fast_overrides(1), "--no-progress", check=True)
