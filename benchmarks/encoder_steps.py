@@ -44,7 +44,8 @@ CAPTIONS = ["a dog barks while rain falls on a tin roof", "birds chirp in the fo
             "a clock ticks steadily in a quiet kitchen", "heavy footsteps walk through a metal door",
             "thunder rumbles in the distance during a storm", "water splashes in a stream over rocks"]
 TEXT_ARCHS = {"roberta-large": ("roberta", "large"), "bert-base": ("bert", "base"), "tiny": ("bert", "tiny")}
-TINY = {"cnn10": ["audio_width=0.125"], "any": ["embed_dim=64"]}  # --tiny; other encoders' own knobs: --set
+TINY = {"cnn10": ["audio_width=0.125"], "passt": ["passt_width=64", "passt_depth=1"],
+        "any": ["embed_dim=64"]}  # --tiny; anything else: --set
 
 
 def params_m(module: torch.nn.Module) -> float:
@@ -129,7 +130,7 @@ def main() -> int:
     p.add_argument("--text-model", default=None, help="an existing text model folder instead of --text")
     p.add_argument("--compile", choices=["off", "on", "both"], default=None,
                    help="torch.compile the audio encoder and the text transformer (default: both on CUDA, off on CPU)")
-    p.add_argument("--tiny", action="store_true", help="tiny text model and CNN10 (width 0.125): a smoke test")
+    p.add_argument("--tiny", action="store_true", help="tiny text model, CNN10 (width 0.125), PaSST (width 64, 1 block) and AST: a smoke test")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every encoder (repeatable), e.g. patchout_t=0")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
