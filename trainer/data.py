@@ -193,13 +193,14 @@ class TextSide:
 
     def __init__(self, table: CaptionTable, augmenters: Sequence | None) -> None:
         self.table, self.augmenters = table, augmenters
+        # dataset of each row, once: a table of one cache carries no `source` (all rows are dataset 0)
+        self.source = table.source if table.source is not None else np.zeros(len(table), np.int64)
 
     def texts(self, rows: np.ndarray, seed: int) -> list[str]:
         if self.augmenters is None:
             return [self.table.texts[r] for r in rows]
         rng = random.Random(seed)
-        source = self.table.source if self.table.source is not None else np.zeros(len(self.table), np.int64)
-        return [self.augmenters[source[r]].pick(self.table.clip_ids[r], int(self.table.caption_index[r]), rng)
+        return [self.augmenters[self.source[r]].pick(self.table.clip_ids[r], int(self.table.caption_index[r]), rng)
                 for r in rows]
 
 
