@@ -24,6 +24,7 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /opt/audioret
 COPY setup.cfg pyproject.toml README.md ./
+COPY audioret ./audioret
 COPY pipeline ./pipeline
 COPY cache ./cache
 COPY trainer ./trainer
@@ -38,8 +39,8 @@ RUN python -c "import torch; print('torch==' + torch.__version__)" > /tmp/torch-
 
 # WordNet in the NLTK layout nltk accepts (copy of /usr/share/wordnet + the `lexnames` file Debian lacks),
 # built once at image build time so the non-root user never needs write access there.
-RUN python -c "from trainer.wordnet import setup_wordnet; setup_wordnet('/opt/nltk_data')" \
-    && python -c "from trainer.wordnet import load_wordnet; assert load_wordnet().synsets('dog')"
+RUN python -c "from audioret.trainer.wordnet import setup_wordnet; setup_wordnet('/opt/nltk_data')" \
+    && python -c "from audioret.trainer.wordnet import load_wordnet; assert load_wordnet().synsets('dog')"
 
 # A non-root user owning the three mount points (uid 1000 matches most workstation users' files).
 RUN useradd --create-home --uid 1000 --shell /bin/bash audioret \

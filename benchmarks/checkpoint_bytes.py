@@ -27,11 +27,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-from trainer.checkpoint import (finished_state, frozen_text_record, gather_rank_rng, model_weights,  # noqa: E402
+from audioret.trainer.checkpoint import (finished_state, frozen_text_record, gather_rank_rng, model_weights,  # noqa: E402
                                 weights_sha256)
-from trainer.config import TrainConfig  # noqa: E402
-from trainer.evaluate import build_model  # noqa: E402
-from trainer.schedule import make_optimizer  # noqa: E402
+from audioret.trainer.config import TrainConfig  # noqa: E402
+from audioret.trainer.evaluate import build_model  # noqa: E402
+from audioret.trainer.schedule import make_optimizer  # noqa: E402
 
 SEARCH_TRIALS, KEEP_BEST = 110, 3
 

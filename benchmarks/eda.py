@@ -21,7 +21,7 @@ os.environ.setdefault("RAYON_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.eda import EDA, vocabulary_of  # noqa: E402
+from audioret.trainer.eda import EDA, vocabulary_of  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "data" / "captions" / "clotho_style.csv"
 BEST = {"p_eda": 0.9936, "p_syn": 0.2962, "p_swp": 0.0085, "p_del": 0.1944, "p_ins": 0.0}
@@ -72,7 +72,7 @@ def main() -> None:
     every._syn = eda._syn
     print(f"EDA (p_eda=1, all ops at 0.3):          {rate(lambda c: every(c, rng), caps, args.seconds):10,.0f} "
           f"captions/s")
-    from trainer.wordnet import load_wordnet
+    from audioret.trainer.wordnet import load_wordnet
 
     wn = load_wordnet()
 

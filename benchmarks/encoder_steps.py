@@ -32,12 +32,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.augment import sync  # noqa: E402
 from benchmarks.random_models import random_ast_model, random_text_model  # noqa: E402
-from trainer.config import load_config  # noqa: E402
-from trainer.data import Batch  # noqa: E402
-from trainer.encoders import feature_spec  # noqa: E402
-from trainer.evaluate import build_model, resolve_device  # noqa: E402
-from trainer.loop import train_step  # noqa: E402
-from trainer.schedule import Schedule, make_optimizer  # noqa: E402
+from audioret.trainer.config import load_config  # noqa: E402
+from audioret.trainer.data import Batch  # noqa: E402
+from audioret.trainer.encoders import feature_spec  # noqa: E402
+from audioret.trainer.evaluate import build_model, resolve_device  # noqa: E402
+from audioret.trainer.loop import train_step  # noqa: E402
+from audioret.trainer.schedule import Schedule, make_optimizer  # noqa: E402
 
 CAPTIONS = ["a dog barks while rain falls on a tin roof", "birds chirp in the forest as the wind blows",
             "a car engine idles and then drives past", "people talk and laugh in a crowded room",

@@ -31,8 +31,8 @@ NAME = "gpucheck"
 def synthetic_caches(root: Path, seconds: float, seed: int = 0) -> Path:
     """Audio (64-bin PANNs log-mel shaped, random) and caption caches named NAME under `root`. Each clip's
     features carry a clip-specific mel profile and its captions name it, so a short run has something to learn."""
-    from cache.audio_shards import build_audio_cache
-    from cache.caption_shards import build_caption_cache
+    from audioret.cache.audio_shards import build_audio_cache
+    from audioret.cache.caption_shards import build_caption_cache
     from benchmarks.encoder_steps import CAPTIONS
 
     rng = np.random.default_rng(seed)
@@ -70,7 +70,7 @@ def fixtures(args) -> None:
 def marian(args) -> int:
     """Back-translate test sentences through the tiny MarianMT on `device` and on the CPU; the outputs must agree
     (greedy decoding of the same weights) — a CUDA translation path that silently differs is a failure."""
-    from pipeline.translate.marian import MarianBackend
+    from audioret.pipeline.translate.marian import MarianBackend
     from translate_servers import SENTENCES
 
     texts = list(SENTENCES) * max(1, args.repeat)
@@ -91,7 +91,7 @@ def marian(args) -> int:
 
 
 def cli(*argv: str, env: dict) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "pipeline", *map(str, argv)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "audioret", *map(str, argv)], capture_output=True, text=True,
                           env=env, cwd=REPO)
     if proc.returncode != 0:
         raise SystemExit(f"audioret {' '.join(map(str, argv))} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
@@ -103,7 +103,7 @@ def evaluate(args) -> int:
     checkpoint on the device and on the CPU: metrics side by side, and the largest difference between the clip and
     caption embeddings of the two (the pass criterion: the model is trained for a few steps only, so its ranking
     has near-ties that bf16 may flip)."""
-    from trainer.evaluate import LoadedRun
+    from audioret.trainer.evaluate import LoadedRun
 
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")

@@ -27,7 +27,7 @@ def baseline_clips_per_s(files: list[Path], repeats: int) -> tuple[float, np.nda
     import torch
     from test_passt_features import hear21passt_eval_mel
 
-    from pipeline.audio_io import load_mono
+    from audioret.pipeline.audio_io import load_mono
 
     torch.set_num_threads(1)
     mel = hear21passt_eval_mel(load_mono(files[0]))  # warm-up: imports, filterbank, FFT plans
@@ -40,7 +40,7 @@ def baseline_clips_per_s(files: list[Path], repeats: int) -> tuple[float, np.nda
 
 def cached_clips_per_s(cache_dir: Path, repeats: int, seed: int = 0) -> tuple[float, np.ndarray]:
     """Read every clip's cached mel (float16 → float32 copy) in random order; returns (clips/s, the last one read)."""
-    from cache.audio_shards import AudioCache
+    from audioret.cache.audio_shards import AudioCache
 
     cache = AudioCache(cache_dir)
     order = np.random.default_rng(seed).permutation(np.tile(np.arange(len(cache)), repeats))
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from prep_audio import build_clips  # benchmarks/prep_audio.py: the same Clotho-like clip builder
 
-    from pipeline.prep_audio import prep_audio
+    from audioret.pipeline.prep_audio import prep_audio
 
     with tempfile.TemporaryDirectory(prefix="bench-passt-") as tmp:
         work = Path(tmp)
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         t_prep = time.perf_counter() - t0
         base, base_last = baseline_clips_per_s(files, args.baseline_repeats)
         cached, _ = cached_clips_per_s(result.cache_dir, args.cached_repeats)
-        from cache.audio_shards import AudioCache
+        from audioret.cache.audio_shards import AudioCache
 
         same = np.asarray(AudioCache(result.cache_dir).get(files[-1].name), dtype=np.float32)
         diff = float(np.abs(same - base_last).max())

@@ -74,7 +74,7 @@ def naive_loop(files: list[Path], out: Path) -> float:
 def pipeline_run(manifest: Path, cache: Path, workers: int, shard_size: int) -> tuple[float, Path]:
     """`audioret prep audio` in a subprocess, as a user runs it; returns (seconds, cache dir)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "pipeline", "prep", "audio", "--dataset", "manifest", "--manifest", str(manifest),
+    cmd = [sys.executable, "-m", "audioret", "prep", "audio", "--dataset", "manifest", "--manifest", str(manifest),
            "--cache", str(cache), "--workers", str(workers), "--shard-size", str(shard_size), "--no-progress"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         tiny.write_text("split,file_name,caption_1\n" + rows)
         t_fixed, _ = pipeline_run(tiny, work / f"cache-tiny-{time.time_ns()}", args.workers, 1)
 
-        from cache.audio_shards import AudioCache  # same numbers? one clip as a sanity check
+        from audioret.cache.audio_shards import AudioCache  # same numbers? one clip as a sanity check
 
         ref = np.load(work / "npy" / f"{files[0].stem}.npy").astype(np.float32)
         ours = np.asarray(AudioCache(cache_dir).get(files[0].name), dtype=np.float32)

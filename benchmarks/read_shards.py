@@ -22,11 +22,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cache.audio_shards import AudioCache, build_audio_cache
-from cache.integrity import forget_verified
-from cache.manifest import cache_dir_for
-from cache.shards import payload_digests
-from pipeline.features import DEFAULT_CONFIG
+from audioret.cache.audio_shards import AudioCache, build_audio_cache
+from audioret.cache.integrity import forget_verified
+from audioret.cache.manifest import cache_dir_for
+from audioret.cache.shards import payload_digests
+from audioret.pipeline.features import DEFAULT_CONFIG
 
 
 def build(root: Path, n: int, shard_size: int, rng: np.random.Generator) -> tuple[Path, Path]:

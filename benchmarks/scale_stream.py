@@ -48,9 +48,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 # The code under test: this checkout, or (for `--before REF`, in a child process) an extracted older revision.
 sys.path.insert(0, os.environ.get("AUDIORET_BENCH_CODE") or str(REPO))
-from cache.audio_shards import build_audio_cache  # noqa: E402
-from cache.caption_shards import build_caption_cache  # noqa: E402
-from cache.manifest import iter_caches  # noqa: E402
+from audioret.cache.audio_shards import build_audio_cache  # noqa: E402
+from audioret.cache.caption_shards import build_caption_cache  # noqa: E402
+from audioret.cache.manifest import iter_caches  # noqa: E402
 
 NAME = "scale"
 FPS = 100
@@ -104,7 +104,7 @@ def existing(root: Path, kind: str, shape: dict):
 def build_caches(root: Path, n: int, store_seconds: float, shard_size: int) -> tuple[dict, float, Path]:
     """Write (or find) the audio and caption caches; returns the recipe stats, the seconds spent writing and
     the audio cache directory."""
-    from pipeline.features import DEFAULT_CONFIG
+    from audioret.pipeline.features import DEFAULT_CONFIG
 
     ids, durs, n_caps = recipe(n)
     frames = np.maximum(1, np.round(np.minimum(durs, store_seconds) * FPS)).astype(np.int64)
@@ -182,9 +182,9 @@ def stream_epoch(cache: Path, args) -> dict:
     """Open the caches as `train` does, then time one streamed epoch through TrainData."""
     import torch
 
-    from trainer.config import load_config
-    from trainer.data import TrainData
-    from trainer.loop import open_caches
+    from audioret.trainer.config import load_config
+    from audioret.trainer.data import TrainData
+    from audioret.trainer.loop import open_caches
 
     t0 = time.perf_counter()
     audio, captions = open_caches(cache, NAME, None, None)
@@ -229,9 +229,9 @@ def stream_epoch(cache: Path, args) -> dict:
 def open_steps(root: Path) -> dict:
     """Seconds of each step of opening the caches as `train` does (trainer/loop.py open_caches, then TrainData's
     caption join and parent-side payload check), in this process; only calls that exist in older revisions too."""
-    from cache.caption_shards import CaptionCache
-    from trainer.data import caption_table
-    from trainer.loop import open_audio_cache
+    from audioret.cache.caption_shards import CaptionCache
+    from audioret.trainer.data import caption_table
+    from audioret.trainer.loop import open_audio_cache
 
     t0 = time.perf_counter()
     audio = open_audio_cache(root, NAME)
@@ -283,7 +283,7 @@ def decode_baseline(clip_seconds: float, out: Path, seconds: float = 3.0) -> dic
     FLAC of the recipe's mean duration made from the bundled real recordings (WavCaps ships FLAC)."""
     import soundfile as sf
 
-    from pipeline.audio_io import load_mono
+    from audioret.pipeline.audio_io import load_mono
 
     parts = [sf.read(f, dtype="float32", always_2d=True)[0].mean(axis=1)
              for f in sorted((REPO / "tests" / "data" / "audio").rglob("*.flac")) if sf.info(f).samplerate == 44100]

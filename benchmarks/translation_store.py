@@ -35,8 +35,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from pipeline.translate import direction  # noqa: E402
-from pipeline.translate.store import TranslationStore  # noqa: E402
+from audioret.pipeline.translate import direction  # noqa: E402
+from audioret.pipeline.translate.store import TranslationStore  # noqa: E402
 
 PIVOTS = ("de", "fr", "es")
 BACKEND, ENGINE = "marian", "Helsinki-NLP/opus-mt-{src}-{tgt}"

@@ -21,9 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
-from cache.integrity import open_shard, verify_shard
-from cache.manifest import Manifest, read_for_reading, resolve_manifest
-from cache.shards import CacheIntegrityError, write_h5_shard
+from audioret.cache.integrity import open_shard, verify_shard
+from audioret.cache.manifest import Manifest, read_for_reading, resolve_manifest
+from audioret.cache.shards import CacheIntegrityError, write_h5_shard
 
 KIND = "audio"
 FD_RESERVE = 256  # descriptors left for everything else (DataLoader queues and shared tensors, logs, sockets)
@@ -240,8 +240,8 @@ def build_audio_cache(
 
     The key covers the config, the code version and the clip ids, so distinct inputs land in distinct caches.
     """
-    from cache.keys import cache_key
-    from cache.manifest import cache_dir_for, plan_shards
+    from audioret.cache.keys import cache_key
+    from audioret.cache.manifest import cache_dir_for, plan_shards
 
     ids = sorted(features)
     split_of = splits or {c: "development" for c in ids}

@@ -25,10 +25,10 @@ from typing import Sequence
 import h5py
 import numpy as np
 
-from cache.integrity import open_shard, verify_shard
-from cache.manifest import Manifest, ShardEntry, read_for_reading, resolve_manifest
-from cache.shards import CacheIntegrityError, write_h5_shard
-from cache.verify import register_shard_check
+from audioret.cache.integrity import open_shard, verify_shard
+from audioret.cache.manifest import Manifest, ShardEntry, read_for_reading, resolve_manifest
+from audioret.cache.shards import CacheIntegrityError, write_h5_shard
+from audioret.cache.verify import register_shard_check
 
 KIND = "captions"
 
@@ -215,8 +215,8 @@ def build_caption_cache(cache_root: str | Path, captions: dict[str, list[str]], 
     normalised; the key covers the config and every (clip id, split, captions) row."""
     import hashlib
 
-    from cache.keys import cache_key
-    from cache.manifest import cache_dir_for, plan_shards
+    from audioret.cache.keys import cache_key
+    from audioret.cache.manifest import cache_dir_for, plan_shards
 
     ids = sorted(captions)
     split_of = splits or {c: "development" for c in ids}

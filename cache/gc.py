@@ -17,11 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cache.keys import is_key_dir_name
-from cache.locks import LOCK_NAME, CacheLock, CacheLockedError, is_locked
-from cache.manifest import KINDS, Manifest, is_cache_file_name
-from cache.publish import TMP_PATTERN, pid_alive, stale_temp_files
-from cache.runs import RUNS_DIR, read_runs, users
+from audioret.cache.keys import is_key_dir_name
+from audioret.cache.locks import LOCK_NAME, CacheLock, CacheLockedError, is_locked
+from audioret.cache.manifest import KINDS, Manifest, is_cache_file_name
+from audioret.cache.publish import TMP_PATTERN, pid_alive, stale_temp_files
+from audioret.cache.runs import RUNS_DIR, read_runs, users
 
 TRANSLATIONS_DIR = "translations"  # the translation store's folder (pipeline/translate/store.py): temp files only
 

@@ -31,8 +31,8 @@ from typing import Iterator, Mapping
 import h5py
 import numpy as np
 
-from cache.manifest import CacheIntegrityError
-from cache.shards import CHECKSUM_ATTR, FAST_CHECKSUM_ATTR, payload_digests
+from audioret.cache.manifest import CacheIntegrityError
+from audioret.cache.shards import CHECKSUM_ATTR, FAST_CHECKSUM_ATTR, payload_digests
 
 NO_VERIFY_ENV = "AUDIORET_NO_VERIFY"
 _VERIFIED: set[tuple] = set()

@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-from cache.keys import is_key_dir_name, key_dir_name
-from cache.locks import LOCK_NAME
-from cache.publish import TMP_PATTERN, publish_file, publish_json
+from audioret.cache.keys import is_key_dir_name, key_dir_name
+from audioret.cache.locks import LOCK_NAME
+from audioret.cache.publish import TMP_PATTERN, publish_file, publish_json
 
 MANIFEST_NAME = "manifest.json"
 FAILURES_NAME = "failures.jsonl"

@@ -17,9 +17,9 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cache.keys import key_dir_name
-from cache.manifest import now_iso
-from cache.publish import publish_json
+from audioret.cache.keys import key_dir_name
+from audioret.cache.manifest import now_iso
+from audioret.cache.publish import publish_json
 
 RUNS_DIR = "runs"
 _RECORD_NAME = re.compile(r"^[0-9a-f]{16}\.json$")

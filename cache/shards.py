@@ -20,8 +20,8 @@ import h5py
 import numpy as np
 import xxhash
 
-from cache.manifest import CacheIntegrityError  # noqa: F401  (re-exported: shard readers raise it)
-from cache.publish import publish_file
+from audioret.cache.manifest import CacheIntegrityError  # noqa: F401  (re-exported: shard readers raise it)
+from audioret.cache.publish import publish_file
 
 CHECKSUM_ATTR = "payload_sha256"
 FAST_CHECKSUM_ATTR = "payload_xxh3_128"

@@ -13,9 +13,9 @@ from typing import Callable
 import h5py
 import numpy as np
 
-from cache.locks import is_locked
-from cache.manifest import FAILURES_NAME, Manifest, ShardEntry, iter_caches
-from cache.shards import CHECKSUM_ATTR, FAST_CHECKSUM_ATTR, payload_digests
+from audioret.cache.locks import is_locked
+from audioret.cache.manifest import FAILURES_NAME, Manifest, ShardEntry, iter_caches
+from audioret.cache.shards import CHECKSUM_ATTR, FAST_CHECKSUM_ATTR, payload_digests
 
 ShardCheck = Callable[[h5py.File, ShardEntry, Manifest], list[str]]
 
@@ -58,7 +58,7 @@ def verify_cache(directory: str | Path) -> list[str]:
         return [f"{directory / 'manifest.json'}: unreadable manifest ({exc})"]
     if m.kind == "captions" and "captions" not in SHARD_CHECKS:
         try:
-            import cache.caption_shards  # noqa: F401  (registers the captions shard check)
+            import audioret.cache.caption_shards  # noqa: F401  (registers the captions shard check)
         except ImportError:
             pass
     problems = [] if m.complete else [f"{directory}: cache is incomplete (prep did not finish)"]

@@ -37,7 +37,7 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from pipeline.features import DEFAULT_CONFIG, LogMelConfig
+from audioret.pipeline.features import DEFAULT_CONFIG, LogMelConfig
 
 BLOCK_FRAMES = 1 << 21  # frames per read (47 s at 44.1 kHz): a block costs BLOCK_FRAMES × channels × 4 bytes
 #: A sample this large is corrupt data, not audio (float WAVs scaled like int16 reach 32768; 1e30 overflows the
@@ -251,6 +251,6 @@ def load_mono(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG,
 def file_log_mel(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG,
                  on_message: MessageSink | None = None) -> np.ndarray:
     """Decode + resample + log-mel for one file: the whole per-clip feature path, float32 (frames, n_mels)."""
-    from pipeline.features import log_mel_chunked
+    from audioret.pipeline.features import log_mel_chunked
 
     return log_mel_chunked(load_mono(path, config, on_message), config)

@@ -21,7 +21,7 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline.datasets import (AUDIO_EXTENSIONS, DATASET_KINDS, MISSING_AUDIO, ClipRecord, DatasetError, Problems,
+from audioret.pipeline.datasets import (AUDIO_EXTENSIONS, DATASET_KINDS, MISSING_AUDIO, ClipRecord, DatasetError, Problems,
                                check_not_empty, problem, register_dataset)
 
 AUDIOCAPS_SPLITS = ("train", "val", "test")

@@ -302,6 +302,6 @@ register_dataset("clotho", load_clotho)
 register_dataset("manifest", load_manifest)
 
 # Readers defined in their own modules register themselves on import.
-import pipeline.audiocaps  # noqa: E402,F401  (registers "audiocaps")
-import pipeline.wavcaps  # noqa: E402,F401  (registers "wavcaps")
-import pipeline.folder  # noqa: E402,F401  (registers "folder")
+import audioret.pipeline.audiocaps  # noqa: E402,F401  (registers "audiocaps")
+import audioret.pipeline.wavcaps  # noqa: E402,F401  (registers "wavcaps")
+import audioret.pipeline.folder  # noqa: E402,F401  (registers "folder")

@@ -7,7 +7,7 @@ events in varied words ("a high beep repeats while low noise hums"). Retrieval i
 model must hear *which* events, at *which* pitch, doing *what* — chance level is low and beating it is earned.
 Everything is deterministic by seed.
 
-    python -m pipeline.demo_data --out demo/data --seed 0
+    python -m audioret.pipeline.demo_data --out demo/data --seed 0
 """
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ def generate(out: str | Path, n_clips: tuple[int, int, int] = (240, 60, 60), sec
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="example: python -m pipeline.demo_data --out demo/data --clips 240,60,60")
+                                epilog="example: python -m audioret.pipeline.demo_data --out demo/data --clips 240,60,60")
     p.add_argument("--out", required=True, type=Path, help="dataset root (Clotho layout) to write")
     p.add_argument("--clips", default="240,60,60", help="clips per split: development,validation,evaluation")
     p.add_argument("--seconds", type=float, default=3.0, help="clip length in seconds")

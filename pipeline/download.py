@@ -33,9 +33,9 @@ from pathlib import Path
 
 import py7zr
 
-from cache.locks import CacheLock, CacheLockedError
-from cache.publish import fsync_path, publish_json
-from pipeline.fetch import (ChecksumError, DiskSpaceError, DownloadError, FetchOptions, NetworkError, RemoteFile,
+from audioret.cache.locks import CacheLock, CacheLockedError
+from audioret.cache.publish import fsync_path, publish_json
+from audioret.pipeline.fetch import (ChecksumError, DiskSpaceError, DownloadError, FetchOptions, NetworkError, RemoteFile,
                             fetch, make_session, require_free)
 
 CLOTHO_RECORD = "4783391"

@@ -29,8 +29,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from pipeline.datasets import MISSING_AUDIO, ClipRecord, DatasetError, Problems, _read_text
-from pipeline.wavcaps import SOURCES
+from audioret.pipeline.datasets import MISSING_AUDIO, ClipRecord, DatasetError, Problems, _read_text
+from audioret.pipeline.wavcaps import SOURCES
 
 CSV_COLUMNS = ("sound_id", "file_name", "fname", "id", "freesound_id")
 #: WavCaps source folders whose numeric file names are not Freesound ids (pipeline/wavcaps.py SOURCES).

@@ -54,14 +54,14 @@ class FeatureDefinition:
 
 
 def _panns() -> FeatureDefinition:
-    from pipeline.features import DEFAULT_CONFIG, FEATURE_CODE_VERSION, NAME, log_mel_chunked
+    from audioret.pipeline.features import DEFAULT_CONFIG, FEATURE_CODE_VERSION, NAME, log_mel_chunked
 
     return FeatureDefinition(NAME, FEATURE_CODE_VERSION, DEFAULT_CONFIG.to_dict(),
                              lambda y: log_mel_chunked(y, DEFAULT_CONFIG))
 
 
 def _passt() -> FeatureDefinition:
-    from pipeline.passt_features import DEFAULT_PASST_CONFIG, NAME, PASST_CODE_VERSION, passt_mel
+    from audioret.pipeline.passt_features import DEFAULT_PASST_CONFIG, NAME, PASST_CODE_VERSION, passt_mel
 
     return FeatureDefinition(NAME, PASST_CODE_VERSION, DEFAULT_PASST_CONFIG.to_dict(),
                              lambda y: passt_mel(y, DEFAULT_PASST_CONFIG))
@@ -76,7 +76,7 @@ def feature_definition(spec: str = "panns") -> FeatureDefinition:
     if spec == "passt":
         return _passt()
     if spec.startswith("hf:") and spec[3:].strip():
-        from pipeline.hf_features import hf_definition
+        from audioret.pipeline.hf_features import hf_definition
 
         return hf_definition(spec[3:].strip())
     raise FeatureSpecError(f"unknown features {spec!r}: choose one of {', '.join(FEATURE_CHOICES)}")

@@ -20,7 +20,7 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from cache.publish import human_bytes as human
+from audioret.cache.publish import human_bytes as human
 
 CHUNK = 1 << 14  # small enough that a killed run leaves most of what it received on disk
 TIMEOUT = (15.0, 60.0)  # (connect, read) seconds: a stalled read is retried, not waited for forever

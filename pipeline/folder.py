@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from pipeline.datasets import ClipRecord, DatasetError, Problems, register_dataset
+from audioret.pipeline.datasets import ClipRecord, DatasetError, Problems, register_dataset
 
 FOLDER_SPLIT = "folder"
 #: Suffixes soundfile (libsndfile) decodes; matched case-insensitively.
@@ -71,8 +71,8 @@ def folder_features(audio_dir: Path, cache_root: Path | None = None, workers: in
     `features` is the definition a run's encoder needs (pipeline/feature_defs.py). Raises DatasetError when the
     folder holds no audio file.
     """
-    from cache.audio_shards import AudioCache
-    from pipeline.prep_audio import prep_audio
+    from audioret.cache.audio_shards import AudioCache
+    from audioret.pipeline.prep_audio import prep_audio
 
     result = prep_audio("folder", Path(audio_dir), Path(cache_root or default_cache_root()), name="folder",
                         workers=workers, wait_lock=wait_lock, progress=progress, report=report,

@@ -24,8 +24,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.feature_defs import FeatureDefinition, FeatureSpecError
-from pipeline.features import frames_in_chunks
+from audioret.pipeline.feature_defs import FeatureDefinition, FeatureSpecError
+from audioret.pipeline.features import frames_in_chunks
 
 HF_CODE_VERSION = "hf-features-1"
 CHUNK_FRAMES = 6000  # frames per extractor call on long clips (60 s at 100 frames/s): bounded memory

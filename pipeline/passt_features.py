@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.features import frames_in_chunks, power_spectrogram
+from audioret.pipeline.features import frames_in_chunks, power_spectrogram
 
 NAME = "passt-mel"
 PASST_CODE_VERSION = "passt-mel-1"

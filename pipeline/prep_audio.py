@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cache.executor import make_executor, map_unordered
-from cache.keys import cache_key, source_fingerprint, source_relpath
-from cache.locks import CacheLock
-from cache.manifest import Manifest, ShardEntry, cache_dir_for, finished_manifest, plan_shards, publish_failures
-from cache.publish import disk_full_error, is_disk_full, stale_temp_files
-from pipeline.datasets import CLOTHO_SPLITS, ClipRecord, DatasetError, load_records
-from pipeline.exclude import ExclusionReport, exclude_from
+from audioret.cache.executor import make_executor, map_unordered
+from audioret.cache.keys import cache_key, source_fingerprint, source_relpath
+from audioret.cache.locks import CacheLock
+from audioret.cache.manifest import Manifest, ShardEntry, cache_dir_for, finished_manifest, plan_shards, publish_failures
+from audioret.cache.publish import disk_full_error, is_disk_full, stale_temp_files
+from audioret.pipeline.datasets import CLOTHO_SPLITS, ClipRecord, DatasetError, load_records
+from audioret.pipeline.exclude import ExclusionReport, exclude_from
 
 KIND = "audio"
 
@@ -49,14 +49,14 @@ class PrepResult:
 
 
 def _definition(features: str):
-    from pipeline.feature_defs import feature_definition
+    from audioret.pipeline.feature_defs import feature_definition
 
     return feature_definition(features)
 
 
 def _versions(defn) -> dict:
     """Decoder versions plus the feature definition's own (e.g. transformers for `hf:` extractors)."""
-    from pipeline.audio_io import decoder_versions
+    from audioret.pipeline.audio_io import decoder_versions
 
     return {**decoder_versions(), **defn.versions}
 
@@ -100,8 +100,8 @@ def process_shard(task: dict) -> dict:
     """
     import numpy as np
 
-    from cache.audio_shards import write_audio_shard
-    from pipeline.audio_io import AudioDecodeError, load_mono
+    from audioret.cache.audio_shards import write_audio_shard
+    from audioret.pipeline.audio_io import AudioDecodeError, load_mono
 
     _one_blas_thread()
     defn = _definition(task.get("features", "panns"))
@@ -133,7 +133,7 @@ def _shard_on_disk_ok(cache_dir: Path, entry: ShardEntry, planned_ids: list[str]
     (the writer finished but died before the manifest said so), return its durations; else None (redo it)."""
     import h5py
 
-    from cache.shards import payload_checksum
+    from audioret.cache.shards import payload_checksum
 
     path = cache_dir / entry.file
     if not path.is_file():

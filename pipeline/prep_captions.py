@@ -24,16 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from cache.caption_shards import KIND, write_caption_shard
-from cache.keys import cache_key, canonical_json
-from cache.locks import CacheLock
-from cache.manifest import Manifest, cache_dir_for, finished_manifest, plan_shards, publish_failures
-from cache.publish import disk_full_error, is_disk_full
-from pipeline.datasets import ClipRecord, DatasetError, load_records, problem
-from pipeline.exclude import ExclusionReport, exclude_from
-from pipeline.text import NORMALISATION, normalise_caption
-from pipeline.translate import SOURCE_LANG, Backend, TranslationResult, make_backend, translate_all
-from pipeline.translate.store import TranslationStore
+from audioret.cache.caption_shards import KIND, write_caption_shard
+from audioret.cache.keys import cache_key, canonical_json
+from audioret.cache.locks import CacheLock
+from audioret.cache.manifest import Manifest, cache_dir_for, finished_manifest, plan_shards, publish_failures
+from audioret.cache.publish import disk_full_error, is_disk_full
+from audioret.pipeline.datasets import ClipRecord, DatasetError, load_records, problem
+from audioret.pipeline.exclude import ExclusionReport, exclude_from
+from audioret.pipeline.text import NORMALISATION, normalise_caption
+from audioret.pipeline.translate import SOURCE_LANG, Backend, TranslationResult, make_backend, translate_all
+from audioret.pipeline.translate.store import TranslationStore
 
 CODE_VERSION = "captions-v1"
 DEFAULT_PIVOTS = ("de", "fr", "es")

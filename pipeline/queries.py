@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.datasets import DatasetError, _read_csv
-from pipeline.text import normalise_caption
+from audioret.pipeline.datasets import DatasetError, _read_csv
+from audioret.pipeline.text import normalise_caption
 
 QUERY_COLUMN = "caption"
 

@@ -36,7 +36,7 @@ import json
 import os
 from pathlib import Path
 
-from pipeline.datasets import (AUDIO_EXTENSIONS, DATASET_KINDS, MISSING_AUDIO, ClipRecord, DatasetError, Problems,
+from audioret.pipeline.datasets import (AUDIO_EXTENSIONS, DATASET_KINDS, MISSING_AUDIO, ClipRecord, DatasetError, Problems,
                                problem, register_dataset)
 
 WAVCAPS_SPLIT = "train"

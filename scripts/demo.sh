@@ -5,7 +5,7 @@
 #   → retrieve with free text over the demo's evaluation clips → retrieve over real CC0 recordings
 #   → report: a static HTML page of the run (metrics, curves, worst/best queries to listen to).
 # `make demo` runs it with .venv/bin/audioret; from a checkout without the venv:
-#   AUDIORET="python -m pipeline" PYTHON=python PYTHONPATH=. bash scripts/demo.sh
+#   pip install -e . && AUDIORET="python -m audioret" PYTHON=python bash scripts/demo.sh
 set -euo pipefail
 
 A=${AUDIORET:-.venv/bin/audioret}
@@ -19,7 +19,7 @@ start=$(date +%s)
 rm -rf "$OUT" && mkdir -p "$OUT"
 
 step "1/7 generate a synthetic captioned dataset (two sound events per clip, compositional captions)"
-$PY -m pipeline.demo_data --out "$OUT/data" --clips 240,60,60 --seconds 3 --seed 0
+$PY -m audioret.pipeline.demo_data --out "$OUT/data" --clips 240,60,60 --seconds 3 --seed 0
 head -3 "$OUT/data/clotho_captions_evaluation.csv" | cut -c1-150
 
 step "2/7 prep audio: log-mels once into HDF5 shards"

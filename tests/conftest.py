@@ -29,8 +29,8 @@ def cli_env(extra: dict | None = None) -> dict:
 
 
 def cli_cmd(*args: str) -> list[str]:
-    """argv for `audioret ARGS` run from this checkout (`python -m pipeline`)."""
-    return [sys.executable, "-m", "pipeline", *map(str, args)]
+    """argv for `audioret ARGS` run from this checkout (`python -m audioret`)."""
+    return [sys.executable, "-m", "audioret", *map(str, args)]
 
 
 def run_cli(*args: str, check: bool = False, timeout: float = 300, env: dict | None = None,

@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 import soundfile as sf
 
-from cache.manifest import Manifest
-from cache.shards import payload_checksum
+from audioret.cache.manifest import Manifest
+from audioret.cache.shards import payload_checksum
 
 AUDIO = Path(__file__).resolve().parent / "data" / "audio"
 

@@ -14,9 +14,9 @@ import pytest
 import soundfile as sf
 
 from conftest import AUDIO
-from pipeline import audio_io, features
-from pipeline.audio_io import AudioDecodeError, file_log_mel, load_mono
-from pipeline.features import log_mel, log_mel_chunked
+from audioret.pipeline import audio_io, features
+from audioret.pipeline.audio_io import AudioDecodeError, file_log_mel, load_mono
+from audioret.pipeline.features import log_mel, log_mel_chunked
 
 
 def tone(rate: int, seconds: float, channels: int = 1) -> np.ndarray:

@@ -7,12 +7,12 @@ import h5py
 import numpy as np
 import pytest
 
-from cache.audio_shards import AudioCache, CacheIntegrityError, build_audio_cache
-from cache.manifest import CacheNotFoundError, Manifest, cache_dir_for, resolve_cache
-from cache.shards import file_checksum
+from audioret.cache.audio_shards import AudioCache, CacheIntegrityError, build_audio_cache
+from audioret.cache.manifest import CacheNotFoundError, Manifest, cache_dir_for, resolve_cache
+from audioret.cache.shards import file_checksum
 from conftest import real_clips
-from pipeline.audio_io import file_log_mel
-from pipeline.features import DEFAULT_CONFIG
+from audioret.pipeline.audio_io import file_log_mel
+from audioret.pipeline.features import DEFAULT_CONFIG
 
 
 def build_cache(root, feats: dict[str, np.ndarray], shard_size: int = 2, name: str = "t") -> Manifest:

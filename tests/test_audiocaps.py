@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 
 from conftest import AUDIO, cli_env
-from pipeline.audiocaps import SPLIT_ROLES, clip_stem, load_audiocaps
-from pipeline.datasets import DatasetError, load_records
+from audioret.pipeline.audiocaps import SPLIT_ROLES, clip_stem, load_audiocaps
+from audioret.pipeline.datasets import DatasetError, load_records
 
 SOURCES = sorted((AUDIO / "fsdd_ccbysa").glob("*.wav"))
 # split → [(audiocap_id, youtube_id, start_time, caption)]; val rows deliberately out of audiocap_id order.
@@ -106,14 +106,14 @@ def test_prep_audio_cli_skips_missing_clips_and_exits_3(tmp_path: Path) -> None:
     import subprocess
 
     root = make_audiocaps(tmp_path / "ac", tmp_path / "ac", tmp_path / "ac" / "audio")
-    code = "import sys, pipeline.audiocaps; from pipeline.cli import main; sys.argv[0] = 'audioret'; main()"
+    code = "import sys, audioret.pipeline.audiocaps; from audioret.cli import main; sys.argv[0] = 'audioret'; main()"
     proc = subprocess.run([sys.executable, "-c", code, "prep", "audio", "--dataset", "audiocaps", "--root",
                            str(root), "--cache", str(tmp_path / "cache")], capture_output=True, text=True,
                           timeout=240, env=cli_env())
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "eeeeeeeeeee_20" in proc.stdout + proc.stderr + "".join(
         p.read_text() for p in (tmp_path / "cache").rglob("*.json*"))
-    from cache.audio_shards import AudioCache
+    from audioret.cache.audio_shards import AudioCache
 
     cache = AudioCache.open(tmp_path / "cache", name="audiocaps")
     assert sorted(cache.clip_ids) == ["aaaaaaaaaaa_30.wav", "bbbbbbbbbbb_0.wav", "ccccccccccc_10.wav",

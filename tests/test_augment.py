@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.trainer_fixtures import FLOOR, real_logmel_batch
-from trainer.augment import apply_gain, augment_batch, freq_mixstyle, sample_beta, spec_augment, valid_mask
+from audioret.trainer.augment import apply_gain, augment_batch, freq_mixstyle, sample_beta, spec_augment, valid_mask
 
 
 def gen(seed: int = 0, device: str = "cpu") -> torch.Generator:

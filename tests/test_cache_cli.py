@@ -10,9 +10,9 @@ import h5py
 import numpy as np
 import pytest
 
-from cache.manifest import cache_dir_for
+from audioret.cache.manifest import cache_dir_for
 from conftest import AUDIO, cli_cmd, cli_env, real_clips, run_cli
-from pipeline.audio_io import file_log_mel
+from audioret.pipeline.audio_io import file_log_mel
 from test_audio_shards import build_cache
 
 

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import xxhash
 
-from cache.audio_shards import AudioCache, build_audio_cache
-from cache.caption_shards import CaptionCache, build_caption_cache, write_caption_shard
-from cache.shards import CHECKSUM_ATTR, FAST_CHECKSUM_ATTR, payload_digests
+from audioret.cache.audio_shards import AudioCache, build_audio_cache
+from audioret.cache.caption_shards import CaptionCache, build_caption_cache, write_caption_shard
+from audioret.cache.shards import CHECKSUM_ATTR, FAST_CHECKSUM_ATTR, payload_digests
 from conftest import REPO
-from trainer.data import caption_table
+from audioret.trainer.data import caption_table
 
 CONFIG = {"n_mels": 4, "sample_rate": 32000, "hop_length": 320}
 
@@ -99,7 +99,7 @@ def test_more_shards_than_open_files_allowed(tmp_path: Path) -> None:
 import json, os, resource, sys
 sys.path.insert(0, {str(REPO)!r})
 import numpy as np
-from cache.audio_shards import AudioCache
+from audioret.cache.audio_shards import AudioCache
 audio = AudioCache.open({str(tmp_path)!r}, name="t")
 order = np.random.default_rng(0).permutation(len(audio)).tolist() * 2
 ok = all(float(audio.get(i)[0, 0]) == int(audio.clip_ids[i][1:]) for i in order)

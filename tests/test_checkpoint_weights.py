@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from demo_fixtures import minilm_path
-from trainer.checkpoint import (CheckpointError, TEXT_PREFIX, frozen_text_record, load_checkpoint, load_model_state,
+from audioret.trainer.checkpoint import (CheckpointError, TEXT_PREFIX, frozen_text_record, load_checkpoint, load_model_state,
                                 model_weights, save_checkpoint, weights_sha256)
-from trainer.config import TrainConfig
-from trainer.evaluate import build_model
+from audioret.trainer.config import TrainConfig
+from audioret.trainer.evaluate import build_model
 
 
 def _model(seed: int):

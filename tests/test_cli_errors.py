@@ -1,11 +1,11 @@
-"""The shared one-line error report (pipeline/cli/errors.py): expected failures, bugs, and AUDIORET_DEBUG."""
+"""The shared one-line error report (audioret/cli/errors.py): expected failures, bugs, and AUDIORET_DEBUG."""
 from __future__ import annotations
 
 import click
 import pytest
 
-from cache.manifest import CacheNotFoundError
-from pipeline.cli.errors import describe, invoke_reporting_errors
+from audioret.cache.manifest import CacheNotFoundError
+from audioret.cli.errors import describe, invoke_reporting_errors
 
 
 def test_os_errors_name_the_path_and_the_blocking_file(tmp_path):
@@ -46,7 +46,7 @@ def test_every_command_that_reads_shards_can_skip_their_check(command):
     documented way out, --no-verify."""
     from click.testing import CliRunner
 
-    from pipeline.cli import main
+    from audioret.cli import main
 
     result = CliRunner().invoke(main, [*command, "--help"])
     assert result.exit_code == 0, result.output

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import AUDIO, write_csv
-from pipeline.datasets import (DATASET_KINDS, ClipRecord, DatasetError, load_records, register_dataset,
+from audioret.pipeline.datasets import (DATASET_KINDS, ClipRecord, DatasetError, load_records, register_dataset,
                                split_list)
 
 CAT = AUDIO / "animals_cc0" / "cat.mp3"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import AUDIO, run_cli
-from pipeline.audio_io import call_capturing_stderr, load_mono
+from audioret.pipeline.audio_io import call_capturing_stderr, load_mono
 from prep_helpers import write_manifest
 
 HORSE = AUDIO / "animals_cc0" / "horse.mp3"

@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from trainer import distributed as D
+from audioret.trainer import distributed as D
 
 WORLD = 2
 GLOBAL_BATCH = 8
@@ -224,9 +224,9 @@ def _stream_worker(rank: int, port: int, cache: str, out_dir: str, name: str = "
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from trainer.config import load_config
-    from trainer.data import TrainData
-    from trainer.loop import open_caches, open_extras
+    from audioret.trainer.config import load_config
+    from audioret.trainer.data import TrainData
+    from audioret.trainer.loop import open_caches, open_extras
 
     D.init_distributed()
     cfg = load_config(None, ["resident=stream", "num_workers=0", "batch_size=10", "p_eda=0", "p_bt=0",

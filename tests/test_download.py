@@ -24,8 +24,8 @@ import py7zr
 import pytest
 
 from conftest import AUDIO, cli_cmd, cli_env, run_cli
-from pipeline.download import CLOTHO_FILES, download_clotho, extract_split, load_checksums
-from pipeline.fetch import DownloadError, FetchOptions, RemoteFile, fetch, make_session
+from audioret.pipeline.download import CLOTHO_FILES, download_clotho, extract_split, load_checksums
+from audioret.pipeline.fetch import DownloadError, FetchOptions, RemoteFile, fetch, make_session
 
 WAVS = sorted((AUDIO / "fsdd_ccbysa").glob("*.wav"))
 SPLIT_CLIPS = {"development": WAVS[:3], "validation": WAVS[3:5], "evaluation": WAVS[5:]}  # clip ids are unique across splits
@@ -154,8 +154,8 @@ def _assert_layout(root: Path, splits: list[str]) -> None:
         assert wavs == sorted(names), split
         for clip in SPLIT_CLIPS[split]:
             assert (root / split / clip.name).read_bytes() == clip.read_bytes()
-    if importlib.util.find_spec("pipeline.datasets") is not None:  # the reader itself, once it has landed
-        from pipeline.datasets import load_records
+    if importlib.util.find_spec("audioret.pipeline.datasets") is not None:  # the reader itself, once it has landed
+        from audioret.pipeline.datasets import load_records
         records, problems = load_records("clotho", root, splits=splits)
         assert problems == [] and len(records) == sum(len(SPLIT_CLIPS[s]) for s in splits)
 

@@ -10,7 +10,7 @@ import py7zr
 import pytest
 
 from conftest import AUDIO, run_cli
-from pipeline.download import DCASE2022_RETRIEVAL_FILES
+from audioret.pipeline.download import DCASE2022_RETRIEVAL_FILES
 from test_download import FAST, Server, _md5
 
 WAVS = sorted((AUDIO / "fsdd_ccbysa").glob("*.wav"))[:3]

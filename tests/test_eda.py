@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.text import normalise_caption
-from trainer.eda import EDA, OPS, STOP_WORDS, TextAugmenter, vocabulary_of
-from trainer.wordnet import WordNetMissingError, lexnames_text, load_wordnet, setup_wordnet
+from audioret.pipeline.text import normalise_caption
+from audioret.trainer.eda import EDA, OPS, STOP_WORDS, TextAugmenter, vocabulary_of
+from audioret.trainer.wordnet import WordNetMissingError, lexnames_text, load_wordnet, setup_wordnet
 
 DATA = Path(__file__).parent / "data"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.embedding_cache import load_embeddings, run_cache_dir, save_embeddings, user_cache_dir
+from audioret.trainer.embedding_cache import load_embeddings, run_cache_dir, save_embeddings, user_cache_dir
 
 IDS = ["a.wav", "b.wav", "c.wav"]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from cache.manifest import Manifest
+from audioret.cache.manifest import Manifest
 from conftest import AUDIO, run_cli
 from demo_fixtures import minilm_path
-from pipeline.datasets import DatasetError, load_records
+from audioret.pipeline.datasets import DatasetError, load_records
 from prep_helpers import write_manifest
 
 WAVS = sorted((AUDIO / "fsdd_ccbysa").glob("*.wav"))  # real 8 kHz speech, 0.3-0.6 s: cheap to prep
@@ -97,7 +97,7 @@ def _manifest_with_captions(path: Path, rows: list[tuple[str, Path, list[str]]])
 
 
 def test_captions_that_normalise_to_nothing_are_warned_dropped_and_counted(tmp_path: Path) -> None:
-    from cache.caption_shards import CaptionCache
+    from audioret.cache.caption_shards import CaptionCache
 
     (tmp_path / "data").mkdir()
     manifest = _manifest_with_captions(tmp_path / "data" / "clips.csv", [

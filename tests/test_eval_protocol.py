@@ -34,7 +34,7 @@ def world():
     root = Path(tempfile.mkdtemp(prefix="audioret-eval-"))
     os.chmod(root, 0o755)
     data, cache, run = root / "data", root / "cache", root / "run"
-    subprocess.run([sys.executable, "-m", "pipeline.demo_data", "--out", str(data), "--clips", "16,8,8",
+    subprocess.run([sys.executable, "-m", "audioret.pipeline.demo_data", "--out", str(data), "--clips", "16,8,8",
                     "--seconds", "1.0"], check=True, env=cli_env(), capture_output=True)
     gt = data / "clotho_captions_evaluation.csv"
     rows = list(csv.reader(gt.open(newline="", encoding="utf-8")))
@@ -121,7 +121,7 @@ def test_relevance_file_scores_several_relevant_clips(world, tmp_path):
 def test_score_split_audio_to_text_uses_each_clips_own_captions(world):
     import torch
 
-    from trainer.evaluate import LoadedRun, score_split
+    from audioret.trainer.evaluate import LoadedRun, score_split
 
     run = LoadedRun(world.run, "best", "cpu")
     audio, captions = run.open_caches()
@@ -160,7 +160,7 @@ def _unprivileged_prefix(root: Path) -> list[str]:
     if not shutil.which("setpriv"):
         pytest.skip("running as root, where read-only modes do not block writes, and setpriv is missing")
     prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-    probe = subprocess.run([*prefix, sys.executable, "-c", "import pipeline.cli, trainer.evaluate"],
+    probe = subprocess.run([*prefix, sys.executable, "-c", "import audioret.cli, audioret.trainer.evaluate"],
                            env=cli_env(), cwd=root, capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(f"running as root and user nobody cannot import this checkout: {probe.stderr[-200:]}")

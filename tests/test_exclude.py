@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from cache.audio_shards import AudioCache
-from cache.caption_shards import CaptionCache
-from cache.manifest import Manifest
+from audioret.cache.audio_shards import AudioCache
+from audioret.cache.caption_shards import CaptionCache
+from audioret.cache.manifest import Manifest
 from conftest import AUDIO, run_cli
-from pipeline.datasets import ClipRecord, DatasetError, problem
-from pipeline.exclude import apply_exclusions, read_exclusion_list
+from audioret.pipeline.datasets import ClipRecord, DatasetError, problem
+from audioret.pipeline.exclude import apply_exclusions, read_exclusion_list
 from prep_helpers import write_manifest
 
 

@@ -8,12 +8,12 @@ import os
 import pytest
 from skopt.space import Integer, Real
 
-from cache.executor import DaskExecutor, RenewingExecutor, make_executor, map_unordered
+from audioret.cache.executor import DaskExecutor, RenewingExecutor, make_executor, map_unordered
 from conftest import real_clips
 from search_helpers import Quadratic
-from trainer.search.smbo import run_search
-from trainer.search.journal import Journal
-from trainer.search.trials import result_of
+from audioret.trainer.search.smbo import run_search
+from audioret.trainer.search.journal import Journal
+from audioret.trainer.search.trials import result_of
 
 import distributed  # noqa: E402  (a test dependency: a broken install must fail, not skip)
 
@@ -26,7 +26,7 @@ def cluster():
 
 
 def _shard_tasks(out_dir, clips):
-    from pipeline.features import DEFAULT_CONFIG
+    from audioret.pipeline.features import DEFAULT_CONFIG
 
     return [{"path": str(out_dir / f"shard-{i:05d}.h5"), "clip_ids": [p.name for p in part], "key": "k" * 64,
              "config": DEFAULT_CONFIG.to_dict(), "splits": ["development"] * len(part),
@@ -34,7 +34,7 @@ def _shard_tasks(out_dir, clips):
 
 
 def _run_shards(executor, tasks):
-    from pipeline.prep_audio import process_shard
+    from audioret.pipeline.prep_audio import process_shard
 
     results = {}
     for task, fut in map_unordered(executor, process_shard, tasks):

@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 
 from conftest import real_clips
-from pipeline.audio_io import file_log_mel, load_mono
-from pipeline.features import DEFAULT_CONFIG, FLOOR_DB, _mel_basis, _window, log_mel, n_frames
+from audioret.pipeline.audio_io import file_log_mel, load_mono
+from audioret.pipeline.features import DEFAULT_CONFIG, FLOOR_DB, _mel_basis, _window, log_mel, n_frames
 
 
 def reference_log_mel(path: Path) -> np.ndarray:

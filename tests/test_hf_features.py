@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache.audio_shards import AudioCache
+from audioret.cache.audio_shards import AudioCache
 from conftest import AUDIO
-from pipeline.audio_io import load_mono
-from pipeline.feature_defs import FeatureSpecError, feature_definition
-from pipeline.prep_audio import prep_audio
+from audioret.pipeline.audio_io import load_mono
+from audioret.pipeline.feature_defs import FeatureSpecError, feature_definition
+from audioret.pipeline.prep_audio import prep_audio
 from prep_helpers import write_manifest
 
 CLIPS = [AUDIO / "animals_cc0" / "cow.mp3", AUDIO / "sonic_pi_cc0" / "loop_amen.flac",
@@ -97,7 +97,7 @@ def test_clap_rand_trunc_uses_its_slaney_filterbank(saved) -> None:
 
 
 def test_long_clip_in_chunks_equals_one_call(saved, monkeypatch) -> None:
-    import pipeline.hf_features as hf
+    import audioret.pipeline.hf_features as hf
 
     for name in ("ast", "clap"):
         defn = feature_definition(f"hf:{saved[name]}")

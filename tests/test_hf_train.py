@@ -12,7 +12,7 @@ import torch
 from conftest import run_cli
 from demo_fixtures import VAL_FIELDS, demo_cache, fast_overrides, kill_after_first_checkpoint, metrics_rows
 from hf_fixtures import tiny_ast, tiny_bert
-from trainer.config import load_config
+from audioret.trainer.config import load_config
 
 EPOCHS = 3
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainer.init_from import InitFromError, load_init_weights
+from audioret.trainer.init_from import InitFromError, load_init_weights
 
 
 def _model(width: int = 4) -> nn.Module:

@@ -15,10 +15,10 @@ import h5py
 import numpy as np
 import pytest
 
-from cache.audio_shards import AudioCache, build_audio_cache
-from cache.integrity import forget_verified
-from cache.manifest import CacheIntegrityError, Manifest, cache_dir_for
-from cache.shards import FAST_CHECKSUM_ATTR
+from audioret.cache.audio_shards import AudioCache, build_audio_cache
+from audioret.cache.integrity import forget_verified
+from audioret.cache.manifest import CacheIntegrityError, Manifest, cache_dir_for
+from audioret.cache.shards import FAST_CHECKSUM_ATTR
 from conftest import REPO, cli_env, run_cli
 from demo_fixtures import demo_cache, fast_overrides
 
@@ -156,7 +156,7 @@ def test_check_runs_once_per_process_and_again_in_a_new_one(tmp_path):
     with pytest.raises(CacheIntegrityError, match="shard-00000.h5: payload checksum mismatch"):
         forget_verified()
         AudioCache(cache.directory).get(1)
-    code = f"from cache.audio_shards import AudioCache; AudioCache({str(cache.directory)!r}).get(0)"
+    code = f"from audioret.cache.audio_shards import AudioCache; AudioCache({str(cache.directory)!r}).get(0)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), cwd=REPO)
     assert proc.returncode == 1 and "CacheIntegrityError" in proc.stderr
     assert AudioCache(cache.directory, verify=False).get(4).shape == (54, 64)  # shard 1 untouched; verify off

@@ -1,5 +1,6 @@
-"""The rooms import downward only: cache knows nothing of pipeline/trainer; trainer never imports pipeline
-(it never decodes audio); only the CLI in pipeline/cli wires the trainer in."""
+"""The layers import downward only, with no exceptions: `audioret.cache` at the bottom; `audioret.pipeline` and
+`audioret.trainer` above it, never importing each other; `audioret.cli` on top. Nothing imports the
+repository's folders as top-level names (`pipeline`, `trainer`, `cache`)."""
 from __future__ import annotations
 
 import ast
@@ -7,43 +8,57 @@ from pathlib import Path
 
 from conftest import REPO
 
-ROOMS = ("cache", "pipeline", "trainer")
+LAYERS = {"cache": "cache", "pipeline": "pipeline", "trainer": "trainer", "cli": "audioret/cli"}
+ALLOWED = {"cache": set(), "pipeline": {"cache"}, "trainer": {"cache"}, "cli": {"cache", "pipeline", "trainer"}}
+FOLDERS = ("pipeline", "trainer", "cache")
 
 
-def imported_rooms(path: Path) -> set[str]:
+def imported_modules(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found = set()
     for node in ast.walk(tree):
-        names = []
         if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
+            found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        found |= {n.split(".")[0] for n in names if n.split(".")[0] in ROOMS}
+            found.add(node.module)
     return found
+
+
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "audioret" or len(parts) < 2:
+        return None
+    return parts[1] if parts[1] in LAYERS else None
+
+
+def project_files() -> list[Path]:
+    roots = [REPO / "audioret", REPO / "cache", REPO / "pipeline", REPO / "trainer", REPO / "tests",
+             REPO / "benchmarks", REPO / "scripts"]
+    return sorted(p for root in roots for p in root.rglob("*.py"))
 
 
 def violations() -> list[str]:
     bad = []
-    for room in ROOMS:
-        for path in sorted((REPO / room).rglob("*.py")):
-            rel = path.relative_to(REPO)
-            uses = imported_rooms(path) - {room}
-            if room == "cache" and uses:
-                bad.append(f"{rel} imports {sorted(uses)}")
-            if room == "trainer" and "pipeline" in uses:
-                bad.append(f"{rel} imports pipeline")
-            if room == "pipeline" and "trainer" in uses and "cli" not in rel.parts:
-                bad.append(f"{rel} imports trainer outside pipeline/cli")
+    for layer, folder in LAYERS.items():
+        for path in sorted((REPO / folder).rglob("*.py")):
+            used = {layer_of(m) for m in imported_modules(path)} - {None, layer}
+            for other in sorted(used - ALLOWED[layer]):
+                bad.append(f"{path.relative_to(REPO)} ({layer}) imports audioret.{other}")
     return bad
 
 
-def test_rooms_import_downward_only():
+def test_layers_import_downward_only():
     assert violations() == []
 
 
+def test_nothing_imports_the_folders_as_top_level_packages():
+    offenders = [f"{p.relative_to(REPO)}: {m}" for p in project_files() for m in sorted(imported_modules(p))
+                 if m.split(".")[0] in FOLDERS]
+    assert offenders == []
+
+
 def test_trainer_never_decodes_audio():
-    decoders = ("soundfile", "soxr", "librosa", "audioread", "torchaudio", "pipeline.audio_io")
-    offenders = [str(p.relative_to(REPO)) for p in (REPO / "trainer").rglob("*.py")
-                 if any(f"import {d}" in p.read_text() or f"from {d}" in p.read_text() for d in decoders)]
+    decoders = ("soundfile", "soxr", "librosa", "audioread", "torchaudio")
+    offenders = [f"{p.relative_to(REPO)}: {m}" for p in (REPO / "trainer").rglob("*.py")
+                 for m in imported_modules(p) if m.split(".")[0] in decoders or m.startswith("audioret.pipeline")]
     assert offenders == []

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainer.loss import contrastive_logits, mask_from_clip_ids, nt_xent
+from audioret.trainer.loss import contrastive_logits, mask_from_clip_ids, nt_xent
 
 
 def embeddings(n: int, d: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.metrics import metrics_from_ranks, rank_of_target, retrieval_metrics, top_k
+from audioret.trainer.metrics import metrics_from_ranks, rank_of_target, retrieval_metrics, top_k
 
 
 def similarity_with_ranks(ranks: list[int], n_clips: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,7 +85,7 @@ def baseline_ap(sim_row: torch.Tensor, relevant: list[int], k: int) -> float:
 
 
 def test_average_precision_hand_computed_one_two_three_relevant() -> None:
-    from trainer.metrics import average_precision_at_k, multi_positive_metrics, relevant_ranks
+    from audioret.trainer.metrics import average_precision_at_k, multi_positive_metrics, relevant_ranks
 
     sim = torch.stack([row_with_order([4, 1, 7, 3]),  # 1 relevant (7) at rank 3: AP = 1/3
                        row_with_order([0, 9, 2, 6, 5]),  # 2 relevant (9, 5) at ranks 2, 5: (1/2 + 2/5)/2
@@ -106,7 +106,7 @@ def test_average_precision_hand_computed_one_two_three_relevant() -> None:
 
 
 def test_multi_positive_ties_rank_by_item_index_like_top_k() -> None:
-    from trainer.metrics import multi_positive_metrics, relevant_ranks
+    from audioret.trainer.metrics import multi_positive_metrics, relevant_ranks
 
     sim = torch.tensor([[0.5, 0.9, 0.5, 0.5, 0.1]])  # ranking 1, 0, 2, 3, 4: relevant 2 and 3 at ranks 3, 4
     assert relevant_ranks(sim, [[3, 2]])[0].tolist() == [3, 4]
@@ -121,7 +121,7 @@ def test_multi_positive_ties_rank_by_item_index_like_top_k() -> None:
 
 
 def test_one_relevant_item_reduces_to_the_2022_metrics() -> None:
-    from trainer.metrics import multi_positive_metrics
+    from audioret.trainer.metrics import multi_positive_metrics
 
     g = torch.Generator().manual_seed(2)
     sim = torch.randint(0, 4, (60, 30), generator=g).float()
@@ -135,7 +135,7 @@ def test_one_relevant_item_reduces_to_the_2022_metrics() -> None:
 def test_chance_average_precision_equals_exhaustive_enumeration() -> None:
     import itertools
 
-    from trainer.metrics import average_precision_at_k, chance_average_precision, chance_map10
+    from audioret.trainer.metrics import average_precision_at_k, chance_average_precision, chance_map10
 
     for n, m, k in ((5, 1, 3), (5, 2, 3), (6, 3, 4), (4, 4, 10)):
         aps = [average_precision_at_k([perm.index(j) + 1 for j in range(m)], m, k)
@@ -145,7 +145,7 @@ def test_chance_average_precision_equals_exhaustive_enumeration() -> None:
 
 
 def test_multi_positive_invalid_input_raises() -> None:
-    from trainer.metrics import multi_positive_metrics
+    from audioret.trainer.metrics import multi_positive_metrics
 
     with pytest.raises(ValueError, match="no relevant"):
         multi_positive_metrics(torch.zeros(1, 3), [[]])

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from tests.trainer_fixtures import FLOOR, real_logmel_batch
-from trainer.encoders.cnn10 import AudioEncoder
-from trainer.encoders.loading import ModelLoadError
-from trainer.encoders.text import TextEncoder
-from trainer.models import BiEncoder
+from audioret.trainer.encoders.cnn10 import AudioEncoder
+from audioret.trainer.encoders.loading import ModelLoadError
+from audioret.trainer.encoders.text import TextEncoder
+from audioret.trainer.models import BiEncoder
 
 MINILM = None
 try:

@@ -18,8 +18,8 @@ import torch.multiprocessing as mp
 from conftest import run_cli
 from demo_fixtures import VAL_FIELDS, fast_overrides, kill_after_first_checkpoint
 from multi_fixtures import NAMES, three_caches
-from trainer.config import ConfigError, diff, load_config, save_config
-from trainer.sources import epoch_rows, weighted_count
+from audioret.trainer.config import ConfigError, diff, load_config, save_config
+from audioret.trainer.sources import epoch_rows, weighted_count
 
 EXTRAS = ["--extra", "audiocaps", "--extra", "wavcaps:0.5"]
 
@@ -83,10 +83,10 @@ PLAN_SETS = ["max_seconds=0.5", "batch_size=12", "p_eda=0.5", "p_syn=0", "p_bt=0
 
 def three_cache_data(cache: Path, sets: list[str], device: str = "cpu"):
     """TrainData over the three caches, Clotho-like first, as the training loop builds it."""
-    from cache.audio_shards import AudioCache
-    from cache.caption_shards import CaptionCache
-    from trainer.data import TrainData
-    from trainer.loop import open_extras
+    from audioret.cache.audio_shards import AudioCache
+    from audioret.cache.caption_shards import CaptionCache
+    from audioret.trainer.data import TrainData
+    from audioret.trainer.loop import open_extras
 
     cfg = load_config(None, sets)
     return TrainData(AudioCache.open(cache, name="clotho"), CaptionCache.open(cache, name="clotho"), "development",
@@ -166,9 +166,9 @@ def test_each_rank_streams_its_slices_of_the_three_cache_plan(cache, tmp_path):
 
 
 def test_an_extra_cache_with_other_features_is_refused_naming_it(cache, tmp_path):
-    from cache.audio_shards import build_audio_cache
-    from cache.caption_shards import build_caption_cache
-    from pipeline.feature_defs import feature_definition
+    from audioret.cache.audio_shards import build_audio_cache
+    from audioret.cache.caption_shards import build_caption_cache
+    from audioret.pipeline.feature_defs import feature_definition
 
     for kind in ("audio", "captions"):  # the Clotho-like caches, as they are
         for d in (cache / kind).iterdir():
@@ -200,9 +200,9 @@ def test_killed_streamed_run_resumes_to_the_metrics_of_an_uninterrupted_one(cach
     """Streamed, killed with SIGKILL after epoch 1, resumed: the metrics of the uninterrupted resident run, though a
     newer "wavcaps" cache appeared meanwhile (a resume reopens the recorded caches by key, not the newest by
     name); resuming with another `--extra` list is refused like any changed config."""
-    from cache.audio_shards import AudioCache, build_audio_cache
-    from cache.caption_shards import build_caption_cache
-    from trainer.loop import train
+    from audioret.cache.audio_shards import AudioCache, build_audio_cache
+    from audioret.cache.caption_shards import build_caption_cache
+    from audioret.trainer.loop import train
 
     root, run = tmp_path / "cache", tmp_path / "killed"
     shutil.copytree(cache, root)
@@ -225,9 +225,9 @@ def test_killed_streamed_run_resumes_to_the_metrics_of_an_uninterrupted_one(cach
 
 
 def test_run_records_every_cache_and_shows_in_cache_ls(cache, reference):
-    from cache.audio_shards import AudioCache
-    from cache.caption_shards import CaptionCache
-    from cache.runs import read_runs, record_path
+    from audioret.cache.audio_shards import AudioCache
+    from audioret.cache.caption_shards import CaptionCache
+    from audioret.cache.runs import read_runs, record_path
 
     info = json.loads((reference / "run.json").read_text())
     opened = {n: (AudioCache.open(cache, name=n), CaptionCache.open(cache, name=n)) for n in NAMES}
@@ -264,8 +264,8 @@ def test_eval_scores_the_main_cache_only(reference):
 def test_gc_never_removes_a_cache_a_registered_run_uses(tmp_path):
     """A used cache whose manifest got damaged would look like an abandoned prep: gc keeps it, naming the run;
     once the run directory is gone, its record and that cache are garbage."""
-    from cache.audio_shards import build_audio_cache
-    from cache.runs import CacheUse, register_run
+    from audioret.cache.audio_shards import build_audio_cache
+    from audioret.cache.runs import CacheUse, register_run
 
     config = {"n_mels": 64, "sample_rate": 32000, "hop_length": 320}
     used = build_audio_cache(tmp_path, {"a.wav": np.zeros((50, 64), np.float32)}, config, name="clotho")

@@ -22,12 +22,12 @@ import pytest
 import torch
 
 from conftest import AUDIO
-from pipeline.audio_io import load_mono
-from pipeline.passt_features import passt_mel
-from trainer.config import ConfigError, load_config
-from trainer.encoders import PASST_SCALE, build_audio_encoder
-from trainer.encoders.loading import ModelLoadError
-from trainer.encoders.passt import MASK_VALUE, PasstEncoder, patch_grid
+from audioret.pipeline.audio_io import load_mono
+from audioret.pipeline.passt_features import passt_mel
+from audioret.trainer.config import ConfigError, load_config
+from audioret.trainer.encoders import PASST_SCALE, build_audio_encoder
+from audioret.trainer.encoders.loading import ModelLoadError
+from audioret.trainer.encoders.passt import MASK_VALUE, PasstEncoder, patch_grid
 
 FLOOR = PASST_SCALE.floor
 SR = 32000
@@ -297,8 +297,8 @@ def test_full_size_passt_s_equals_hear21passt(ref_module, tmp_path):
 def test_cached_silence_is_the_floor_so_gain_leaves_it_and_padding_is_the_same_in_both_precisions():
     """Digital silence in a float16 PaSST cache is exactly PASST_SCALE.floor: the gain moves sound, not silence, and
     padding written by streamed (float16) and resident (float32) batches is the same number."""
-    from trainer.augment import apply_gain
-    from trainer.data import pad_arrays
+    from audioret.trainer.augment import apply_gain
+    from audioret.trainer.data import pad_arrays
 
     wave = np.concatenate([real_waveform()[:32000], np.zeros(32000, dtype=np.float32)])
     cached = passt_mel(wave).astype(np.float16)  # what prep audio stores

@@ -33,7 +33,7 @@ def cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A PaSST state dict of the tiny size in hear21passt's key layout, classification heads included (unused)."""
-    from trainer.encoders.passt import PaSST
+    from audioret.trainer.encoders.passt import PaSST
 
     torch.manual_seed(3)
     state = dict(PaSST(width=64, depth=1, stride=16).state_dict())
@@ -121,10 +121,10 @@ def test_search_runs_two_passt_trials(cache, tmp_path):
 def test_predict_and_retrieve_compute_the_passt_mel_of_a_folder(trained, tmp_path):
     """The folder's features are the PaSST mel (the run's feature, not the default PANNs log-mel), and the
     submission equals a ranking computed independently from each file's PaSST mel."""
-    from pipeline.audio_io import load_mono
-    from pipeline.passt_features import passt_mel
-    from pipeline.text import normalise_caption
-    from trainer.evaluate import LoadedRun
+    from audioret.pipeline.audio_io import load_mono
+    from audioret.pipeline.passt_features import passt_mel
+    from audioret.pipeline.text import normalise_caption
+    from audioret.trainer.evaluate import LoadedRun
 
     run = trained[0]
     folder = tmp_path / "eval_audio"
@@ -154,8 +154,8 @@ def test_predict_and_retrieve_compute_the_passt_mel_of_a_folder(trained, tmp_pat
 
 
 def test_panns_cache_is_refused_for_passt_in_one_line_naming_both(tmp_path):
-    from cache.audio_shards import build_audio_cache
-    from pipeline.feature_defs import feature_definition
+    from audioret.cache.audio_shards import build_audio_cache
+    from audioret.pipeline.feature_defs import feature_definition
 
     cfg = feature_definition("panns").cache_config()
     build_audio_cache(tmp_path, {"a.wav": np.full((50, 64), -100.0, np.float32)}, cfg, name="logmel")

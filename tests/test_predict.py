@@ -52,9 +52,9 @@ def _queries(path: Path, rows: list[str], header: str = "caption") -> Path:
 def _expected_top(run_dir: Path, folder: Path, names: list[str], queries: list[str], k: int) -> list[list[str]]:
     """The ranking computed independently: each file's log-mel straight from the decoder (stored as float16 like
     the cache), the run's encoders, then score descending, ties by name order."""
-    from pipeline.audio_io import file_log_mel
-    from pipeline.text import normalise_caption
-    from trainer.evaluate import LoadedRun
+    from audioret.pipeline.audio_io import file_log_mel
+    from audioret.pipeline.text import normalise_caption
+    from audioret.trainer.evaluate import LoadedRun
 
     loaded = LoadedRun(run_dir, "best", "cpu")
     feats = [file_log_mel(folder / n).astype(np.float16) for n in names]
@@ -127,8 +127,8 @@ def test_retrieve_shares_the_folder_cache_and_a_clean_folder_exits_0(run: Path, 
 ])
 def test_bad_query_file_is_one_line_error_naming_the_row(tmp_path: Path, rows: list[str], header: str,
                                                          message: str) -> None:
-    from pipeline.datasets import DatasetError
-    from pipeline.queries import read_queries
+    from audioret.pipeline.datasets import DatasetError
+    from audioret.pipeline.queries import read_queries
 
     with pytest.raises(DatasetError) as err:
         read_queries(_queries(tmp_path / "queries.csv", rows, header))
@@ -136,7 +136,7 @@ def test_bad_query_file_is_one_line_error_naming_the_row(tmp_path: Path, rows: l
 
 
 def test_queries_keep_the_text_verbatim_and_normalise_for_the_encoder(tmp_path: Path) -> None:
-    from pipeline.queries import read_queries
+    from audioret.pipeline.queries import read_queries
 
     path = tmp_path / "q.csv"
     path.write_bytes("\ufeffCaption\r\n\"  Rain, on a tin roof! \"\r\n".encode("utf-8"))  # BOM, CRLF, header case
@@ -156,7 +156,7 @@ def test_cli_rejects_bad_queries_before_loading_or_decoding(folder: Path, tmp_pa
 
 
 def test_folder_kind_rules(folder: Path, tmp_path: Path) -> None:
-    from pipeline.datasets import DatasetError, load_records
+    from audioret.pipeline.datasets import DatasetError, load_records
 
     records, problems = load_records("folder", folder)
     assert [(r.clip_id, r.split, r.captions) for r in records][-2:] == [("sheep.mp3", "folder", []),

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cache.audio_shards import AudioCache
-from cache.locks import CacheLock, is_locked
-from cache.manifest import Manifest, cache_dir_for
+from audioret.cache.audio_shards import AudioCache
+from audioret.cache.locks import CacheLock, is_locked
+from audioret.cache.manifest import Manifest, cache_dir_for
 from conftest import AUDIO, cli_cmd, cli_env, run_cli
-from pipeline.audio_io import file_log_mel
-from pipeline.datasets import load_records
-from pipeline.prep_audio import compute_key
+from audioret.pipeline.audio_io import file_log_mel
+from audioret.pipeline.datasets import load_records
+from audioret.pipeline.prep_audio import compute_key
 from prep_helpers import check_cache, make_clips, write_manifest
 
 LOCK_MESSAGE = "cache is being written by another process"
@@ -102,8 +102,8 @@ def test_bad_inputs_are_reported_and_the_rest_completes(messy: Path, tmp_path: P
 
 
 def test_passt_features_get_their_own_128_bin_cache(tmp_path: Path) -> None:
-    from pipeline.audio_io import load_mono
-    from pipeline.passt_features import passt_mel
+    from audioret.pipeline.audio_io import load_mono
+    from audioret.pipeline.passt_features import passt_mel
 
     srcs = [AUDIO / "animals_cc0" / "cat.mp3", AUDIO / "sonic_pi_cc0" / "loop_amen.flac",
             AUDIO / "fsdd_ccbysa" / "0_george_0.wav"]

@@ -9,12 +9,12 @@ from pathlib import Path
 import h5py
 import pytest
 
-from cache.caption_shards import CaptionCache
-from cache.manifest import Manifest
-from cache.shards import file_checksum
-from cache.verify import verify_cache
+from audioret.cache.caption_shards import CaptionCache
+from audioret.cache.manifest import Manifest
+from audioret.cache.shards import file_checksum
+from audioret.cache.verify import verify_cache
 from conftest import AUDIO, run_cli
-from pipeline.text import normalise_caption
+from audioret.pipeline.text import normalise_caption
 from translate_servers import GoogleLikeServer, build_tiny_marian
 
 FIXTURE = Path(__file__).parent / "data" / "captions" / "clotho_style.csv"

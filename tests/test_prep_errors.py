@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cache.manifest import Manifest
+from audioret.cache.manifest import Manifest
 from conftest import REPO, cli_cmd, cli_env, run_cli
 from demo_fixtures import demo_cache, fast_overrides
 from prep_helpers import make_clips, write_manifest

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from cache.caption_shards import CaptionCache
+from audioret.cache.caption_shards import CaptionCache
 from conftest import AUDIO, REPO, run_cli, write_csv
 from demo_fixtures import VAL_FIELDS, demo_cache, fast_overrides, kill_after_first_checkpoint
-from trainer.caption_text import caption_view, dcase2025_text
-from trainer.config import TrainConfig, load_config
-from trainer.data import caption_table
+from audioret.trainer.caption_text import caption_view, dcase2025_text
+from audioret.trainer.config import TrainConfig, load_config
+from audioret.trainer.data import caption_table
 
 CONFIGS = REPO / "configs"
 COSINE = ["schedule=cosine", "optimizer=adamw", "weight_decay=0.01", "warmup_epochs=0.5", "min_lr=1e-4",
@@ -99,7 +99,7 @@ def test_cosine_adamw_run_killed_and_resumed_writes_the_same_metrics(cache, cosi
 
 
 def test_dcase2025_run_is_queried_in_the_form_it_was_trained_on(cosine_run) -> None:
-    from trainer.evaluate import LoadedRun
+    from audioret.trainer.evaluate import LoadedRun
 
     query = "A high-pitched beep, then silence!"
     proc = run_cli("retrieve", cosine_run, query, "-k", "3", "--json", check=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_csv as write
-from trainer.relevance import RelevanceError, match_relevance, read_relevance
+from audioret.trainer.relevance import RelevanceError, match_relevance, read_relevance
 
 
 QUERIES = {"A dog barks. ": ["dog.wav", "kennel, night.wav"], "Rain on a roof": ["rain.wav"],

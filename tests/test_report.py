@@ -16,9 +16,9 @@ import torch
 from browser import check_page, file_url_path, find_chromium
 from conftest import run_cli
 from demo_fixtures import demo_cache, fast_overrides
-from trainer.evaluate import SplitScores
-from trainer.report import AudioSources, build_report, rank_queries, select_queries
-from trainer.report_html import ClipMedia, metrics_table, query_block
+from audioret.trainer.evaluate import SplitScores
+from audioret.trainer.report import AudioSources, build_report, rank_queries, select_queries
+from audioret.trainer.report_html import ClipMedia, metrics_table, query_block
 
 
 needs_chromium = pytest.mark.skipif(
@@ -36,7 +36,7 @@ def trained(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def loaded(trained):
-    from trainer.evaluate import LoadedRun
+    from audioret.trainer.evaluate import LoadedRun
 
     return LoadedRun(trained, "best", "cpu")
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from cache.locks import CacheLock, is_locked
+from audioret.cache.locks import CacheLock, is_locked
 from conftest import cli_cmd, cli_env, run_cli
 from demo_fixtures import demo_cache, fast_overrides
 
@@ -83,7 +83,7 @@ def test_busy_run_dir_fails_every_rank_of_a_distributed_run(cache, tmp_path):
         # ranks started by torch's launcher directly (as torchrun/srun do): rank 0 finds the directory busy and
         # every rank exits with the error instead of waiting in a collective for a rank 0 that gave up
         direct = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                 "--nproc-per-node=2", "--module", "pipeline", *map(str, args)],
+                                 "--nproc-per-node=2", "--module", "audioret", *map(str, args)],
                                 env=cli_env(), capture_output=True, text=True, timeout=240)
         assert direct.returncode != 0
         assert direct.stderr.count("is in use by pid") == 2, direct.stderr[-3000:]
@@ -92,7 +92,7 @@ def test_busy_run_dir_fails_every_rank_of_a_distributed_run(cache, tmp_path):
 
 HOLD_AND_FORK = """
 import os, sys, time
-from cache.locks import CacheLock
+from audioret.cache.locks import CacheLock
 CacheLock(sys.argv[1], owner_only=sys.argv[2] == "1").acquire()
 if os.fork() == 0:  # a DataLoader-like worker that outlives its parent for a while
     print(os.getpid(), flush=True)  # after the fork hooks ran

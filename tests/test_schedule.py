@@ -10,11 +10,11 @@ from torch import nn
 
 from benchmarks.random_models import random_text_model
 from conftest import REPO
-from trainer.config import load_config
-from trainer.encoders.loading import ModelLoadError
-from trainer.encoders.text import TextEncoder
-from trainer.evaluate import build_model
-from trainer.schedule import Schedule, make_optimizer, resume_problem
+from audioret.trainer.config import load_config
+from audioret.trainer.encoders.loading import ModelLoadError
+from audioret.trainer.encoders.text import TextEncoder
+from audioret.trainer.evaluate import build_model
+from audioret.trainer.schedule import Schedule, make_optimizer, resume_problem
 
 BASELINE = REPO / "configs" / "dcase2025_baseline.toml"
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from skopt.space import Integer, Real
 
-from cache.publish import pid_alive
+from audioret.cache.publish import pid_alive
 from conftest import REPO, cli_cmd, cli_env, run_cli
 from search_helpers import Quadratic
-from trainer import config
-from trainer.search.journal import Journal
-from trainer.search.smbo import SearchError, propose, run_search
-from trainer.search.space import PAPER_BEST, SpaceError, default_space, load_space
+from audioret.trainer import config
+from audioret.trainer.search.journal import Journal
+from audioret.trainer.search.smbo import SearchError, propose, run_search
+from audioret.trainer.search.space import PAPER_BEST, SpaceError, default_space, load_space
 
 SPACE_TOML = "p_eda = [0.0, 1.0]\nw_t = [1, 64]\n"
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import cli_cmd, cli_env, run_cli
-from trainer.search.sweep import SweepError, parse_variant
+from audioret.trainer.search.sweep import SweepError, parse_variant
 
 OBJ = ["--objective", "tests.search_helpers:EvalScores"]
 

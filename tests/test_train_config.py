@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from trainer.config import (ConfigError, TrainConfig, check_audio_checkpoint, diff, load_config, resolve_split,
+from audioret.trainer.config import (ConfigError, TrainConfig, check_audio_checkpoint, diff, load_config, resolve_split,
                             save_config)
 
 
@@ -108,7 +108,7 @@ def test_audio_checkpoint_is_checked_before_caches_and_text_model(tmp_path, widt
 def test_audio_checkpoint_is_matched_through_the_encoder_on_the_meta_device(tmp_path):
     """A file for the other encoder is a usage error naming it, before anything is built for real; a file that
     fits passes; hf encoders take no audio_checkpoint."""
-    from trainer.encoders.passt import PaSST
+    from audioret.trainer.encoders.passt import PaSST
 
     tiny = ["audio_encoder=passt", "passt_width=64", "passt_depth=1"]
     torch.save(PaSST(width=64, depth=1).state_dict(), tmp_path / "passt.pt")

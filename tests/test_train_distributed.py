@@ -72,7 +72,7 @@ def test_nproc_2_on_cpu_writes_once_and_resumes_bit_exact(cache, tmp_path):
 def test_rank_rng_restore_and_world_size_change(tmp_path):
     """Each rank restores its own saved states; a checkpoint from another world size warns and re-seeds each rank
     deterministically (no crash); the states survive a weights_only save/load."""
-    from trainer.checkpoint import gather_rank_rng, load_checkpoint, restore_rank_rng, save_checkpoint
+    from audioret.trainer.checkpoint import gather_rank_rng, load_checkpoint, restore_rank_rng, save_checkpoint
 
     gen = torch.Generator()
     states = []

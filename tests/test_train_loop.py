@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import AUDIO, run_cli
-from trainer.config import load_config
+from audioret.trainer.config import load_config
 from demo_fixtures import VAL_FIELDS, demo_cache, fast_overrides, kill_after_first_checkpoint, metrics_rows
 
 EPOCHS = 6
@@ -62,8 +62,8 @@ def test_train_writes_run_and_beats_chance(trained):
 
 
 def test_eval_and_submission_match_a_hand_computed_ranking(trained):
-    from cache.caption_shards import CaptionCache
-    from trainer.evaluate import LoadedRun
+    from audioret.cache.caption_shards import CaptionCache
+    from audioret.trainer.evaluate import LoadedRun
 
     run_cli("eval", trained, "--split", "evaluation", check=True)
     result = json.loads((trained / "eval-evaluation.json").read_text())
@@ -137,7 +137,7 @@ def test_usage_errors_exit_2(cache, tmp_path):
 
 
 def test_cache_with_other_features_is_refused(tmp_path):
-    from cache.audio_shards import build_audio_cache
+    from audioret.cache.audio_shards import build_audio_cache
 
     cfg = {"sample_rate": 32000, "hop_length": 320, "n_mels": 128}
     build_audio_cache(tmp_path, {"a.wav": np.zeros((50, 128), np.float32)}, cfg, name="wide")
@@ -146,8 +146,8 @@ def test_cache_with_other_features_is_refused(tmp_path):
 
 
 def test_passt_cache_is_refused_in_one_line_naming_both_definitions(tmp_path):
-    from cache.audio_shards import build_audio_cache
-    from pipeline.feature_defs import feature_definition
+    from audioret.cache.audio_shards import build_audio_cache
+    from audioret.pipeline.feature_defs import feature_definition
 
     cfg = feature_definition("passt").cache_config()
     build_audio_cache(tmp_path, {"a.wav": np.zeros((50, 128), np.float32)}, cfg, name="passt")

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from conftest import AUDIO, cli_cmd, cli_env, run_cli
-from pipeline.translate import TranslatorUnavailable, translate_all
-from pipeline.translate.google import GoogleBackend
-from pipeline.translate.marian import MarianBackend
-from pipeline.translate.store import TranslationStore, store_path
+from audioret.pipeline.translate import TranslatorUnavailable, translate_all
+from audioret.pipeline.translate.google import GoogleBackend
+from audioret.pipeline.translate.marian import MarianBackend
+from audioret.pipeline.translate.store import TranslationStore, store_path
 from translate_servers import SENTENCES, GoogleLikeServer, build_tiny_marian, fake_translate
 from test_prep_captions import make_clotho
 

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from cache.audio_shards import AudioCache
-from cache.caption_shards import CaptionCache
+from audioret.cache.audio_shards import AudioCache
+from audioret.cache.caption_shards import CaptionCache
 from conftest import run_cli
 from demo_fixtures import demo_cache, fast_overrides, minilm_path
-from pipeline.text import normalise_caption
-from pipeline.translate.store import LOOKUP_CHUNK, TranslationStore, store_path
-from trainer.config import load_config
-from trainer.data import TrainData
+from audioret.pipeline.text import normalise_caption
+from audioret.pipeline.translate.store import LOOKUP_CHUNK, TranslationStore, store_path
+from audioret.trainer.config import load_config
+from audioret.trainer.data import TrainData
 from translate_servers import build_tiny_marian
 
 # The statements of the store as it was before the WITHOUT ROWID layout, verbatim: "older code".

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import AUDIO, run_cli
-from pipeline.datasets import DatasetError, load_records
-from pipeline.wavcaps import SPLIT_ROLES, load_wavcaps
+from audioret.pipeline.datasets import DatasetError, load_records
+from audioret.pipeline.wavcaps import SPLIT_ROLES, load_wavcaps
 
 FLAC = sorted((AUDIO / "sonic_pi_cc0").glob("*.flac"))
 WAV = sorted((AUDIO / "fsdd_ccbysa").glob("*.wav"))
@@ -88,8 +88,8 @@ def test_absent_sources_and_bad_metadata(tmp_path: Path) -> None:
 
 def test_prep_audio_and_captions_cli(tmp_path: Path) -> None:
     """The real CLI: all sources → exit 3 naming the missing clip; --subsets → a clean cache; captions too."""
-    from cache.audio_shards import AudioCache
-    from cache.caption_shards import CaptionCache
+    from audioret.cache.audio_shards import AudioCache
+    from audioret.cache.caption_shards import CaptionCache
 
     make_wavcaps(tmp_path / "data" / "WavCaps")
     common = ["--dataset", "wavcaps", "--root", tmp_path / "data", "--cache", tmp_path / "cache"]

@@ -28,10 +28,10 @@ def clap_similarity(model, cache) -> tuple[torch.Tensor, list[str], list[tuple[s
     evaluation clips (the decoder `prep audio` uses) and the cached captions."""
     from transformers import ClapModel, ClapProcessor
 
-    from cache.audio_shards import AudioCache
-    from cache.caption_shards import CaptionCache
-    from pipeline.audio_io import load_mono
-    from pipeline.feature_defs import feature_definition
+    from audioret.cache.audio_shards import AudioCache
+    from audioret.cache.caption_shards import CaptionCache
+    from audioret.pipeline.audio_io import load_mono
+    from audioret.pipeline.feature_defs import feature_definition
 
     clap, processor = ClapModel.from_pretrained(model).eval(), ClapProcessor.from_pretrained(model)
     clips = AudioCache.open(cache, name="demo").ids_for_split("evaluation")
@@ -69,8 +69,8 @@ def test_zero_shot_ranks_as_clap_itself_does(clap_cache, tmp_path) -> None:
 
 
 def test_a_cache_of_other_features_is_refused_naming_both(clap_cache, tmp_path) -> None:
-    from cache.audio_shards import build_audio_cache
-    from pipeline.feature_defs import feature_definition
+    from audioret.cache.audio_shards import build_audio_cache
+    from audioret.pipeline.feature_defs import feature_definition
 
     _, model = clap_cache
     build_audio_cache(tmp_path, {"a.wav": np.zeros((50, 64), np.float32)}, feature_definition("panns").cache_config(),
@@ -90,7 +90,7 @@ def test_a_cache_of_other_features_is_refused_naming_both(clap_cache, tmp_path) 
 def test_option_misuse_is_a_usage_error(args: list[str], says: str) -> None:
     from click.testing import CliRunner
 
-    from pipeline.cli import main
+    from audioret.cli import main
 
     result = CliRunner().invoke(main, ["eval", *args])
     assert result.exit_code == 2 and says in result.output, result.output

@@ -6,7 +6,7 @@ import functools
 
 import torch
 
-from pipeline.audio_io import file_log_mel
+from audioret.pipeline.audio_io import file_log_mel
 from conftest import AUDIO
 
 # Mixed lengths on purpose: 599, 315, 92, 52 and 11 frames (the last is shorter than CNN10's 16-frame stride).

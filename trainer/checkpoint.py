@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cache.publish import publish_file
+from audioret.cache.publish import publish_file
 
 CHECKPOINT_DIR = "checkpoints"
 TEXT_PREFIX = "text.transformer."  # BiEncoder state-dict keys of the pretrained text transformer
@@ -75,7 +75,7 @@ def gather_rank_rng(generators: dict[str, torch.Generator] | None = None) -> lis
     A collective: all ranks must call it at the same point of the epoch. Objects go over the process group (only
     plain tensors, numbers, lists and dicts), so the checkpoint stays loadable with weights_only=True.
     """
-    from trainer.distributed import current
+    from audioret.trainer.distributed import current
 
     own = rng_state(generators)
     info = current()

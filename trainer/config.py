@@ -17,7 +17,7 @@ from typing import Any
 
 import tomli_w
 
-from cache.publish import publish_file
+from audioret.cache.publish import publish_file
 
 
 class ConfigError(ValueError):
@@ -234,7 +234,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"config key 'device': {dev!r} is not auto, cpu, cuda or cuda:N")
     if not cfg.text_model.strip():
         raise ConfigError("config key 'text_model' is empty")
-    from trainer.encoders import encoder_kind
+    from audioret.trainer.encoders import encoder_kind
 
     try:
         kind = encoder_kind(cfg.audio_encoder)
@@ -245,7 +245,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"config key 'audio_width' applies to cnn10 only, got {cfg.audio_width:g} with "
                           f"audio_encoder={cfg.audio_encoder!r}")
     if kind == "passt":
-        from trainer.encoders.passt import passt_config_problem
+        from audioret.trainer.encoders.passt import passt_config_problem
 
         problem = passt_config_problem(cfg)
         if problem:
@@ -271,8 +271,8 @@ def check_audio_checkpoint(cfg: TrainConfig) -> None:
                           f"got audio_width={cfg.audio_width:g}; drop one of the two")
     import torch
 
-    from trainer.encoders import build_audio_encoder, encoder_kind, feature_spec
-    from trainer.encoders.loading import ModelLoadError
+    from audioret.trainer.encoders import build_audio_encoder, encoder_kind, feature_spec
+    from audioret.trainer.encoders.loading import ModelLoadError
 
     if encoder_kind(cfg.audio_encoder) == "hf":
         raise ConfigError(f"config key 'audio_checkpoint' applies to cnn10 and passt; audio_encoder="

@@ -18,11 +18,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from trainer.augment import FLOOR_DB, FeatureScale
-from trainer.caption_text import caption_view
-from trainer.config import TrainConfig
-from trainer.encoders import feature_spec
-from trainer.sources import ConcatAudio, Source, epoch_rows, epoch_size, weighted_count
+from audioret.trainer.augment import FLOOR_DB, FeatureScale
+from audioret.trainer.caption_text import caption_view
+from audioret.trainer.config import TrainConfig
+from audioret.trainer.encoders import feature_spec
+from audioret.trainer.sources import ConcatAudio, Source, epoch_rows, epoch_size, weighted_count
 
 LEGACY_FEATURE = "panns-logmel"  # caches written before the feature name was recorded hold the PANNs log-mel
 
@@ -209,7 +209,7 @@ def build_text_side(table: CaptionTable, caption_caches: Sequence, cfg: TrainCon
     (with a warning naming the cache) for a cache without back-translations."""
     if cfg.p_bt <= 0 and cfg.p_eda <= 0:
         return TextSide(table, None)
-    from trainer.eda import EDA, TextAugmenter, vocabulary_of
+    from audioret.trainer.eda import EDA, TextAugmenter, vocabulary_of
 
     eda = None
     if cfg.p_eda > 0:

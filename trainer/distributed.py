@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from trainer.loss import mask_from_clip_ids, nt_xent
+from audioret.trainer.loss import mask_from_clip_ids, nt_xent
 
 #: Environment variables that mean "a launcher started this process as one rank of several".
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE")
@@ -189,7 +189,7 @@ def _without_launcher_options(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def launch_local(nproc: int, argv: Sequence[str], module: str = "pipeline", nnodes: str = "1",
+def launch_local(nproc: int, argv: Sequence[str], module: str = "audioret", nnodes: str = "1",
                  rdzv_endpoint: str = "", max_restarts: int = 0) -> int:
     """Re-run `python -m MODULE ARGV` as `nproc` ranks through torch's elastic launcher (what `torchrun` does).
 

@@ -18,7 +18,7 @@ import re
 import warnings
 from typing import Iterable, Protocol, Sequence
 
-from trainer.wordnet import load_wordnet
+from audioret.trainer.wordnet import load_wordnet
 
 OPS = ("insert", "delete", "swap", "synonym")
 _LEMMA_OK = re.compile(r"^[a-z]+( [a-z]+)*$")

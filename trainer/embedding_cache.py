@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from cache.publish import publish_file
+from audioret.cache.publish import publish_file
 
 NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 

@@ -20,15 +20,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from cache.publish import publish_file, publish_json
-from trainer.caption_text import caption_view, model_texts
-from trainer.checkpoint import checkpoint_path, load_checkpoint, load_model_state
-from trainer.config import TrainConfig, from_dict, resolve_split
-from trainer.data import caption_table, check_audio_config, pad_arrays
-from trainer.encoders import feature_spec
-from trainer.embedding_cache import is_not_writable, load_embeddings, run_cache_dir, save_embeddings
-from trainer.metrics import MAP_CUTOFFS, chance_average_precision, multi_positive_metrics, top_k
-from trainer.relevance import Relevance, RelevanceMatch, match_relevance
+from audioret.cache.publish import publish_file, publish_json
+from audioret.trainer.caption_text import caption_view, model_texts
+from audioret.trainer.checkpoint import checkpoint_path, load_checkpoint, load_model_state
+from audioret.trainer.config import TrainConfig, from_dict, resolve_split
+from audioret.trainer.data import caption_table, check_audio_config, pad_arrays
+from audioret.trainer.encoders import feature_spec
+from audioret.trainer.embedding_cache import is_not_writable, load_embeddings, run_cache_dir, save_embeddings
+from audioret.trainer.metrics import MAP_CUTOFFS, chance_average_precision, multi_positive_metrics, top_k
+from audioret.trainer.relevance import Relevance, RelevanceMatch, match_relevance
 
 RUN_INFO = "run.json"
 
@@ -51,8 +51,8 @@ def autocast(device: torch.device):
 def build_model(cfg: TrainConfig, n_mels: int = 64):
     """The bi-encoder a config describes (trainer/encoders/: audio encoder by `audio_encoder`, pretrained text
     transformer from `text_model`; audio checkpoints are loaded by the training loop)."""
-    from trainer.encoders import build_audio_encoder, build_text_encoder
-    from trainer.models import BiEncoder
+    from audioret.trainer.encoders import build_audio_encoder, build_text_encoder
+    from audioret.trainer.models import BiEncoder
 
     return BiEncoder(build_audio_encoder(cfg, n_mels), build_text_encoder(cfg), temperature=cfg.temperature,
                      learn_temperature=cfg.learn_temperature)
@@ -152,8 +152,8 @@ class LoadedRun:
         self.epoch, self.token = int(state["epoch"]), str(state["token"])
 
     def open_caches(self):
-        from cache.audio_shards import AudioCache
-        from cache.caption_shards import CaptionCache
+        from audioret.cache.audio_shards import AudioCache
+        from audioret.cache.caption_shards import CaptionCache
 
         root = self.info["cache_root"]
         audio = AudioCache.open(root, key=self.info["audio_key"])

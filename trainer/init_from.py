@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.checkpoint import CheckpointError, full_model_state, removed_reason
+from audioret.trainer.checkpoint import CheckpointError, full_model_state, removed_reason
 
 
 class InitFromError(RuntimeError):

@@ -20,20 +20,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from cache.publish import publish_file, publish_json
-from trainer import distributed as dist_hooks
-from trainer.augment import augment_batch
-from trainer.caption_text import caption_view
-from trainer.checkpoint import (checkpoint_path, finished_state, frozen_text_record, gather_rank_rng,
+from audioret.cache.publish import publish_file, publish_json
+from audioret.trainer import distributed as dist_hooks
+from audioret.trainer.augment import augment_batch
+from audioret.trainer.caption_text import caption_view
+from audioret.trainer.checkpoint import (checkpoint_path, finished_state, frozen_text_record, gather_rank_rng,
                                 load_checkpoint, load_model_state, model_weights, restore_rank_rng, save_checkpoint,
                                 weights_sha256)
-from trainer.config import (ConfigError, TrainConfig, check_audio_checkpoint, diff, from_dict, parse_extra,
+from audioret.trainer.config import (ConfigError, TrainConfig, check_audio_checkpoint, diff, from_dict, parse_extra,
                             resolve_split, save_config)
-from trainer.data import Batch, TrainData, check_audio_config, feature_fits
-from trainer.evaluate import RUN_INFO, autocast, build_model, resolve_device, score_split
-from trainer.run_lock import run_dir_lock
-from trainer.schedule import Schedule, make_optimizer, resume_problem
-from trainer.sources import Source
+from audioret.trainer.data import Batch, TrainData, check_audio_config, feature_fits
+from audioret.trainer.evaluate import RUN_INFO, autocast, build_model, resolve_device, score_split
+from audioret.trainer.run_lock import run_dir_lock
+from audioret.trainer.schedule import Schedule, make_optimizer, resume_problem
+from audioret.trainer.sources import Source
 
 METRICS_CSV = "metrics.csv"
 METRIC_FIELDS = ["epoch", "loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr", "seconds", "data_wait_share"]
@@ -59,8 +59,8 @@ def open_audio_cache(cache_root: Path, name: str, audio_key: str | None = None, 
     """The audio cache to train on: by key, or the newest complete one named `name` whose features fit `encoder`
     (caches of several feature definitions can share a name, e.g. `prep audio --features passt` beside the
     default). When none fits, check_audio_config refuses the newest one, naming both definitions."""
-    from cache.audio_shards import AudioCache
-    from cache.manifest import CacheNotFoundError, resolve_manifest
+    from audioret.cache.audio_shards import AudioCache
+    from audioret.cache.manifest import CacheNotFoundError, resolve_manifest
 
     def trainable(m) -> bool:  # a `folder` cache (predict / retrieve --audio-dir: no captions) never is
         return feature_fits(m.config, encoder) and m.dataset != "folder"
@@ -78,7 +78,7 @@ def open_audio_cache(cache_root: Path, name: str, audio_key: str | None = None, 
 
 def open_caches(cache_root: Path, name: str, audio_key: str | None, caption_key: str | None,
                 encoder: str = "cnn10"):
-    from cache.caption_shards import CaptionCache
+    from audioret.cache.caption_shards import CaptionCache
 
     audio = open_audio_cache(cache_root, name, audio_key, encoder)
     captions = CaptionCache.open(cache_root, name=None if caption_key else name, key=caption_key)
@@ -115,7 +115,7 @@ def open_extras(cache_root: Path, main_name: str | None, cfg: TrainConfig,
 def register_caches(cache_root: Path, run_dir: Path, sources: list[Source]) -> None:
     """Record under CACHE/runs/ which caches this run reads, the main dataset's first (cache/runs.py: `cache ls`
     shows them, `cache gc` keeps them). A read-only cache root only costs the record: the run goes on, warned."""
-    from cache.runs import CacheUse, register_run
+    from audioret.cache.runs import CacheUse, register_run
 
     uses = [CacheUse(kind, cache.manifest.name, cache.key, "extra" if i else "main")
             for i, s in enumerate(sources) for kind, cache in (("audio", s.audio), ("captions", s.captions))]
@@ -268,7 +268,7 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
                        f"{len(report['missing'])} missing, {len(report['mismatched'])} mismatched, "
                        f"{len(report['unexpected'])} unused")
     if cfg.init_from and state is None:
-        from trainer.init_from import load_init_weights
+        from audioret.trainer.init_from import load_init_weights
 
         record = load_init_weights(model, cfg.init_from)
         if main:

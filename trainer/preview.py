@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.augment import augment_batch, spec_augment
-from trainer.config import TrainConfig, resolve_split
-from trainer.data import check_audio_config, crop_windows, pad_arrays
-from trainer.encoders import feature_spec
+from audioret.trainer.augment import augment_batch, spec_augment
+from audioret.trainer.config import TrainConfig, resolve_split
+from audioret.trainer.data import check_audio_config, crop_windows, pad_arrays
+from audioret.trainer.encoders import feature_spec
 
 
 def render_audio_preview(cfg: TrainConfig, cache_root: Path, name: str | None, out_file: Path, n_clips: int = 4,
@@ -26,7 +26,7 @@ def render_audio_preview(cfg: TrainConfig, cache_root: Path, name: str | None, o
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from trainer.loop import open_audio_cache
+    from audioret.trainer.loop import open_audio_cache
 
     audio = open_audio_cache(cache_root, name, encoder=cfg.audio_encoder)
     fps = check_audio_config(audio.config, str(audio.directory), cfg.audio_encoder)

@@ -28,12 +28,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from cache.publish import pid_alive, publish_file, publish_json
-from trainer import report_figures as figures
-from trainer import report_html
-from trainer.config import resolve_split
-from trainer.evaluate import SplitScores, score_split
-from trainer.metrics import chance_average_precision, rank_of_target, top_k
+from audioret.cache.publish import pid_alive, publish_file, publish_json
+from audioret.trainer import report_figures as figures
+from audioret.trainer import report_html
+from audioret.trainer.config import resolve_split
+from audioret.trainer.evaluate import SplitScores, score_split
+from audioret.trainer.metrics import chance_average_precision, rank_of_target, top_k
 
 REPORT_DIR = "report"
 

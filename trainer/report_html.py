@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 if TYPE_CHECKING:  # report.py builds the queries and imports this module
-    from trainer.report import Query
+    from audioret.trainer.report import Query
 
 # Readable names of the metric keys trainer.metrics (and its extensions) produce; unknown keys show as they are.
 METRIC_LABELS = {

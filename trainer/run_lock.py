@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from cache.locks import CacheLock, CacheLockedError
-from trainer import distributed as dist_hooks
+from audioret.cache.locks import CacheLock, CacheLockedError
+from audioret.trainer import distributed as dist_hooks
 
 BUSY_RUN = ("run directory {dir} is in use by pid {pid} (another train or search is writing it); "
             "wait for it to finish or use --wait-lock SECONDS")

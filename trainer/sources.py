@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cache.audio_shards import stack_clips
+from audioret.cache.audio_shards import stack_clips
 
 
 @dataclass

@@ -16,14 +16,14 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from trainer.config import resolve_split
-from trainer.encoders import FeatureSpec
-from trainer.encoders.hf import check_clap_pair, hf_feature_spec, load_feature_extractor
-from trainer.encoders.hf_inputs import ClapBatching
-from trainer.encoders.loading import ModelLoadError, model_load_error, quiet_transformers
-from trainer.evaluate import check_writable, resolve_device, score_split, write_eval_reports
-from trainer.models import BiEncoder
-from trainer.relevance import Relevance
+from audioret.trainer.config import resolve_split
+from audioret.trainer.encoders import FeatureSpec
+from audioret.trainer.encoders.hf import check_clap_pair, hf_feature_spec, load_feature_extractor
+from audioret.trainer.encoders.hf_inputs import ClapBatching
+from audioret.trainer.encoders.loading import ModelLoadError, model_load_error, quiet_transformers
+from audioret.trainer.evaluate import check_writable, resolve_device, score_split, write_eval_reports
+from audioret.trainer.models import BiEncoder
+from audioret.trainer.relevance import Relevance
 
 ROBERTA_POSITION_OFFSET = 2  # CLAP's text model numbers positions from padding_idx + 1, as RoBERTa does
 
@@ -93,7 +93,7 @@ def evaluate_zero_shot(model: str, cache_root: str | Path, name: str | None, out
                        batch_size: int = 64) -> dict[str, Any]:
     """Score the pretrained CLAP `model` ("<name or path>" or "hf:<...>") on the caches named `name` under
     `cache_root`; writes eval-<split>.json and submission-<split>.csv into `out_dir` and returns the metrics."""
-    from trainer.loop import open_caches
+    from audioret.trainer.loop import open_caches
 
     source = model.strip().removeprefix("hf:").strip()
     out = Path(out_dir)

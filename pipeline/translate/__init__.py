@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
-from pipeline.translate.store import TranslationStore
+from audioret.pipeline.translate.store import TranslationStore
 
 BACKENDS = ("google", "marian", "none")
 SOURCE_LANG = "en"
@@ -91,9 +91,9 @@ def make_backend(name: str, **options: object) -> Backend | None:
     if name == "none":
         return None
     if name == "google":
-        from pipeline.translate.google import GoogleBackend
+        from audioret.pipeline.translate.google import GoogleBackend
         return GoogleBackend(**options)  # type: ignore[arg-type]
     if name == "marian":
-        from pipeline.translate.marian import MarianBackend
+        from audioret.pipeline.translate.marian import MarianBackend
         return MarianBackend(**options)  # type: ignore[arg-type]
     raise ValueError(f"unknown translator {name!r}; choose one of {', '.join(BACKENDS)}")

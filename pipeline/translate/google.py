@@ -20,7 +20,7 @@ from deep_translator import GoogleTranslator
 from deep_translator.constants import BASE_URLS
 from deep_translator.exceptions import TooManyRequests, TranslationNotFound
 
-from pipeline.translate import TranslationFailed, TranslatorUnavailable
+from audioret.pipeline.translate import TranslationFailed, TranslatorUnavailable
 
 DEFAULT_URL = BASE_URLS["GOOGLE_TRANSLATE"]
 

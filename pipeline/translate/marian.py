@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from pipeline.translate import TranslationFailed, TranslatorUnavailable
+from audioret.pipeline.translate import TranslationFailed, TranslatorUnavailable
 
 DEFAULT_TEMPLATE = "Helsinki-NLP/opus-mt-{src}-{tgt}"
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from trainer.augment import DB_SCALE, FeatureScale
+from audioret.trainer.augment import DB_SCALE, FeatureScale
 
 # Silence of the PaSST mel is (ln 1e-5 + 4.5) / 5 = −1.402585…, stored in the float16 shards as −1.40234375: the floor
 # is the stored value, so silent cached frames are recognised as silence (never moved by the gain) and padding
@@ -71,7 +71,7 @@ def feature_spec(audio_encoder: str = "cnn10") -> FeatureSpec:
     """The cached feature `audio_encoder` needs (an `hf:` encoder: its own feature extractor's output)."""
     kind = encoder_kind(audio_encoder)
     if kind == "hf":
-        from trainer.encoders.hf import hf_feature_spec
+        from audioret.trainer.encoders.hf import hf_feature_spec
 
         return hf_feature_spec(audio_encoder[3:].strip())
     return FEATURE_SPECS[kind]
@@ -81,21 +81,21 @@ def build_audio_encoder(cfg: Any, n_bins: int) -> nn.Module:
     """The audio encoder `cfg.audio_encoder` names, with random (cnn10) or configured initial weights."""
     kind = encoder_kind(cfg.audio_encoder)
     if kind == "cnn10":
-        from trainer.encoders.cnn10 import AudioEncoder
+        from audioret.trainer.encoders.cnn10 import AudioEncoder
 
         return AudioEncoder(n_mels=n_bins, width=cfg.audio_width, embed_dim=cfg.embed_dim, n_t=cfg.n_t,
                             w_t=cfg.w_t, n_f=cfg.n_f, w_f=cfg.w_f, projection=cfg.projection)
     if kind == "passt":
-        from trainer.encoders.passt import build_passt_encoder
+        from audioret.trainer.encoders.passt import build_passt_encoder
 
         return build_passt_encoder(cfg, n_bins)
-    from trainer.encoders.hf import build_hf_audio_encoder
+    from audioret.trainer.encoders.hf import build_hf_audio_encoder
 
     return build_hf_audio_encoder(cfg, n_bins)
 
 
 def build_text_encoder(cfg: Any) -> nn.Module:
-    from trainer.encoders.text import TextEncoder
+    from audioret.trainer.encoders.text import TextEncoder
 
     return TextEncoder(cfg.text_model, embed_dim=cfg.embed_dim, max_tokens=cfg.max_tokens,
                        projection=cfg.projection, dropout=cfg.text_dropout)

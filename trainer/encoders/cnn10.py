@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.augment import DB_SCALE, spec_augment, valid_mask
-from trainer.encoders.loading import copy_matching, read_state_dict
+from audioret.trainer.augment import DB_SCALE, spec_augment, valid_mask
+from audioret.trainer.encoders.loading import copy_matching, read_state_dict
 
 CNN10_CHANNELS = (64, 128, 256, 512)
 N_POOLS = len(CNN10_CHANNELS)  # each block halves time and frequency

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer.augment import DB_SCALE, FeatureScale
-from trainer.encoders import FeatureSpec
-from trainer.encoders.hf_inputs import ASTBatching, ClapBatching
-from trainer.encoders.loading import ModelLoadError, model_load_error, quiet_transformers
-from trainer.encoders.text import projection_head
+from audioret.trainer.augment import DB_SCALE, FeatureScale
+from audioret.trainer.encoders import FeatureSpec
+from audioret.trainer.encoders.hf_inputs import ASTBatching, ClapBatching
+from audioret.trainer.encoders.loading import ModelLoadError, model_load_error, quiet_transformers
+from audioret.trainer.encoders.text import projection_head
 
 AST_HOP = 160  # 10 ms at 16 kHz: both of ASTFeatureExtractor's paths (numpy spectrogram, torchaudio kaldi.fbank)
 AST_MEL_FLOOR = 1.192092955078125e-07  # float32 eps: the floor both paths put under the mel energies before ln

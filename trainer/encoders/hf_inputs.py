@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from trainer.augment import FLOOR_DB, valid_mask
+from audioret.trainer.augment import FLOOR_DB, valid_mask
 
 CLAP_PADDINGS = ("repeatpad", "repeat", "pad")
 

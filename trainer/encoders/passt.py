@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.augment import spec_augment, valid_mask
-from trainer.encoders import PASST_SCALE, feature_spec
-from trainer.encoders.loading import copy_matching, read_state_dict
-from trainer.encoders.text import projection_head
+from audioret.trainer.augment import spec_augment, valid_mask
+from audioret.trainer.encoders import PASST_SCALE, feature_spec
+from audioret.trainer.encoders.loading import copy_matching, read_state_dict
+from audioret.trainer.encoders.text import projection_head
 
 PATCH = 16
 HEAD_WIDTH = 64  # channels per attention head: PaSST-S has 768 / 12

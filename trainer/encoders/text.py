@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.encoders.loading import model_load_error, quiet_transformers
+from audioret.trainer.encoders.loading import model_load_error, quiet_transformers
 
 #: The config attributes that hold a transformers encoder's dropout rates (BERT/RoBERTa names, then DistilBERT's).
 DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout")

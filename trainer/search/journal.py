@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from cache.locks import CacheLock, CacheLockedError
+from audioret.cache.locks import CacheLock, CacheLockedError
 
 ENDED = ("finished", "failed")
 

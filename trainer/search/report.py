@@ -13,9 +13,9 @@ from typing import Any, Callable, Sequence
 from skopt import Optimizer
 from skopt.space import Categorical, Dimension
 
-from cache.publish import publish_file
-from trainer.search.journal import Journal, TrialState
-from trainer.search.space import PAPER_BEST, params_to_point
+from audioret.cache.publish import publish_file
+from audioret.trainer.search.journal import Journal, TrialState
+from audioret.trainer.search.space import PAPER_BEST, params_to_point
 
 
 def _fmt(v: Any) -> str:
@@ -31,7 +31,7 @@ def write_best_toml(best: TrialState, out: Path, base_config: str | Path | None,
     objectives, which never see the overrides)."""
     path = out / "best.toml"
     try:
-        from trainer.config import ConfigError, load_config, save_config
+        from audioret.trainer.config import ConfigError, load_config, save_config
     except ImportError:  # the trainer is not installed in this checkout: fall back to the merge below
         ConfigError = None  # type: ignore[assignment]
     if ConfigError is not None:

@@ -29,10 +29,10 @@ import numpy as np
 from skopt import Optimizer
 from skopt.space import Dimension
 
-from cache.executor import RenewingExecutor, make_executor
-from trainer.search.journal import Journal, JournalError, driver_lock, TrialState
-from trainer.search.space import default_space, describe, params_to_point, point_to_params
-from trainer.search.trials import Objective, result_of, run_trial
+from audioret.cache.executor import RenewingExecutor, make_executor
+from audioret.trainer.search.journal import Journal, JournalError, driver_lock, TrialState
+from audioret.trainer.search.space import default_space, describe, params_to_point, point_to_params
+from audioret.trainer.search.trials import Objective, result_of, run_trial
 
 METRIC = "best_map10"
 ESTIMATORS = ("GP", "RF", "ET")  # GBRT is broken in skopt 0.10 on scikit-learn >= 1.6 (checked on this project's machines)
@@ -115,7 +115,7 @@ def run_search(objective: Objective, out_dir: str | Path, trials: int, space: li
             _drive(journal, objective, out, space, settings, trials, workers, scheduler, gpus, executor, log,
                    keep_best)
             keep_best_weights(journal, out, keep_best, log)  # also after a resume with a smaller --keep-best
-            from trainer.search.report import write_outputs
+            from audioret.trainer.search.report import write_outputs
 
             write_outputs(journal, space, out, base_config, log=log, overrides=overrides)
             return journal
@@ -205,7 +205,7 @@ def keep_best_weights(journal: Journal, out: Path, keep: int | None, log: Callab
     """
     if keep is None:
         return
-    from trainer.checkpoint import drop_weights
+    from audioret.trainer.checkpoint import drop_weights
 
     ranked = sorted(journal.by_status("finished"), key=lambda t: (t.objective, t.number))
     for t in ranked[keep:]:

@@ -24,7 +24,7 @@ from typing import Any
 
 from skopt.space import Categorical, Dimension, Integer, Real
 
-from trainer.config import read_toml
+from audioret.trainer.config import read_toml
 
 
 class SpaceError(ValueError):

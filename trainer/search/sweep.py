@@ -18,10 +18,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any, Callable
 
-from cache.executor import RenewingExecutor, make_executor
-from cache.publish import publish_file
-from trainer.search.journal import Journal, JournalError, driver_lock, TrialState
-from trainer.search.trials import Objective, result_of, run_trial
+from audioret.cache.executor import RenewingExecutor, make_executor
+from audioret.cache.publish import publish_file
+from audioret.trainer.search.journal import Journal, JournalError, driver_lock, TrialState
+from audioret.trainer.search.trials import Objective, result_of, run_trial
 
 METRICS = (("r1", "R@1"), ("r5", "R@5"), ("r10", "R@10"), ("map10", "mAP@10"))
 PREFIX = "eval_"  # TrainObjective(evaluate_split=...) reports evaluation metrics as eval_<name>

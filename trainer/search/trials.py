@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from cache.locks import CacheLock
+from audioret.cache.locks import CacheLock
 
 Objective = Callable[[dict[str, Any], Path], dict[str, Any]]
 
@@ -90,19 +90,19 @@ class TrainObjective:
 
     def config(self, params: dict[str, Any]) -> Any:
         """Base config ← fixed overrides ← this trial's params, validated by trainer.config (ConfigError)."""
-        from trainer.config import load_config
+        from audioret.trainer.config import load_config
 
         return load_config(self.base_config, [*self.overrides, *(f"{k}={v}" for k, v in params.items())])
 
     def __call__(self, params: dict[str, Any], trial_dir: Path) -> dict[str, Any]:
-        from trainer.loop import train
+        from audioret.trainer.loop import train
 
         trial_dir = Path(trial_dir)
         resume = (trial_dir / "checkpoints" / "last.pt").exists()
         result = dict(train(self.config(params), Path(self.cache_root), self.name, trial_dir, resume=resume,
                             audio_key=self.audio_key, caption_key=self.caption_key, progress=self.progress))
         if self.evaluate_split:
-            from trainer.evaluate import evaluate_run
+            from audioret.trainer.evaluate import evaluate_run
 
             ev = evaluate_run(trial_dir, split=self.evaluate_split, checkpoint="best")
             result.update({f"eval_{k}": v for k, v in plain_metrics(ev).items()})

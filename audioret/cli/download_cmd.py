@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.groups import CONTEXT, EXIT_USAGE, download
+from audioret.cli.groups import CONTEXT, EXIT_USAGE, download
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 
@@ -48,7 +48,7 @@ def _download(root: Path, splits: list[str] | None, table, default_url: str, wha
               base_url: str | None, checksums: Path | None, min_free: int, retries: int, backoff: float,
               timeout: float, no_progress: bool) -> None:
     """Run one table-driven download and exit with its code (0 ok, 1 failure, 2 usage, 3 partial)."""
-    from pipeline.download import FetchOptions, UsageError, download_files, load_checksums
+    from audioret.pipeline.download import FetchOptions, UsageError, download_files, load_checksums
 
     try:
         table = load_checksums(checksums, table) if checksums else table
@@ -89,7 +89,7 @@ def clotho(root: Path, splits: str, **transfer) -> None:
     \b
     Exit codes: 0 ok, 1 failure, 2 usage, 3 partial (see ROOT/download-report.json).
     """
-    from pipeline.download import CLOTHO_FILES, CLOTHO_URL, UsageError, parse_splits
+    from audioret.pipeline.download import CLOTHO_FILES, CLOTHO_URL, UsageError, parse_splits
 
     try:
         split_list = parse_splits(splits)
@@ -118,6 +118,6 @@ def dcase2022_retrieval(root: Path, **transfer) -> None:
     \b
     Exit codes: 0 ok, 1 failure, 2 usage, 3 partial (see ROOT/download-report.json).
     """
-    from pipeline.download import DCASE2022_RETRIEVAL_FILES, DCASE2022_RETRIEVAL_URL
+    from audioret.pipeline.download import DCASE2022_RETRIEVAL_FILES, DCASE2022_RETRIEVAL_URL
 
     _download(root, None, DCASE2022_RETRIEVAL_FILES, DCASE2022_RETRIEVAL_URL, "dcase2022-retrieval", **transfer)

@@ -2,10 +2,10 @@
 
 Importing a command module registers its commands on the groups; `main` is the console-script entry point.
 """
-from pipeline.cli.groups import main  # noqa: F401
+from audioret.cli.groups import main  # noqa: F401
 
 # Each module below attaches its commands to the groups when imported.
-from pipeline.cli import (  # noqa: F401,E402
+from audioret.cli import (  # noqa: F401,E402
     prep_audio_cmd,
     cache_cmd,
     prep_captions_cmd,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE, main, no_verify_option, preview
-from pipeline.cli.predict_cmd import folder_cache_option
+from audioret.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE, main, no_verify_option, preview
+from audioret.cli.predict_cmd import folder_cache_option
 
 
 def _fail(msg: str, code: int = EXIT_FAILURE) -> None:
@@ -78,12 +78,12 @@ def train_command(cache_root: Path, name: str | None, extras: tuple[str, ...], r
       audioret train --cache caches/ --name clotho --out runs/ft --init-from runs/audiocaps --set lr=2e-6
       audioret train --cache caches/ --name clotho --extra audiocaps --extra wavcaps:0.5 --out runs/all
     """
-    from trainer import distributed
-    from trainer.config import ConfigError, load_config
-    from trainer.loop import RunExistsError, train
+    from audioret.trainer import distributed
+    from audioret.trainer.config import ConfigError, load_config
+    from audioret.trainer.loop import RunExistsError, train
 
     if nproc > 1 and not distributed.launched_distributed():
-        from trainer.run_lock import wait_until_free
+        from audioret.trainer.run_lock import wait_until_free
 
         if run_dir.exists():  # a directory that does not exist yet has no holder; probing would create it
             wait_until_free(run_dir, wait_lock)  # before starting the ranks; rank 0 takes the lock for the run
@@ -142,8 +142,8 @@ def eval_command(run_dir: Path | None, split: str, checkpoint: str | None, devic
           --features hf:laion/clap-htsat-fused
       audioret eval --zero-shot laion/clap-htsat-fused --cache caches/ --name clotho --out reports/clap
     """
-    from trainer.config import ConfigError
-    from trainer.relevance import read_relevance
+    from audioret.trainer.config import ConfigError
+    from audioret.trainer.relevance import read_relevance
 
     if zero_shot is None and run_dir is None:
         raise click.UsageError("give RUN_DIR, or --zero-shot CLAP with --cache and --out")
@@ -161,12 +161,12 @@ def eval_command(run_dir: Path | None, split: str, checkpoint: str | None, devic
     try:
         relevance = read_relevance(relevance_file) if relevance_file is not None else None
         if zero_shot is not None:
-            from trainer.zero_shot import evaluate_zero_shot
+            from audioret.trainer.zero_shot import evaluate_zero_shot
 
             r = evaluate_zero_shot(zero_shot, cache_root, name, out_dir, split, device or "auto", relevance)
             scored = [f"zero-shot {r['model']}", r["split"]]
         else:
-            from trainer.evaluate import evaluate_run
+            from audioret.trainer.evaluate import evaluate_run
 
             r = evaluate_run(run_dir, split, checkpoint, device, relevance, out_dir)
             scored = [str(run_dir), r["split"], f"{checkpoint} checkpoint (epoch {r['epoch']})"]
@@ -211,9 +211,9 @@ def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str
       audioret retrieve runs/base "a dog barks while rain falls" -k 5
       audioret retrieve runs/base "a bird sings" --audio-dir my_recordings/
     """
-    from pipeline.cli.predict_cmd import folder_embeddings
-    from pipeline.text import normalise_caption
-    from trainer.evaluate import LoadedRun
+    from audioret.cli.predict_cmd import folder_embeddings
+    from audioret.pipeline.text import normalise_caption
+    from audioret.trainer.evaluate import LoadedRun
 
     normalised = [normalise_caption(q) for q in queries]
     for q, n in zip(queries, normalised):
@@ -237,7 +237,7 @@ def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str
             for rank, (n, s) in enumerate(r, start=1):
                 click.echo(f"  {rank:>3}  {s:+.4f}  {n}")
     if failed:
-        from trainer.embedding_cache import publish_with_fallback, run_cache_dir
+        from audioret.trainer.embedding_cache import publish_with_fallback, run_cache_dir
 
         def write(tmp: Path) -> None:
             tmp.write_text(json.dumps(failed, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -267,8 +267,8 @@ def preview_audio_command(cache_root: Path, name: str | None, overrides: tuple[s
     Example:
       audioret preview audio --cache caches/ --name clotho --set g_max=6 --set n_t=8 --out aug.png
     """
-    from trainer.config import ConfigError, load_config
-    from trainer.preview import render_audio_preview
+    from audioret.trainer.config import ConfigError, load_config
+    from audioret.trainer.preview import render_audio_preview
 
     _one_line_warnings()
     try:

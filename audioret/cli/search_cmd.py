@@ -13,12 +13,12 @@ from typing import Any
 
 import click
 
-from pipeline.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main, no_verify_option
+from audioret.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main, no_verify_option
 
 
 def _config_error() -> type[Exception]:
     try:
-        from trainer.config import ConfigError
+        from audioret.trainer.config import ConfigError
     except ImportError:  # trainer.config not in this checkout yet: only --objective runs are possible
         return click.UsageError
     return ConfigError
@@ -51,15 +51,15 @@ def _objective(cache: Path | None, name: str | None, config: Path | None, overri
         return _custom_objective(custom), f"custom {custom}"
     if cache is None:
         raise click.UsageError("--cache is required (unless --objective is given)")
-    from trainer.config import check_audio_checkpoint, load_config
-    from trainer.search.trials import TrainObjective
+    from audioret.trainer.config import check_audio_checkpoint, load_config
+    from audioret.trainer.search.trials import TrainObjective
 
     # Unknown keys, bad values, a missing PANNs file: usage errors before any trial starts.
     check_audio_checkpoint(load_config(config, list(overrides)))
     obj = TrainObjective(str(cache.resolve()), name, str(config.resolve()) if config else None, tuple(overrides),
                          audio_key, caption_key, evaluate_split=evaluate)
     # What a resume must match: the caches, the split scored, and the base config's content (not just its path).
-    from cache.keys import sha256_file
+    from audioret.cache.keys import sha256_file
 
     config_sha = sha256_file(config)[:16] if config else None
     return obj, (f"train cache={obj.cache_root} name={name} config={obj.base_config} config_sha256={config_sha} "
@@ -70,7 +70,7 @@ def _check_space(space: list, config: Path | None, overrides: tuple[str, ...]) -
     """Each dimension's low and high must be valid values of the training config (catches typos early)."""
     from skopt.space import Categorical
 
-    from trainer.config import ConfigError, load_config
+    from audioret.trainer.config import ConfigError, load_config
 
     for d in space:
         for v in (d.categories if isinstance(d, Categorical) else (d.low, d.high)):
@@ -143,8 +143,8 @@ def search_cmd(cache: Path | None, name: str | None, out: Path, overrides: tuple
       audioret train --cache caches/ --name clotho --out runs/best --config searches/s1/best.toml
     """
     ConfigError = _config_error()
-    from trainer.search.smbo import SearchError, run_search
-    from trainer.search.space import SpaceError, load_space
+    from audioret.trainer.search.smbo import SearchError, run_search
+    from audioret.trainer.search.space import SpaceError, load_space
 
     try:
         dims = load_space(space)
@@ -184,13 +184,13 @@ def sweep_cmd(cache: Path | None, name: str | None, out: Path, overrides: tuple[
         --variant no_eda:p_eda=0 --variant no_text_aug:p_bt=0,p_eda=0
     """
     ConfigError = _config_error()
-    from trainer.search.sweep import SweepError, parse_variant, run_sweep
+    from audioret.trainer.search.sweep import SweepError, parse_variant, run_sweep
 
     try:
         parsed = [parse_variant(v) for v in variants]
         objective, ident = _objective(cache, name, config, overrides, audio_key, caption_key, custom, split)
         if not custom:
-            from trainer.config import load_config
+            from audioret.trainer.config import load_config
 
             for _, over in parsed:
                 load_config(config, [*overrides, *(f"{k}={v}" for k, v in over.items())])

@@ -23,7 +23,7 @@ from typing import Callable, TypeVar
 import click
 
 DEBUG_ENV = "AUDIORET_DEBUG"
-PROJECT_PACKAGES = ("cache", "pipeline", "trainer")
+PROJECT_PACKAGES = ("audioret",)
 T = TypeVar("T")
 
 

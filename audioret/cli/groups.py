@@ -2,7 +2,7 @@
 
 Exit codes across the CLI: 0 ok, 1 failure, 2 usage (Click's default), 3 partial (some inputs failed; the
 failures are listed in a report file named on stderr). Any failure a command does not handle itself becomes one
-`error: ...` line and exit 1 (`AudioretGroup`, pipeline/cli/errors.py).
+`error: ...` line and exit 1 (`AudioretGroup`, audioret/cli/errors.py).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class AudioretGroup(click.Group):
     """The top-level group: every subcommand runs inside it, so its failures are reported in one line here."""
 
     def invoke(self, ctx: click.Context):
-        from pipeline.cli.errors import invoke_reporting_errors
+        from audioret.cli.errors import invoke_reporting_errors
 
         return invoke_reporting_errors(lambda: super(AudioretGroup, self).invoke(ctx))
 
@@ -42,7 +42,7 @@ def no_verify_option(fn):
     on stderr. Set through the environment so launched ranks and trial workers skip it too."""
     def skip(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
         if value:
-            from cache.integrity import NO_VERIFY_ENV
+            from audioret.cache.integrity import NO_VERIFY_ENV
 
             os.environ[NO_VERIFY_ENV] = "1"
             click.echo("warning: --no-verify: shard checksums are not checked; a damaged shard is read as it is",
@@ -111,7 +111,7 @@ def download() -> None:
 
 def dataset_root(dataset: str, root, manifest):
     """Validate --dataset and derive the root (a manifest's folder by default); usage errors exit 2."""
-    from pipeline.datasets import DATASET_KINDS
+    from audioret.pipeline.datasets import DATASET_KINDS
 
     if dataset not in DATASET_KINDS:
         raise click.BadParameter(f"unknown dataset {dataset!r}; choose from {', '.join(sorted(DATASET_KINDS))}",
@@ -125,7 +125,7 @@ def dataset_root(dataset: str, root, manifest):
 
 def dataset_subsets(dataset: str, text: str | None) -> list[str] | None:
     """--subsets as a list, checked against the dataset's registered subsets (usage error, exit 2)."""
-    from pipeline.datasets import DatasetError, check_subsets, split_list
+    from audioret.pipeline.datasets import DatasetError, check_subsets, split_list
 
     subsets = split_list(text)
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.groups import CONTEXT, EXIT_OK, EXIT_PARTIAL, main, no_verify_option
+from audioret.cli.groups import CONTEXT, EXIT_OK, EXIT_PARTIAL, main, no_verify_option
 
 FOLDER_CACHE_HELP = ("Cache root for the folder's features (CACHE/audio/<key>/) [default: $AUDIORET_CACHE, else "
                      "$XDG_CACHE_HOME/audioret, else ~/.cache/audioret].")
@@ -31,10 +31,10 @@ def folder_embeddings(run, audio_dir: Path, cache_root: Path | None, workers: in
     Features come from the folder's keyed cache (made on first use); a line on stderr says how many files were
     decoded now (0 when the cache was complete). Raises DatasetError when no file could be used.
     """
-    from pipeline.datasets import DatasetError
-    from pipeline.folder import default_cache_root, folder_features
-    from trainer.data import check_audio_config
-    from trainer.encoders import feature_spec
+    from audioret.pipeline.datasets import DatasetError
+    from audioret.pipeline.folder import default_cache_root, folder_features
+    from audioret.trainer.data import check_audio_config
+    from audioret.trainer.encoders import feature_spec
 
     cache_root = cache_root or default_cache_root()
     audio, prep = folder_features(audio_dir, cache_root, workers=workers, progress=progress, wait_lock=None,
@@ -91,11 +91,11 @@ def predict_command(run_dir: Path, audio_dir: Path, queries_file: Path, out_file
     \b
     Exit codes: 0 ok, 1 failure, 2 usage, 3 partial (some files failed; see the .failures.jsonl report).
     """
-    from cache.manifest import publish_failures
-    from pipeline.queries import read_queries
+    from audioret.cache.manifest import publish_failures
+    from audioret.pipeline.queries import read_queries
 
     queries = read_queries(queries_file)  # a bad query file fails before the model loads or anything decodes
-    from trainer.evaluate import LoadedRun, write_submission
+    from audioret.trainer.evaluate import LoadedRun, write_submission
 
     run = LoadedRun(run_dir, checkpoint, device)
     names, clip_emb, failures = folder_embeddings(run, audio_dir, cache_root, workers, progress)

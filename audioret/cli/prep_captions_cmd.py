@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.groups import (CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, dataset_options, dataset_root,
+from audioret.cli.groups import (CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, dataset_options, dataset_root,
                                  dataset_subsets, no_verify_option, prep, preview)
 
 # The paper's best text-augmentation setting (Table 4); `--set` overrides any of them.
@@ -64,8 +64,8 @@ def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, ca
       audioret prep captions --dataset clotho --root data/clotho --cache caches/ --translator google --pivots de,fr
       audioret prep captions --dataset manifest --manifest my/clips.csv --cache caches/ --translator none
     """
-    from pipeline.datasets import split_list
-    from pipeline.prep_captions import prep_captions
+    from audioret.pipeline.datasets import split_list
+    from audioret.pipeline.prep_captions import prep_captions
 
     root = dataset_root(dataset, root, manifest)
     subset_list = dataset_subsets(dataset, subsets)
@@ -77,7 +77,7 @@ def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, ca
     google = {"base_url": google_url, "rps": google_rps, "timeout": google_timeout, "retries": google_retries,
               "backoff": google_backoff, "timeout_total": timeout_total}
     # Failures (DatasetError, a held lock, an unavailable translator, disk full, ...) become one `error:` line,
-    # exit 1, in the group (pipeline/cli/errors.py), like every command's.
+    # exit 1, in the group (audioret/cli/errors.py), like every command's.
     result = prep_captions(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
                            subsets=subset_list, translator=translator, pivots=pivot_list, batch_size=batch_size,
                            device=device, marian_template=marian_model_template, google=google,
@@ -150,10 +150,10 @@ def preview_captions_cmd(cache_root: Path, name: str | None, key: str | None, n_
       audioret preview captions --cache caches/ --name clotho -n 3
       audioret preview captions --cache caches/ --set p_eda=1 --set p_syn=0.5 --seed 7
     """
-    from cache.caption_shards import CaptionCache
-    from cache.manifest import CacheNotFoundError
-    from trainer.eda import EDA, TextAugmenter, vocabulary_of
-    from trainer.wordnet import WordNetMissingError
+    from audioret.cache.caption_shards import CaptionCache
+    from audioret.cache.manifest import CacheNotFoundError
+    from audioret.trainer.eda import EDA, TextAugmenter, vocabulary_of
+    from audioret.trainer.wordnet import WordNetMissingError
 
     p = parse_sets(sets)
     try:

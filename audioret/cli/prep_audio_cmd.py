@@ -6,13 +6,13 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.groups import (CONTEXT, EXIT_OK, EXIT_PARTIAL, dataset_options, dataset_root,
+from audioret.cli.groups import (CONTEXT, EXIT_OK, EXIT_PARTIAL, dataset_options, dataset_root,
                                  dataset_subsets, prep)
 
 
 def _check_features(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """Load the definition up front (an `hf:` extractor too), so a bad value is a usage error before any work."""
-    from pipeline.feature_defs import FeatureSpecError, feature_definition
+    from audioret.pipeline.feature_defs import FeatureSpecError, feature_definition
 
     try:
         feature_definition(value)
@@ -57,13 +57,13 @@ def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache
       audioret prep audio --dataset manifest --manifest wavcaps.csv --cache caches/ --exclude excluded_ids.csv
       audioret prep audio --dataset folder --root data/eval_audio --cache caches/   # every audio file, no captions
     """
-    from pipeline.datasets import split_list
-    from pipeline.prep_audio import prep_audio
+    from audioret.pipeline.datasets import split_list
+    from audioret.pipeline.prep_audio import prep_audio
 
     root = dataset_root(dataset, root, manifest)
     subset_list = dataset_subsets(dataset, subsets)
     # Failures (DatasetError, a held lock, disk full, ...) become one `error:` line, exit 1, in the group
-    # (pipeline/cli/errors.py), like every command's.
+    # (audioret/cli/errors.py), like every command's.
     result = prep_audio(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
                         subsets=subset_list, workers=workers, shard_size=shard_size, wait_lock=wait_lock,
                         content_hash=content_hash, progress=progress, scheduler=scheduler, features=features,

@@ -1,14 +1,14 @@
 """`audioret report`: the command-line face of trainer.report (a static HTML page of a run's retrieval).
 
-Other failures become one `error: ...` line through the group (pipeline/cli/errors.py)."""
+Other failures become one `error: ...` line through the group (audioret/cli/errors.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
-from pipeline.cli.groups import CONTEXT, EXIT_USAGE, main, no_verify_option
-from pipeline.cli.train_cmd import _fail
+from audioret.cli.groups import CONTEXT, EXIT_USAGE, main, no_verify_option
+from audioret.cli.train_cmd import _fail
 
 
 @main.command("report", context_settings=CONTEXT)
@@ -36,9 +36,9 @@ def report_command(run_dir: Path, split: str, checkpoint: str, device: str | Non
       audioret report runs/base --split validation --copy-audio
       audioret report runs/base --audio-root /mnt/data/clotho     # the dataset moved since prep
     """
-    from trainer.config import ConfigError
-    from trainer.evaluate import LoadedRun
-    from trainer.report import build_report
+    from audioret.trainer.config import ConfigError
+    from audioret.trainer.evaluate import LoadedRun
+    from audioret.trainer.report import build_report
 
     try:
         run = LoadedRun(run_dir, checkpoint, device)

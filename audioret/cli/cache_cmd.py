@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from cache.gc import garbage, remove
-from cache.manifest import iter_caches
-from cache.publish import human_bytes as _human
-from cache.runs import read_runs, users
-from cache.verify import summarise, verify_cache
-from pipeline.cli.groups import EXIT_FAILURE, cache_group
+from audioret.cache.gc import garbage, remove
+from audioret.cache.manifest import iter_caches
+from audioret.cache.publish import human_bytes as _human
+from audioret.cache.runs import read_runs, users
+from audioret.cache.verify import summarise, verify_cache
+from audioret.cli.groups import EXIT_FAILURE, cache_group
 
 
 @cache_group.command("ls")

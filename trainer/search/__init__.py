@@ -1,0 +1,1 @@
+"""Hyperparameter search: scikit-optimize SMBO, grid sweeps, their journal and reports."""
