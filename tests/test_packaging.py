@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -22,7 +23,13 @@ def build_wheel(source: Path, out: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    return build_wheel(REPO, tmp_path_factory.mktemp("wheel"))
+    """The wheel built from a copy of the source (setuptools' build/ folder in the checkout may hold stale files)."""
+    src = tmp_path_factory.mktemp("src")
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    for folder in SOURCE_FOLDERS:
+        shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return build_wheel(src, tmp_path_factory.mktemp("wheel"))
 
 
 def test_wheel_holds_only_audioret(wheel):
