@@ -43,10 +43,11 @@ class CacheLock:
     `busy` is the refusal message, formatted with `dir` and `pid` (the holder), so other directories that take
     the same lock (a training run directory) can say what is busy in their own words.
 
-    A flock belongs to the open file, and a fork shares it: by default a child (a prep pool worker) keeps the lock
-    alive after its parent dies. `owner_only=True` closes the child's copy at fork, so the lock dies with the
-    process that took it — for holders whose children never write into the directory (a training run's
-    DataLoader workers: else a `--resume` right after `kill -9` would be refused until they notice and exit).
+    A flock belongs to the open file, and a fork shares it: by default a forked child (a DataLoader worker; any
+    fork without exec — spawned processes such as prep's pool workers never get the descriptor, it is opened
+    close-on-exec) keeps the lock alive after its parent dies. `owner_only=True` closes the child's copy at fork,
+    so the lock dies with the process that took it: `prep` and the run lock (trainer/run_lock.py) take it so, else
+    a re-run or `--resume` right after `kill -9` could be refused until the children notice and exit.
     """
 
     def __init__(self, directory: str | Path, wait: float | None = 0.0, poll: float = 0.2, busy: str = BUSY_CACHE,

@@ -245,7 +245,10 @@ def _prep_locked(cache_dir: Path, key: str, name: str, dataset: str, records: li
                  report: Callable[[str], None] | None, scheduler: str | None, features: str,
                  source: Path, excluded: ExclusionReport | None, root: Path) -> PrepResult:
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with CacheLock(cache_dir, wait=wait_lock):
+    # owner_only: the lock dies with this process, not with a pool worker (or any child) that outlives it, so a
+    # re-run right after `kill -9` is not refused; workers of a killed run exit on their own (cache/executor.py)
+    # and write only under temp names of their own PID (cache/publish.py), so a re-run is safe beside them.
+    with CacheLock(cache_dir, wait=wait_lock, owner_only=True):
         done = finished_manifest(cache_dir)  # another writer may have finished while we waited
         if done is not None and done.extra.get("durations"):
             return PrepResult(cache_dir, key, len(done.clip_ids), _all_failures(done),

@@ -218,7 +218,7 @@ def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | N
     if done is not None:
         result.noop = True
         return result
-    with CacheLock(cache_dir, wait=wait_lock):
+    with CacheLock(cache_dir, wait=wait_lock, owner_only=True):  # dies with this process (pipeline/prep_audio.py)
         m = finished_manifest(cache_dir, allow_failed=False)
         if m is not None:
             result.noop = True

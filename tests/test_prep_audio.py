@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -264,3 +265,40 @@ def test_kill9_at_several_moments_then_resume_is_bit_identical(tmp_path: Path) -
     ref_feats, ref_offsets, ref_ids = AudioCache(ref_dir).load_all()
     assert ids == ref_ids and np.array_equal(offsets, ref_offsets)
     assert feats.tobytes() == ref_feats.tobytes()
+
+
+def test_kill9_of_the_parent_alone_frees_the_lock_while_its_workers_live(tmp_path: Path) -> None:
+    """kill -9 of the prep process only (its two pool workers live on): the lock dies with it, so a re-run at once
+    is not refused and redoes only the shards the killed run had not finished."""
+    clips = make_clips(tmp_path / "clips", 24, seconds=2.0)
+    man = write_manifest(tmp_path / "clips" / "m.csv", clips)
+    job = start(man, tmp_path / "cache")
+    try:
+        cache_dir = None
+        deadline = time.monotonic() + 120
+        while job.poll() is None and time.monotonic() < deadline:
+            locks = list((tmp_path / "cache" / "audio").glob("*/.lock"))
+            if locks and holds_lock(locks[0].parent, job.pid) and shards_marked(locks[0].parent) >= 1:
+                cache_dir = locks[0].parent
+                break
+            time.sleep(0.01)
+        assert cache_dir is not None and job.poll() is None, "the job ended before it could be killed"
+        os.killpg(job.pid, signal.SIGSTOP)  # the workers stay alive (stopped) while the parent dies
+        os.kill(job.pid, signal.SIGKILL)
+        job.wait()
+        done_before = shards_marked(cache_dir)
+        workers = subprocess.run(["pgrep", "-g", str(job.pid)], capture_output=True, text=True).stdout.split()
+        assert workers, "the pool workers should outlive their parent"
+        assert not is_locked(cache_dir)
+        os.killpg(job.pid, signal.SIGCONT)  # they notice their parent is gone and exit (cache/executor.py)
+        again = prep(man, tmp_path / "cache", "--shard-size", "2", "--workers", "2")
+    finally:
+        try:
+            os.killpg(job.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert again.returncode == 0, again.stderr
+    assert printed_dir(again) == cache_dir
+    written, present = map(int, re.search(r"(\d+) shards written, (\d+) already present", again.stderr).groups())
+    assert present >= done_before >= 1 and written + present == 12 and written >= 1
+    check_cache(cache_dir)
