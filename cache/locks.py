@@ -48,6 +48,9 @@ class CacheLock:
     close-on-exec) keeps the lock alive after its parent dies. `owner_only=True` closes the child's copy at fork,
     so the lock dies with the process that took it: `prep` and the run lock (trainer/run_lock.py) take it so, else
     a re-run or `--resume` right after `kill -9` could be refused until the children notice and exit.
+
+    A lock file removed while a waiter blocks on it guards nothing: `acquire` re-opens the path until the file it
+    locked is the one there, so `release(remove=True)` (a directory the holder made and leaves empty) is safe.
     """
 
     def __init__(self, directory: str | Path, wait: float | None = 0.0, poll: float = 0.2, busy: str = BUSY_CACHE,
@@ -67,7 +70,11 @@ class CacheLock:
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                if _is_current(fd, self.path):
+                    break
+                os.close(fd)  # its holder removed the file meanwhile: lock the one at the path now
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT, 0o644)
             except BlockingIOError:
                 if deadline is not None and time.monotonic() >= deadline:
                     holder = _read_holder(fd)
@@ -82,8 +89,11 @@ class CacheLock:
             _OWNER_ONLY_FDS.add(fd)
         return self
 
-    def release(self) -> None:
+    def release(self, remove: bool = False) -> None:
+        """Drop the lock; `remove=True` deletes the lock file first (while still holding it)."""
         if self._fd is not None:
+            if remove:
+                self.path.unlink(missing_ok=True)
             _OWNER_ONLY_FDS.discard(self._fd)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
@@ -94,6 +104,15 @@ class CacheLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _is_current(fd: int, path: Path) -> bool:
+    """True if `fd` is still the file at `path` (not one removed or replaced since it was opened)."""
+    try:
+        here, mine = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _read_holder(fd: int) -> str:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -115,3 +116,51 @@ def test_owner_only_lock_dies_with_its_holder_not_with_its_forked_children(tmp_p
         assert is_locked(tmp_path) is (not owner_only)  # a training run's resume is not blocked by its workers
     finally:
         os.kill(child, signal.SIGKILL)
+
+
+def test_a_usage_error_after_the_lock_leaves_no_run_directory_behind(cache, tmp_path):
+    """`--extra` without `--name` is found once the run holds its lock: exit 2, and neither RUN/.lock nor the
+    directory it created stays; in an existing directory only the lock file goes."""
+    run = tmp_path / "new-run"
+    proc = run_cli("train", "--cache", cache, "--out", run, "--extra", "demo", *fast_overrides(1), "--no-progress")
+    assert proc.returncode == 2 and "needs --name" in proc.stderr, proc.stderr
+    assert not run.exists()
+    kept = tmp_path / "mine"
+    (kept / "notes").mkdir(parents=True)
+    proc = run_cli("train", "--cache", cache, "--out", kept, "--extra", "demo", *fast_overrides(1), "--no-progress")
+    assert proc.returncode == 2
+    assert sorted(p.name for p in kept.iterdir()) == ["notes"]
+
+
+REMOVE_AFTER = """
+import sys, time
+from audioret.cache.locks import CacheLock
+lock = CacheLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+sys.stdin.readline()
+lock.release(remove=True)
+"""
+
+
+def test_a_waiter_never_keeps_a_lock_file_its_holder_removed(tmp_path):
+    """Holder A removes the lock file as it releases while B waits on it: B must lock the file now at the path
+    (else C, opening a fresh file, would hold the "same" lock beside B)."""
+    holder = subprocess.Popen([sys.executable, "-c", REMOVE_AFTER, str(tmp_path)], env=cli_env(), text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        waiter = CacheLock(tmp_path, wait=30, poll=0.02)
+        got = threading.Thread(target=waiter.acquire)
+        got.start()
+        time.sleep(0.3)  # the waiter now polls the holder's file
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.wait(timeout=30) == 0
+        got.join(timeout=30)
+        assert is_locked(tmp_path)  # the file at the path is the locked one
+        with pytest.raises(Exception, match="being written"):
+            CacheLock(tmp_path, wait=0).acquire()
+        waiter.release()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
