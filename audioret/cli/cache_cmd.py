@@ -15,7 +15,7 @@ from audioret.cli.groups import EXIT_FAILURE, cache_group
 
 
 @cache_group.command("ls")
-@click.argument("cache_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def ls_cmd(cache_dir: Path) -> None:
     """List every cache under CACHE_DIR (kind, name, dataset, splits, clips, hours, size, key, state, and how many
     existing runs use it), then the runs registered there with every cache each one used.

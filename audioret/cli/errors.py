@@ -10,19 +10,24 @@ so a new command gets the same treatment without code of its own.
   project's own exception classes (cache, dataset, data, translator, search ...), and ValueError / KeyError /
   RuntimeError, which the project raises with messages meant for the user.
 - Anything else is a bug: `error: unexpected TypeError: <message> (set AUDIORET_DEBUG=1 for the traceback)`, exit 1.
-- AUDIORET_DEBUG=1 re-raises everything, so the full traceback is one variable away. Ctrl-C, usage errors
-  (exit 2) and a command's own `sys.exit` pass through to Click unchanged.
+- Ctrl-C prints `interrupted` and exits 130 (128 + SIGINT, the shell convention); a closed stdout pipe
+  (`audioret cache ls | head -2`) ends the command quietly with exit 0.
+- AUDIORET_DEBUG=1 re-raises everything, so the full traceback is one variable away. Usage errors (exit 2) and a
+  command's own `sys.exit` pass through to Click unchanged.
 """
 from __future__ import annotations
 
 import errno
 import os
+import select
+import sys
 from pathlib import Path
 from typing import Callable, TypeVar
 
 import click
 
 DEBUG_ENV = "AUDIORET_DEBUG"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 PROJECT_PACKAGES = ("audioret",)
 T = TypeVar("T")
 
@@ -65,13 +70,32 @@ def describe(exc: BaseException) -> str:
     return line
 
 
+def _stdout_closed() -> bool:
+    """True when stdout is a pipe whose reader has gone (poll reports an error on its write end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def invoke_reporting_errors(invoke: Callable[[], T]) -> T:
     """Run a command; an exception becomes one `error: ...` line on stderr and exit 1 (unless AUDIORET_DEBUG)."""
     try:
         return invoke()
     except (click.exceptions.Exit, click.ClickException, click.Abort):
         raise
+    except KeyboardInterrupt:  # Ctrl-C: the shell convention (128 + SIGINT), not Click's "Aborted!" and 1
+        if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
+            raise
+        click.echo("interrupted", err=True)
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
     except Exception as exc:
+        if isinstance(exc, BrokenPipeError) and _stdout_closed():
+            # `audioret cache ls | head -2`: the reader has all it wants; nothing more can be said on stdout
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush stays quiet too
+            raise click.exceptions.Exit(0) from None
         if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
             raise
         click.echo(f"error: {describe(exc)}", err=True)
