@@ -4,7 +4,8 @@ Why so strict: CACHE/audio/ and CACHE/captions/ are ordinary folders a user may 
 recordings, notes). gc therefore deletes only
 - folders named like a cache key (`cache.keys.is_key_dir_name`) whose cache is incomplete and not being written
   (its writer lock is free), and of those only the files the tool's naming scheme produces
-  (`cache.manifest.is_cache_file_name`); the folder itself goes only once nothing else is left in it;
+  (`cache.manifest.is_cache_file_name`); the folder itself goes only once nothing else is left in it (the plan
+  says beforehand which folders stay, `GcPlan.emptied`, so a dry run lists what `--yes` does);
 - temp files (`cache.publish.tmp_path_for` names) whose writer process is dead;
 - run records (cache/runs.py) whose run directory no longer exists.
 A cache folder that a run record of an existing run directory names is never deleted, whatever its state (an
@@ -23,6 +24,7 @@ from audioret.cache.manifest import KINDS, Manifest, is_cache_file_name
 from audioret.cache.publish import TMP_PATTERN, pid_alive, stale_temp_files
 from audioret.cache.runs import RUNS_DIR, read_runs, users
 
+HOLDS_FOREIGN = "it holds files this tool did not write"
 TRANSLATIONS_DIR = "translations"  # the translation store's folder (pipeline/translate/store.py): temp files only
 
 
@@ -31,6 +33,9 @@ class GcPlan:
     """What `cache gc` would delete, and what it met that the tool did not write."""
 
     remove: list[Path] = field(default_factory=list)  # incomplete cache folders and dead writers' temp files
+    # incomplete cache folders whose tool-written files go while the folder stays: it holds files the tool did not
+    # write (listed in `foreign`) or a live process's temp file; the dry run and --yes say the same about them
+    emptied: list[Path] = field(default_factory=list)
     foreign: list[Path] = field(default_factory=list)  # not ours: left alone
     in_use: list[tuple[Path, Path]] = field(default_factory=list)  # (cache folder, a run directory that uses it)
 
@@ -83,8 +88,10 @@ def garbage(cache_root: str | Path) -> GcPlan:
             elif users(records, kind, entry.name):  # e.g. its manifest got damaged: still not garbage
                 plan.in_use.append((entry, users(records, kind, entry.name)[0].run_dir))
             else:
-                plan.remove.append(entry)
-                plan.foreign += _removable_files(entry)[1]
+                ours, other = _removable_files(entry)
+                stays = len(ours) < sum(1 for _ in entry.iterdir())  # others', or a live writer's temp file
+                (plan.emptied if stays else plan.remove).append(entry)
+                plan.foreign += other
     for folder in (root / TRANSLATIONS_DIR, root / RUNS_DIR):
         if folder.is_dir():
             plan.remove += stale_temp_files(folder)
@@ -119,8 +126,8 @@ def remove(paths: list[Path]) -> list[tuple[Path, str]]:
         try:
             p.rmdir()
         except OSError:  # files the tool did not write (or a prep that started since) keep the folder
-            kept.append((p, "it holds files this tool did not write" if other else "a writer is using it now"))
+            kept.append((p, HOLDS_FOREIGN if other else "a writer is using it now"))
     return kept
 
 
-__all__ = ["GcPlan", "garbage", "remove"]
+__all__ = ["HOLDS_FOREIGN", "GcPlan", "garbage", "remove"]

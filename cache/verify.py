@@ -101,6 +101,17 @@ class CacheSummary:
     size_bytes: int
     key: str
     state: str  # complete | incomplete | writing | unreadable
+    features: str = "?"  # audio: the feature definition (panns-logmel, passt-mel, hf:...); captions: the translator
+    source: str = ""  # the folder prep read the clips from, where the cache records it (audio caches)
+
+
+def features_of(m: Manifest) -> str:
+    """What a cache holds, beyond its name: the audio feature definition or, for captions, the back-translation
+    backend (`translator=marian`); four caches of one dataset by PANNs, PaSST, CLAP and AST differ here only."""
+    config = m.config if isinstance(m.config, dict) else {}
+    if m.kind == "captions":
+        return f"translator={config.get('backend', '?')}"
+    return str(config.get("feature", "unrecorded"))
 
 
 def dir_size(path: Path) -> int:
@@ -118,7 +129,7 @@ def summarise(cache_root: str | Path) -> list[CacheSummary]:
         hours = float(sum(durations.values())) / 3600 if isinstance(durations, dict) else 0.0
         state = "writing" if is_locked(d) else ("complete" if m.complete else "incomplete")
         out.append(CacheSummary(d, m.kind, m.name, m.dataset, list(m.splits), len(m.clip_ids) - failed, hours,
-                                dir_size(d), m.key, state))
+                                dir_size(d), m.key, state, features_of(m), str(m.extra.get("root") or "")))
     return out
 
 

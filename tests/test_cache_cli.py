@@ -96,10 +96,12 @@ def test_gc_deletes_only_what_the_tool_wrote(tmp_path, feats):
     dry = run_cli("cache", "gc", tmp_path, check=True).stdout
     for p in (mine, loose, shared / "keep me.wav", shared / "sub"):
         assert f"not ours, left alone: {p}\n" in dry
-    assert f"would remove {abandoned}\n" in dry and f"would remove {shared}\n" in dry
+    stays = f"the cache files in {shared} (the folder stays: it holds files this tool did not write)\n"
+    assert f"would remove {abandoned}\n" in dry and f"would remove {shared}\n" not in dry
+    assert f"would remove {stays}" in dry  # what --yes does, said beforehand
     assert str(cache_dir_for(tmp_path, "audio", m.key)) not in dry  # a complete cache is never garbage
     out = run_cli("cache", "gc", tmp_path, "--yes", check=True).stdout
-    assert f"kept {shared}: it holds files this tool did not write" in out
+    assert f"removing {abandoned}\n" in out and f"removing {stays}" in out and "kept" not in out
 
     assert sorted(p.name for p in mine.iterdir()) == ["0_george_0.wav", "notes.txt"]
     assert (mine / "0_george_0.wav").read_bytes() == (AUDIO / "fsdd_ccbysa" / "0_george_0.wav").read_bytes()
@@ -108,6 +110,21 @@ def test_gc_deletes_only_what_the_tool_wrote(tmp_path, feats):
     assert "my_recordings" not in run_cli("cache", "ls", tmp_path, check=True).stdout  # not a cache at all
     verify = run_cli("cache", "verify", tmp_path)  # the key-named leftover is a broken cache, the user's folder not
     assert verify.returncode == 1 and str(shared) in verify.stderr and "my_recordings" not in verify.stderr
+
+
+def test_ls_shows_the_feature_definition_and_the_source_folder(tmp_path):
+    """Two folder caches of one folder, PANNs and PaSST features: `cache ls` tells them apart and names the folder."""
+    clips = tmp_path / "my clips"
+    clips.mkdir()
+    shutil.copy(AUDIO / "fsdd_ccbysa" / "0_george_0.wav", clips / "a.wav")
+    for features in ("panns", "passt"):
+        run_cli("prep", "audio", "--dataset", "folder", "--root", clips, "--cache", tmp_path / "c", "--workers", "1",
+                "--no-progress", "--features", features, check=True)
+    rows = run_cli("cache", "ls", tmp_path / "c", check=True).stdout.splitlines()
+    assert rows[0].split()[:4] == ["kind", "name", "dataset", "features"] and rows[0].split()[-1] == "source"
+    audio = sorted(r for r in rows[1:] if r.startswith("audio"))
+    assert len(audio) == 2 and all(r.endswith(str(clips.resolve())) for r in audio)
+    assert sorted(r.split()[3] for r in audio) == ["panns-logmel", "passt-mel"]
 
 
 def test_help_has_examples():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from audioret.cache.gc import garbage, remove
+from audioret.cache.gc import HOLDS_FOREIGN, garbage, remove
 from audioret.cache.manifest import iter_caches
 from audioret.cache.publish import human_bytes as _human
 from audioret.cache.runs import read_runs, users
@@ -17,8 +17,9 @@ from audioret.cli.groups import EXIT_FAILURE, cache_group
 @cache_group.command("ls")
 @click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def ls_cmd(cache_dir: Path) -> None:
-    """List every cache under CACHE_DIR (kind, name, dataset, splits, clips, hours, size, key, state, and how many
-    existing runs use it), then the runs registered there with every cache each one used.
+    """List every cache under CACHE_DIR (kind, name, dataset, features — the audio feature definition or the
+    captions' translator —, splits, clips, hours, size, key, state, how many existing runs use it, and the folder
+    the clips were read from), then the runs registered there with every cache each one used.
 
     \b
     Example:
@@ -28,10 +29,11 @@ def ls_cmd(cache_dir: Path) -> None:
     if not rows:
         click.echo(f"{cache_dir}: no caches")
     else:
-        header = ("kind", "name", "dataset", "splits", "clips", "hours", "size", "key", "state", "runs")
+        header = ("kind", "name", "dataset", "features", "splits", "clips", "hours", "size", "key", "state", "runs",
+                  "source")
         _echo_table([header] + [
-            (r.kind, r.name, r.dataset, ",".join(r.splits), str(r.clips), f"{r.hours:.2f}", _human(r.size_bytes),
-             r.key[:16], r.state, str(len(users(records, r.kind, r.path.name))))
+            (r.kind, r.name, r.dataset, r.features, ",".join(r.splits), str(r.clips), f"{r.hours:.2f}",
+             _human(r.size_bytes), r.key[:16], r.state, str(len(users(records, r.kind, r.path.name))), r.source or "-")
             for r in rows
         ])
     if records:
@@ -102,13 +104,18 @@ def gc_cmd(cache_dir: Path, yes: bool) -> None:
         click.echo(f"not ours, left alone: {p}")
     for p, run in plan.in_use:
         click.echo(f"in use, left alone: {p} (run {run})")
-    if not plan.remove:
+    if not plan.remove and not plan.emptied:
         click.echo("nothing to remove")
         return
     for p in plan.remove:
         click.echo(("removing " if yes else "would remove ") + str(p))
+    for p in plan.emptied:
+        click.echo(("removing" if yes else "would remove") + f" the cache files in {p} (the folder stays: "
+                   + (HOLDS_FOREIGN if any(f.parent == p for f in plan.foreign) else "a writer's temp file is in it")
+                   + ")")
     if yes:
-        for p, why in remove(plan.remove):
-            click.echo(f"kept {p}: {why}")
+        for p, why in remove(plan.remove + plan.emptied):
+            if not (p in plan.emptied and why == HOLDS_FOREIGN):  # said above
+                click.echo(f"kept {p}: {why}")
     else:
         click.echo("re-run with --yes to delete")
