@@ -238,7 +238,10 @@ def extract_split(archive: Path, root: Path, remote: RemoteFile, opts: FetchOpti
             _note(f"{archive.name}: extracting {len(members)} entries into {final}")
             z.extractall(path=temp)
     except (py7zr.exceptions.ArchiveError, lzma.LZMAError, EOFError, ValueError) as exc:
-        raise DownloadError(f"{archive.name}: cannot extract ({exc}); archive kept, temp folder {temp}") from None
+        if temp.exists():
+            shutil.rmtree(temp)  # half an extraction: nothing to look at, and the next run starts over
+        raise DownloadError(f"{archive}: cannot extract ({' '.join(str(exc).split())}); "
+                            + _after_failed_extraction(archive, remote)) from None
     entries = [p for p in temp.iterdir()]
     inner = entries[0] if len(entries) == 1 and entries[0].is_dir() else temp
     n_files = sum(1 for p in inner.rglob("*") if p.is_file())
@@ -251,6 +254,22 @@ def extract_split(archive: Path, root: Path, remote: RemoteFile, opts: FetchOpti
     if inner != temp:
         shutil.rmtree(temp)
     return "extracted"
+
+
+def _after_failed_extraction(archive: Path, remote: RemoteFile) -> str:
+    """What happens to an archive that would not extract, said in the error. Without a published md5 nothing told
+    a damaged download from a good one, so the file is moved aside and a re-run fetches it again (kept in place,
+    `fetch` would take it as present and fail here again forever); with a matching md5 the download is good and
+    stays (the archive itself, or the disk, is the problem)."""
+    if remote.md5 is not None:
+        return "its md5 matches the published one, so it is kept"
+    aside = archive.with_name(archive.name + ".bad-archive")
+    n = 1
+    while aside.exists():
+        aside = archive.with_name(f"{archive.name}.bad-archive.{n}")
+        n += 1
+    os.replace(archive, aside)
+    return f"no published md5 tells a damaged download apart: moved aside as {aside}, a re-run fetches it again"
 
 
 def _write_report(root: Path, result: DownloadResult) -> None:

@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -280,16 +281,18 @@ def test_server_without_range_support_restarts_the_part(tmp_path, server, mirror
     assert server.requests_for(name) == ["bytes=100-"]
 
 
-def test_corrupt_archive_leaves_no_split_folder_and_keeps_the_archive(tmp_path, mirror):
+def test_corrupt_archive_without_md5_leaves_no_split_folder_and_is_moved_aside(tmp_path, mirror):
     name = "clotho_audio_development.7z"
     data = (mirror / name).read_bytes()
     archive = tmp_path / name
     archive.write_bytes(data[: len(data) // 2])  # a truncated archive whose checksum nobody published
     remote = RemoteFile(name, None, None, "development")
-    with pytest.raises(DownloadError, match=name):
+    with pytest.raises(DownloadError, match=name) as failed:
         extract_split(archive, tmp_path, remote, FetchOptions(min_free=0, progress=False))
-    assert archive.is_file() and not (tmp_path / "development").exists()
-    archive.write_bytes(data)  # the next run cleans the stale temp folder and succeeds
+    aside = tmp_path / f"{name}.bad-archive"  # no md5: a damaged download is not taken for a good one next time
+    assert str(aside) in str(failed.value) and aside.read_bytes() == data[: len(data) // 2]
+    assert not archive.exists() and not (tmp_path / "development").exists() and not list(tmp_path.glob(".extract-*"))
+    archive.write_bytes(data)  # the next run extracts the good copy
     assert extract_split(archive, tmp_path, remote, FetchOptions(min_free=0, progress=False)) == "extracted"
     assert sorted(p.name for p in (tmp_path / "development").glob("*.wav")) == [c.name for c in SPLIT_CLIPS["development"]]
     assert not list(tmp_path.glob(".extract-*"))
@@ -305,3 +308,35 @@ def test_split_folder_made_by_someone_else_is_left_alone(tmp_path, server, mirro
     assert result.exit_code() == 0 and result.splits == {"evaluation": "foreign"}
     assert "clotho_audio_evaluation.7z" not in [name for name, _ in server.log]
     assert [p.name for p in own.iterdir()] == ["mine.wav"]
+
+
+def test_an_archive_without_md5_that_fails_to_extract_is_fetched_again(tmp_path, mirror):
+    """The server first serves a truncated archive whose md5 nobody published: the error names the real file (no
+    temp folder that does not exist), and the next run fetches the archive again instead of reusing it."""
+    name = "clotho_audio_validation.7z"
+    served = tmp_path / "served"
+    shutil.copytree(mirror, served)
+    data = (mirror / name).read_bytes()
+    (served / name).write_bytes(data[: len(data) // 2])
+    table = json.loads((mirror / "checksums.json").read_text())
+    table[name] = {"md5": None, "size": None}
+    (tmp_path / "no-md5.json").write_text(json.dumps(table))
+    dest = tmp_path / "clotho"
+    srv = Server(served)
+    try:
+        args = ["download", "clotho", "--root", dest, "--splits", "validation", "--base-url", srv.url,
+                "--checksums", tmp_path / "no-md5.json", *FAST]
+        first = run_cli(*args)
+        assert first.returncode == 3, first.stderr
+        error = next(line for line in first.stderr.splitlines() if line.startswith("error:"))
+        aside = dest / f"{name}.bad-archive"
+        assert f"{dest / name}: cannot extract" in error and f"moved aside as {aside}" in error
+        assert aside.is_file() and not list(dest.glob(".extract-*")) and ".tmp" not in error
+        (served / name).write_bytes(data)
+        srv.log.clear()
+        second = run_cli(*args)
+        assert second.returncode == 0, second.stderr
+        assert [n for n, _ in srv.log] == [name]  # fetched again; the verified CSVs were not
+        _assert_layout(dest, ["validation"])
+    finally:
+        srv.close()
