@@ -77,6 +77,22 @@ def test_weights_take_round_w_n_rows_drawn_from_seed_and_epoch():
     assert np.array_equal(epoch_rows(source, [1, 1, 1, 1], 5, 3), np.arange(26))  # no weights: every row once
 
 
+def test_a_weight_beyond_the_bound_is_a_usage_error_naming_the_epoch_it_implies(cache, tmp_path):
+    """`--extra audiocaps:1e9` was an out-of-memory kill (the plan holds w·n rows); `--extra audiocaps:0` was
+    blamed on --set. Both are usage errors now, before a model is built, and leave no run directory."""
+    run = tmp_path / "r"
+    base = ["train", "--cache", cache, "--name", "clotho", "--out", run, *fast_overrides(1), "--no-progress"]
+    huge = run_cli(*base, "--extra", "audiocaps:1e9", timeout=120)
+    lines = huge.stderr.strip().splitlines()
+    assert huge.returncode == 2 and len(lines) == 1, huge.stderr
+    assert "10,000,000,000 captions of audiocaps" in lines[0] and "1e+09 × its 10 training captions" in lines[0]
+    assert "at most 100" in lines[0] and not run.exists()
+    zero = run_cli(*base, "--extra", "audiocaps:0")
+    assert zero.returncode == 2 and "'--extra'" in zero.stderr and "weight must be a number > 0" in zero.stderr
+    assert "--set" not in zero.stderr
+    assert "w ≤ 100" in run_cli("train", "--help").stdout
+
+
 PLAN_SETS = ["max_seconds=0.5", "batch_size=12", "p_eda=0.5", "p_syn=0", "p_bt=0", "seed=4",
              "extra=audiocaps,wavcaps"]
 

@@ -20,9 +20,9 @@ import torch
 
 from audioret.trainer.augment import FLOOR_DB, FeatureScale
 from audioret.trainer.caption_text import caption_view
-from audioret.trainer.config import TrainConfig
+from audioret.trainer.config import ConfigError, TrainConfig
 from audioret.trainer.encoders import feature_spec
-from audioret.trainer.sources import ConcatAudio, Source, epoch_rows, epoch_size, weighted_count
+from audioret.trainer.sources import ConcatAudio, Source, epoch_rows, epoch_size, weight_problem, weighted_count
 
 LEGACY_FEATURE = "panns-logmel"  # caches written before the feature name was recorded hold the PANNs log-mel
 
@@ -326,6 +326,10 @@ class TrainData:
         self.table = join_tables([source_table(s) for s in self.sources],
                                  self.audio.offsets if extras else [0])
         self.weights = [s.weight for s in self.sources]
+        for i, s in enumerate(self.sources):  # before any epoch is planned: a huge weight would exhaust memory
+            problem = weight_problem(s, int(np.count_nonzero(self.table.source == i)))
+            if problem:
+                raise ConfigError(problem)
         self.text = build_text_side(self.table, [s.captions for s in self.sources], cfg)
         self.crop = max(1, int(round(cfg.max_seconds * self.fps)))
         self.clip_indices = np.unique(self.table.clip_pos)

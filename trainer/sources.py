@@ -78,9 +78,23 @@ class ConcatAudio:
             c.verify()
 
 
+#: The largest weight an extra dataset may have: at most 100 passes over its captions per epoch. The epoch plan
+#: holds every one of its captions (8 bytes each and more), so `--extra ac:1e9` was an out-of-memory kill.
+MAX_WEIGHT = 100.0
+
+
 def weighted_count(n: int, weight: float) -> int:
     """Captions a dataset of n training captions gives an epoch: w·n rounded, halves up."""
     return int(math.floor(weight * n + 0.5))
+
+
+def weight_problem(source: "Source", n: int) -> str | None:
+    """Why `source`'s weight cannot be planned (above MAX_WEIGHT), naming the epoch it would give; None if fine."""
+    if source.weight <= MAX_WEIGHT:
+        return None
+    return (f"config key 'extra': {source.name}:{source.weight:g} would put {weighted_count(n, source.weight):,} "
+            f"captions of {source.name} into every epoch ({source.weight:g} × its {n:,} training captions); a weight "
+            f"is at most {MAX_WEIGHT:g} (here {weighted_count(n, MAX_WEIGHT):,} captions per epoch)")
 
 
 def epoch_rows(source_of_row: np.ndarray, weights: Sequence[float], seed: int, epoch: int) -> np.ndarray:

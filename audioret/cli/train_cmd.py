@@ -24,6 +24,18 @@ def _fail(msg: str, code: int = EXIT_FAILURE) -> None:
     sys.exit(code)
 
 
+def _check_extras(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """Each --extra checked as itself, so a bad one is blamed on --extra (it travels on as the `extra` key)."""
+    from audioret.trainer.config import parse_extra
+
+    for item in value:
+        try:
+            parse_extra(item)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def _one_line_warnings() -> None:
     """Warnings (e.g. "p_bt treated as 0") as one `warning: ...` line on stderr, without a source-code echo."""
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
@@ -35,9 +47,10 @@ def _one_line_warnings() -> None:
               help="Cache root holding audio/ and captions/ caches (from `prep audio` / `prep captions`).")
 @click.option("--name", default=None, help="Dataset name given at prep (default: the newest caches of any name); "
                                             "validation and early stopping use its validation split.")
-@click.option("--extra", "extras", multiple=True, metavar="NAME[:WEIGHT]",
+@click.option("--extra", "extras", multiple=True, metavar="NAME[:WEIGHT]", callback=_check_extras,
               help="Also train on the train split of the caches named NAME under --cache (repeatable; config key "
-                   "`extra`). WEIGHT w: round(w·n) of its n captions per epoch (default 1: each once).")
+                   "`extra`). WEIGHT w: round(w·n) of its n captions per epoch (default 1: each once; "
+                   "0 < w ≤ 100).")
 @click.option("--out", "run_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Run directory: config.toml, metrics.csv, checkpoints/{last,best}.pt.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
