@@ -7,6 +7,7 @@ import pickle
 import shutil
 import types
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -269,3 +270,26 @@ def test_missing_text_model_is_a_one_line_error(tmp_path) -> None:
     with pytest.raises(ModelLoadError) as err:
         TextEncoder(str(tmp_path / "no-such-model"))
     assert "no-such-model" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_max_tokens_beyond_the_text_models_positions_is_refused(tmp_path: Path, tmp_path_factory) -> None:
+    """A RoBERTa with 64 positions takes 62 tokens (two are reserved before the first): 62 embeds a long caption,
+    more is refused when the model is built, not by an index error mid-epoch; through the CLI, exit 2."""
+    from conftest import run_cli
+    from demo_fixtures import demo_cache, fast_overrides
+    from hf_fixtures import tiny_roberta
+
+    from audioret.trainer.config import ConfigError
+
+    roberta = tiny_roberta(tmp_path / "roberta")
+    long = " ".join(["Rain falls on a tin roof, loudly!"] * 20)
+    with torch.no_grad():
+        assert TextEncoder(str(roberta), embed_dim=8, hidden=16, max_tokens=62)([long]).shape == (1, 8)
+    with pytest.raises(ConfigError, match=r"'max_tokens': 63 is more than the text model .* takes \(62 tokens\)"):
+        TextEncoder(str(roberta), embed_dim=8, hidden=16, max_tokens=63)
+    cache = demo_cache(tmp_path_factory.getbasetemp())
+    proc = run_cli("train", "--cache", cache, "--name", "demo", "--out", tmp_path / "run",
+                   *fast_overrides(1, [f"text_model={roberta}", "max_tokens=200"]), "--no-progress")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr
+    assert "max_tokens=62 or less" in errors[0] and "out of bounds" not in proc.stderr

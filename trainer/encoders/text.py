@@ -45,6 +45,19 @@ def _load_pretrained(model_name_or_path: str, dropout: float | None = None) -> t
     return model, tokenizer
 
 
+def token_limit(model: nn.Module, tokenizer: Any) -> int | None:
+    """Tokens per text `model` takes: its position embeddings less the positions a RoBERTa-like model reserves
+    before the first token (its embeddings' padding_idx + 1), at most the tokenizer's model_max_length; None when
+    the model says nothing about positions."""
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions is None:
+        return None
+    padding_idx = getattr(getattr(model, "embeddings", None), "padding_idx", None)
+    limit = int(positions) - (int(padding_idx) + 1 if isinstance(padding_idx, int) else 0)
+    stated = getattr(tokenizer, "model_max_length", None)
+    return min(limit, int(stated)) if isinstance(stated, int) and 0 < stated < 10**6 else limit
+
+
 def projection_head(kind: str, width: int, embed_dim: int, hidden: int = 2048) -> nn.Sequential:
     """"mlp": Linear(width, hidden) → ReLU → Linear(hidden, embed_dim) (the paper); "linear": one Linear (the DCASE
     2025 baseline). A Sequential either way, so the first layer is `proj[0]` in both state dicts."""
@@ -65,6 +78,13 @@ class TextEncoder(nn.Module):
         self.model_name_or_path = str(model_name_or_path)
         self.max_tokens = max_tokens
         self.transformer, self.tokenizer = _load_pretrained(self.model_name_or_path, dropout)
+        limit = token_limit(self.transformer, self.tokenizer)
+        if limit is not None and max_tokens > limit:  # else a long caption fails mid-run on a position index
+            from audioret.trainer.config import ConfigError
+
+            raise ConfigError(f"config key 'max_tokens': {max_tokens} is more than the text model "
+                              f"{self.model_name_or_path!r} takes ({limit} tokens); use --set max_tokens={limit} "
+                              "or less")
         width = int(self.transformer.config.hidden_size)
         self.proj = projection_head(projection, width, embed_dim, hidden)
         self.embed_dim = embed_dim
