@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from audioret.cache.hub import PretrainedSourceError, check_source, unreachable_hint
 from audioret.pipeline.feature_defs import FeatureDefinition, FeatureSpecError
 from audioret.pipeline.features import frames_in_chunks
 
@@ -86,8 +87,13 @@ _ADAPTERS = {"ASTFeatureExtractor": _ast, "ClapFeatureExtractor": _clap}
 def hf_definition(source: str) -> FeatureDefinition:
     """The feature definition of the Hugging Face extractor at `source` (a hub name or a local folder).
 
-    Loaded with AutoFeatureExtractor (offline when HF_HUB_OFFLINE=1); its sampling rate decides the resample rate.
+    Loaded with AutoFeatureExtractor (offline when HF_HUB_OFFLINE=1, or when the hub cannot be reached:
+    cache/hub.py); its sampling rate decides the resample rate.
     """
+    try:
+        check_source(source)  # before transformers is imported: offline mode then applies from the start
+    except PretrainedSourceError as exc:
+        raise FeatureSpecError(f"hf:{source}: {exc.problem}") from None
     import transformers
     from transformers import AutoFeatureExtractor
     from transformers.utils import is_speech_available
@@ -98,7 +104,7 @@ def hf_definition(source: str) -> FeatureDefinition:
             extractor = AutoFeatureExtractor.from_pretrained(source)
     except (OSError, ValueError, KeyError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise FeatureSpecError(f"hf:{source}: cannot load a feature extractor ({first})") from None
+        raise FeatureSpecError(f"hf:{source}: cannot load a feature extractor ({first}){unreachable_hint()}") from None
     kind = type(extractor).__name__
     if kind not in _ADAPTERS:
         raise FeatureSpecError(f"hf:{source}: {kind} is not supported; supported: {', '.join(sorted(_ADAPTERS))}")

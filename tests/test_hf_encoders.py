@@ -188,7 +188,7 @@ def test_loading_errors_are_one_line_naming_the_model(models, tmp_path: Path) ->
         warnings.simplefilter("ignore", UserWarning)  # its numpy filterbank warns of an all-zero filter
         ASTFeatureExtractor(max_length=200).save_pretrained(tmp_path / "ast-extractor-clap-model")
         ASTFeatureExtractor(max_length=200).save_pretrained(tmp_path / "no-weights")
-    cases = {"nothing here": "cannot load", "whisper": "WhisperFeatureExtractor is not supported",
+    cases = {"nothing here": "folder not found", "whisper": "WhisperFeatureExtractor is not supported",
              "ast-extractor-clap-model": "a clap model with a ASTFeatureExtractor", "no-weights": "cannot load"}
     for folder, problem in cases.items():
         with pytest.raises(ModelLoadError) as err:

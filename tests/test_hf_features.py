@@ -132,8 +132,11 @@ def test_unusable_extractors_are_refused_in_one_line(tmp_path: Path) -> None:
     WhisperFeatureExtractor().save_pretrained(tmp_path / "whisper")
     with pytest.raises(FeatureSpecError, match="WhisperFeatureExtractor is not supported; supported: AST"):
         feature_definition(f"hf:{tmp_path / 'whisper'}")
-    with pytest.raises(FeatureSpecError, match="cannot load a feature extractor") as err:
+    with pytest.raises(FeatureSpecError, match="nothing here: folder not found$"):
         feature_definition(f"hf:{tmp_path / 'nothing here'}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FeatureSpecError, match="cannot load a feature extractor") as err:
+        feature_definition(f"hf:{tmp_path / 'empty'}")
     assert "\n" not in str(err.value)
 
 

@@ -70,4 +70,4 @@ def test_a_model_that_cannot_load_is_one_line_naming_it(ast_cache, tmp_path) -> 
     proc = run_cli(*train_args(cache, missing, tmp_path / "c", 1))
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ") and f"hf:{missing}" in lines[0] and "cannot load" in lines[0]
+    assert lines[0].startswith("error: ") and f"hf:{missing}" in lines[0] and "folder not found" in lines[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from audioret.cache.hub import PretrainedSourceError, check_source, unreachable_hint
 from audioret.pipeline.translate import TranslationFailed, TranslatorUnavailable
 
 DEFAULT_TEMPLATE = "Helsinki-NLP/opus-mt-{src}-{tgt}"
@@ -55,6 +56,10 @@ class MarianBackend:
 
             hf_logging.disable_progress_bar()  # our own tqdm (captions/s) is the one progress bar
             try:
+                check_source(name)  # a missing folder is said so; no hub: fail at once (cache/hub.py)
+            except PretrainedSourceError as exc:
+                raise TranslatorUnavailable(f"marian: {exc} (--marian-model-template)") from None
+            try:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=".*sacremoses")  # only used for detokenising
                     tok = MarianTokenizer.from_pretrained(name)
@@ -62,7 +67,7 @@ class MarianBackend:
             except (OSError, ValueError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise TranslatorUnavailable(
-                    f"marian: cannot load {name} ({first}); download it once with network access "
+                    f"marian: cannot load {name} ({first}){unreachable_hint()}; download it once with network access "
                     f"(huggingface-cli download {name}) or pass --marian-model-template with a local path"
                 ) from None
             self._models[name] = (tok, model)

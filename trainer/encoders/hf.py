@@ -24,7 +24,7 @@ from torch import nn
 from audioret.trainer.augment import DB_SCALE, FeatureScale
 from audioret.trainer.encoders import FeatureSpec
 from audioret.trainer.encoders.hf_inputs import ASTBatching, ClapBatching
-from audioret.trainer.encoders.loading import ModelLoadError, model_load_error, quiet_transformers
+from audioret.trainer.encoders.loading import ModelLoadError, check_model_source, model_load_error, quiet_transformers
 from audioret.trainer.encoders.text import projection_head
 
 AST_HOP = 160  # 10 ms at 16 kHz: both of ASTFeatureExtractor's paths (numpy spectrogram, torchaudio kaldi.fbank)
@@ -50,6 +50,7 @@ def load_feature_extractor(source: str) -> Any:
     """The feature extractor of `source` (hub name or local folder), one of `EXTRACTORS`; ModelLoadError else."""
     from transformers import AutoFeatureExtractor
 
+    check_model_source("audio model", source, f"hf:{source}")
     try:
         with quiet_transformers(), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # AST's numpy filterbank warns of an all-zero filter

@@ -16,6 +16,9 @@ from typing import Any, Iterator
 
 import torch
 
+from audioret.cache.hub import PretrainedSourceError, check_source, unreachable_hint
+
+
 def _numpy_safe_globals() -> list:
     """numpy's array, scalar and dtype globals, each also under the name numpy 1.x pickles write.
 
@@ -121,6 +124,16 @@ def quiet_transformers() -> Iterator[None]:
 
 
 def model_load_error(what: str, source: str, exc: BaseException) -> ModelLoadError:
-    """`<what> '<source>': cannot load (<first line of exc>)`: one line, naming the model."""
+    """`<what> '<source>': cannot load (<first line of exc>)`: one line, naming the model (and, when the hub could
+    not be reached, saying so: cache/hub.py)."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return ModelLoadError(f"{what} {source!r}: cannot load ({first})")
+    return ModelLoadError(f"{what} {source!r}: cannot load ({first}){unreachable_hint()}")
+
+
+def check_model_source(what: str, source: str, shown: str | None = None) -> None:
+    """Before loading `source` by name: `<what> '<shown>': folder not found` for a path that is no folder, and
+    offline mode when the hub cannot be reached (cache/hub.py `check_source`)."""
+    try:
+        check_source(source)
+    except PretrainedSourceError as exc:
+        raise ModelLoadError(f"{what} {shown or source!r}: {exc.problem}") from None

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from audioret.trainer.encoders.loading import model_load_error, quiet_transformers
+from audioret.trainer.encoders.loading import check_model_source, model_load_error, quiet_transformers
 
 #: The config attributes that hold a transformers encoder's dropout rates (BERT/RoBERTa names, then DistilBERT's).
 DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout")
@@ -23,6 +23,7 @@ def _load_pretrained(model_name_or_path: str, dropout: float | None = None) -> t
     baseline fine-tunes RoBERTa-large with 0.2 instead of its 0.1."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    check_model_source("text model", model_name_or_path)
     try:
         with quiet_transformers():  # the load report lists the dropped pooler: noise, not a problem
             tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
