@@ -71,3 +71,24 @@ def three_caches(base: Path) -> Path:
     prep_dataset("wavcaps", wavcaps_like(root / "wavcaps"), cache, "wavcaps")
     (root / "done").touch()
     return cache
+
+
+def shared_id_caches(base: Path) -> Path:
+    """Cache root with "audiocaps" (audiocaps_like) and "wavcaps-as", a WavCaps-like cache whose AudioSet_SL part
+    holds two of AudioCaps' training clips again under AudioSet file names (`Y<youtube id>.wav`, and once with a
+    start suffix), beside one AudioSet clip and three FreeSound clips AudioCaps does not have; built once."""
+    from test_wavcaps import make_wavcaps
+
+    root = base / "shared-ids"
+    cache = root / "cache"
+    if (root / "done").exists():
+        return cache
+    prep_dataset("audiocaps", audiocaps_like(root / "audiocaps"), cache, "audiocaps")
+    as_sl = [("Yac000000001.wav", LABELLED[1]), ("Yac000000003_0.000.wav", LABELLED[3]),
+             ("Yzz000000099.wav", LABELLED[14])]
+    tree = {"AudioSet_SL": [(i, text, AUDIO / p, Path(p).suffix) for i, (p, text) in as_sl],
+            "FreeSound": [(f"{900 + k}", text, AUDIO / p, Path(p).suffix) for k, (p, text) in
+                          enumerate(LABELLED[10:13])]}
+    prep_dataset("wavcaps", make_wavcaps(root / "wavcaps" / "WavCaps", tree=tree).parent, cache, "wavcaps-as")
+    (root / "done").touch()
+    return cache

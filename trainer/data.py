@@ -22,6 +22,7 @@ from audioret.trainer.augment import FLOOR_DB, FeatureScale
 from audioret.trainer.caption_text import caption_view
 from audioret.trainer.config import ConfigError, TrainConfig
 from audioret.trainer.encoders import feature_spec
+from audioret.trainer.source_ids import find_duplicates
 from audioret.trainer.sources import ConcatAudio, Source, epoch_rows, epoch_size, weight_problem, weighted_count
 
 LEGACY_FEATURE = "panns-logmel"  # caches written before the feature name was recorded hold the PANNs log-mel
@@ -171,8 +172,9 @@ def example_seed(seed: int, epoch: int, batch: int) -> int:
 class Batch:
     x: torch.Tensor  # (B, T, n_mels) float32 dB, floor-padded
     lengths: torch.Tensor  # (B,) long
-    clip_pos: torch.Tensor  # (B,) long, audio-cache index (for the same-clip mask)
+    clip_pos: torch.Tensor  # (B,) long, audio-cache index
     texts: list[str]
+    same_clip: torch.Tensor | None = None  # (B,) long for the same-clip mask, None: clip_pos (trainer/source_ids.py)
 
 
 @dataclass
@@ -336,6 +338,9 @@ class TrainData:
         if len(self.clip_indices) < 2:  # a batch of one clip has no negative: the contrastive loss learns nothing
             raise DataError(f"{audio.directory}: split {split!r} has {len(self.clip_indices)} clip(s) with captions "
                             "and audio; training needs at least 2 (check the split's CSV and failures.jsonl)")
+        # one identity per recording for the loss's same-clip mask; None (clip positions) when no cache shares one
+        self.duplicates = find_duplicates(self.sources, self.audio.offsets, self.clip_indices) if extras else None
+        self.same_clip = self.duplicates.identity if self.duplicates and self.duplicates.pairs else None
         self.mode = choose_mode(cfg, self.audio, self.clip_indices, device)
         if self.mode == "stream":
             self.audio.verify()  # here, before DataLoader workers fork: they inherit the result (cache/integrity.py)
@@ -352,6 +357,9 @@ class TrainData:
             parts.append(f"{n} captions of {len(np.unique(self.table.clip_pos[mine]))} clips "
                          f"({s.name} {s.split}{per_epoch})")
         return " + ".join(parts)
+
+    def _same_clip(self, clip_pos: np.ndarray) -> torch.Tensor | None:
+        return None if self.same_clip is None else torch.from_numpy(self.same_clip[clip_pos]).to(self.device)
 
     def plan(self, epoch: int) -> EpochPlan:
         rng = np.random.default_rng([self.cfg.seed, epoch, 0xDA7A])
@@ -371,7 +379,8 @@ class TrainData:
                 clip_pos = self.table.clip_pos[rows]
                 x, lengths = self.resident.gather(clip_pos, plan.starts[entries], plan.sizes[entries])
                 yield Batch(x.to(self.device, non_blocking=True), lengths.to(self.device),
-                            torch.from_numpy(clip_pos).to(self.device), self.text.texts(rows, plan.seeds[k]))
+                            torch.from_numpy(clip_pos).to(self.device), self.text.texts(rows, plan.seeds[k]),
+                            self._same_clip(clip_pos))
             return
         workers = self.cfg.num_workers
         loader = torch.utils.data.DataLoader(
@@ -381,7 +390,7 @@ class TrainData:
             generator=torch.Generator().manual_seed(epoch))  # not the global RNG: stream ≡ resident, bit for bit
         for item in loader:
             yield Batch(item["x"].to(self.device, non_blocking=True).float(), item["lengths"].to(self.device),
-                        item["clip_pos"].to(self.device), item["texts"])
+                        item["clip_pos"].to(self.device), item["texts"], self._same_clip(item["clip_pos"].numpy()))
 
     def nominal_steps(self) -> int:
         """Optimiser steps in an epoch as the lr schedule lays them out: every caption once at the global batch

@@ -157,7 +157,8 @@ def train_step(model, batch: Batch, optimizer, cfg: TrainConfig, generator: torc
     with autocast(device):
         audio_emb, text_emb, scale = model(x, batch.lengths, tokens, generator=generator)
     # Global-batch NT-Xent under DDP (gather with gradient), the plain one otherwise.
-    loss = dist_hooks.contrastive_loss(audio_emb.float(), text_emb.float(), scale, batch.clip_pos)
+    same_clip = batch.clip_pos if batch.same_clip is None else batch.same_clip  # one recording, two caches: one clip
+    loss = dist_hooks.contrastive_loss(audio_emb.float(), text_emb.float(), scale, same_clip)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip > 0:
@@ -258,6 +259,11 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
     data_cfg = dataclasses.replace(cfg, batch_size=dist_hooks.global_batch_size(cfg.batch_size))
     data = dist_hooks.shard_train_data(TrainData(audio, captions, train_split, data_cfg, device, extras))
     _log(progress, f"train: {data.describe()}; validation: {val_split}; data {data.mode}, device {device}")
+    duplicates = data.duplicates.report() if data.duplicates else None
+    if duplicates and main:  # said even without --progress: it changes which pairs are negatives
+        pairs = ", ".join(f"{k} ({n})" for k, n in duplicates["by_datasets"].items())
+        print(f"train: {duplicates['count']} training clip(s) are one recording in two caches, by source id: "
+              f"{pairs}; each pair is one clip to the loss (not each other's negatives)", file=sys.stderr, flush=True)
 
     # 2. Model, optimiser, schedule.
     model = build_model(cfg, audio.n_mels)
@@ -288,7 +294,8 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
         publish_json(run_dir / RUN_INFO, {"cache_root": str(cache_root.resolve()), "name": name,
                                           "audio_key": audio.key, "caption_key": captions.key,
                                           "audio_dir": str(audio.directory), "caption_dir": str(captions.directory),
-                                          "extras": [s.record() for s in extras]})
+                                          "extras": [s.record() for s in extras],
+                                          **({"duplicate_clips": duplicates} if duplicates else {})})
         save_config(cfg, run_dir / "config.toml")
         _rewrite_metrics(metrics_path, 0)
     elif state is not None:
