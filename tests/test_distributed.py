@@ -211,11 +211,40 @@ def test_shard_plan_splits_global_batches_and_decorrelates_seeds() -> None:
 
     plan = Plan([np.arange(0, 6), np.arange(6, 9), np.arange(9, 10)], np.zeros(10), np.ones(10), [7, 8, 9])
     parts = [D.shard_plan(plan, r, 2) for r in range(2)]
-    assert [b.tolist() for b in parts[0].batches] == [[0, 1, 2], [6]]  # 3 rows → 1 each, 1 row → dropped
-    assert [b.tolist() for b in parts[1].batches] == [[3, 4, 5], [7]]
+    assert [b.tolist() for b in parts[0].batches] == [[0, 2, 4], [6]]  # interleaved; 3 rows → 1 each, 1 → dropped
+    assert [b.tolist() for b in parts[1].batches] == [[1, 3, 5], [7]]
     assert parts[0].seeds != parts[1].seeds and len(parts[0].seeds) == 2
     assert parts[0].starts is plan.starts  # crops are per row: unchanged
-    assert D.shard_plan(plan, 0, 1) is plan
+    assert D.shard_plan(plan, 0, 1) is plan and D.shard_plan(plan, 0, 1, "contiguous") is plan  # one rank: as is
+    blocks = [D.shard_plan(plan, r, 2, "contiguous") for r in range(2)]  # a run from before: its resumes
+    assert [b.tolist() for b in blocks[0].batches] == [[0, 1, 2], [6]]
+    assert [b.tolist() for b in blocks[1].batches] == [[3, 4, 5], [7]]
+    assert blocks[0].seeds == parts[0].seeds
+    assert D.recorded_slices({"rank_slices": "interleaved"}) == "interleaved"
+    assert D.recorded_slices({"audio_key": "..."}) == "contiguous"  # run.json of a run started before
+
+
+def test_ranks_get_the_same_dataset_mix_from_a_plan_with_deferred_rows() -> None:
+    """The per-rank dataset mix as a function of the plan alone: a Clotho-like dataset (5 captions a clip, so its
+    rows are the deferred ones that open a planned batch) beside an AudioCaps-like one (1 caption a clip). Contiguous
+    slices gave rank 0 most of the deferred rows; interleaved ones spread them (20 epochs, W = 2, 4, 8)."""
+    from audioret.trainer.data import EpochPlan, plan_batches
+
+    clips = np.concatenate([np.repeat(np.arange(40), 5), 40 + np.arange(200)])
+    five_captions = np.arange(len(clips)) < 200
+    for world in (2, 4, 8):
+        spread = {}
+        for slices in D.RANK_SLICES:
+            per_rank = np.zeros(world, dtype=np.int64)
+            for epoch in range(20):
+                batches = plan_batches(clips, 8 * world, np.random.default_rng(epoch))
+                rows = np.arange(len(clips))
+                plan = EpochPlan(batches, np.zeros_like(rows), np.zeros_like(rows), [0] * len(batches), rows)
+                for r in range(world):
+                    sharded = D.shard_plan(plan, r, world, slices)
+                    per_rank[r] += sum(int(five_captions[b].sum()) for b in sharded.batches)
+            spread[slices] = (per_rank.max() - per_rank.min()) / per_rank.mean()
+        assert spread["interleaved"] < 0.2 and spread["interleaved"] * 3 < spread["contiguous"], (world, spread)
 
 
 def _stream_worker(rank: int, port: int, cache: str, out_dir: str, name: str = "demo", extra: str = "") -> None:

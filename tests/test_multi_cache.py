@@ -174,10 +174,12 @@ def test_each_rank_streams_its_slices_of_the_three_cache_plan(cache, tmp_path):
         assert r["read"] == [clip_pos[row] for row in r["rows"]]
     assert {source[row] for r in ranks for row in r["rows"]} == {0, 1, 2}
     at = 0
-    for batch in plan:
+    for batch in plan:  # interleaved: rank r takes rows r, r + W, ... of each global batch
         per = len(batch) // WORLD
-        both = ranks[0]["rows"][at:at + per] + ranks[1]["rows"][at:at + per]
-        assert both == batch[:WORLD * per] and len({clip_pos[row] for row in both}) == len(both)
+        mine = [ranks[r]["rows"][at:at + per] for r in range(WORLD)]
+        assert mine == [batch[:WORLD * per][r::WORLD] for r in range(WORLD)]
+        both = [row for part in mine for row in part]
+        assert len({clip_pos[row] for row in both}) == len(both)
         at += per
 
 

@@ -319,10 +319,16 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
-def rank_slice(batch: Sequence[Any], rank: int, world_size: int) -> Sequence[Any] | None:
-    """Rank's equal share of one global batch (trimmed to a multiple of W); None when shorter than W."""
+def rank_slice(batch: Sequence[Any], rank: int, world_size: int, interleaved: bool = False) -> Sequence[Any] | None:
+    """Rank's equal share of one global batch (trimmed to a multiple of W); None when shorter than W.
+
+    Contiguous: rows rank·per … (rank+1)·per − 1. Interleaved: rows rank, rank + W, rank + 2W, …, so a run of
+    similar rows (the deferred rows a planned batch starts with: trainer/data.py plan_batches) spreads over all
+    ranks instead of landing on rank 0."""
     per = len(batch) // world_size
-    return batch[rank * per:(rank + 1) * per] if per else None
+    if not per:
+        return None
+    return batch[:per * world_size][rank::world_size] if interleaved else batch[rank * per:(rank + 1) * per]
 
 
 def global_batch_size(per_rank: int) -> int:
@@ -330,12 +336,28 @@ def global_batch_size(per_rank: int) -> int:
     return per_rank * current().world_size
 
 
-def shard_plan(plan: Any, rank: int | None = None, world_size: int | None = None) -> Any:
+#: How a planned global batch is split over the ranks: `interleaved` since issue 22 (rank r takes rows r, r+W, …:
+#: deferred rows, mostly of multi-caption datasets, no longer all go to rank 0, whose BatchNorm statistics then saw
+#: another dataset mix); `contiguous` for runs started before, so that their resumes stay bit-exact (run.json).
+RANK_SLICES = ("interleaved", "contiguous")
+
+
+def recorded_slices(run_info: dict) -> str:
+    """The rank slicing a run uses (RANK_SLICES), from its run.json: what it recorded, or `contiguous` for a run
+    from before the slicing was recorded (its resumes replay the slices its first epochs had)."""
+    return str(run_info.get("rank_slices", "contiguous"))
+
+
+def shard_plan(plan: Any, rank: int | None = None, world_size: int | None = None,
+               slices: str = "interleaved") -> Any:
     """This rank's part of a trainer epoch plan built for the *global* batch size (trainer.data.EpochPlan).
 
-    Batches become equal per-rank slices; per-row crops stay as planned; the text-augmentation seed of each batch
-    is mixed with the rank so ranks do not draw identical EDA/back-translation decisions for their slices.
+    Batches become equal per-rank slices (`slices`: see RANK_SLICES); per-row crops stay as planned; the
+    text-augmentation seed of each batch is mixed with the rank so ranks do not draw identical
+    EDA/back-translation decisions for their slices.
     """
+    if slices not in RANK_SLICES:
+        raise ValueError(f"rank slices {slices!r}: expected one of {', '.join(RANK_SLICES)}")
     import dataclasses
 
     import numpy as np
@@ -346,15 +368,16 @@ def shard_plan(plan: Any, rank: int | None = None, world_size: int | None = None
         return plan
     batches, seeds = [], []
     for batch, seed in zip(plan.batches, plan.seeds):
-        part = rank_slice(batch, rank, world_size)
+        part = rank_slice(batch, rank, world_size, slices == "interleaved")
         if part is not None:
             batches.append(part)
             seeds.append(int(np.random.SeedSequence([int(seed), rank]).generate_state(1, dtype=np.uint64)[0]))
     return dataclasses.replace(plan, batches=batches, seeds=seeds)
 
 
-def shard_train_data(data: Any) -> Any:
-    """Make a `trainer.data.TrainData` (built with `global_batch_size`) yield only this rank's slices.
+def shard_train_data(data: Any, slices: str = "interleaved") -> Any:
+    """Make a `trainer.data.TrainData` (built with `global_batch_size`) yield only this rank's slices (`slices`:
+    RANK_SLICES).
 
     The one hook the loop needs for data: `TrainData.epoch()` and `n_batches()` call `self.plan(epoch)`, so
     wrapping that method on the instance shards every epoch (set_epoch semantics: the plan is a function of
@@ -363,7 +386,7 @@ def shard_train_data(data: Any) -> Any:
     if not current().enabled:
         return data
     unsharded = data.plan
-    data.plan = lambda epoch: shard_plan(unsharded(epoch))
+    data.plan = lambda epoch: shard_plan(unsharded(epoch), slices=slices)
     return data
 
 

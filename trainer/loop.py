@@ -216,7 +216,7 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
            caption_key: str | None, progress: bool) -> dict[str, Any]:
     """The run itself; the caller holds the run directory's lock and has joined the process group."""
     last_path = checkpoint_path(run_dir, "last")
-    state, recorded_extras = None, None
+    state, recorded_extras, slices = None, None, dist_hooks.RANK_SLICES[0]
     if last_path.exists():
         if not resume:
             raise RunExistsError(f"{run_dir}: already holds a run; pass --resume to continue it or use another --out")
@@ -232,6 +232,7 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
         info = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))
         audio_key, caption_key = audio_key or info["audio_key"], caption_key or info["caption_key"]
         recorded_extras = info.get("extras", [])
+        slices = dist_hooks.recorded_slices(info)  # how its ranks have split each planned batch so far
         if state["stopped"] or int(state["epoch"]) >= cfg.epochs:
             _log(progress, f"{run_dir}: run already finished at epoch {state['epoch']}")
             summary_path = run_dir / "summary.json"
@@ -257,7 +258,7 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
     val_split = resolve_split("validation", set(audio.splits))
     extras = open_extras(cache_root, name, cfg, recorded_extras)
     data_cfg = dataclasses.replace(cfg, batch_size=dist_hooks.global_batch_size(cfg.batch_size))
-    data = dist_hooks.shard_train_data(TrainData(audio, captions, train_split, data_cfg, device, extras))
+    data = dist_hooks.shard_train_data(TrainData(audio, captions, train_split, data_cfg, device, extras), slices)
     _log(progress, f"train: {data.describe()}; validation: {val_split}; data {data.mode}, device {device}")
     duplicates = data.duplicates.report() if data.duplicates else None
     if duplicates and main:  # said even without --progress: it changes which pairs are negatives
@@ -294,7 +295,7 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
         publish_json(run_dir / RUN_INFO, {"cache_root": str(cache_root.resolve()), "name": name,
                                           "audio_key": audio.key, "caption_key": captions.key,
                                           "audio_dir": str(audio.directory), "caption_dir": str(captions.directory),
-                                          "extras": [s.record() for s in extras],
+                                          "extras": [s.record() for s in extras], "rank_slices": slices,
                                           **({"duplicate_clips": duplicates} if duplicates else {})})
         save_config(cfg, run_dir / "config.toml")
         _rewrite_metrics(metrics_path, 0)
