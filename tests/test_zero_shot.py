@@ -23,9 +23,10 @@ def clap_cache(tmp_path_factory):
     return demo_cache(base, "24,8,8", 1.0, features=f"hf:{model}"), model
 
 
-def clap_similarity(model, cache) -> tuple[torch.Tensor, list[str], list[tuple[str, int, str]]]:
+def clap_similarity(model, cache, verbatim: bool = True) -> tuple[torch.Tensor, list[str], list[tuple[str, int, str]]]:
     """(captions × clips) cosine similarities by CLAP's own towers on its processor's output for the decoded
-    evaluation clips (the decoder `prep audio` uses) and the cached captions."""
+    evaluation clips (the decoder `prep audio` uses) and the captions verbatim (`ClapProcessor(text=raw)`; with
+    `verbatim=False` the cache's normalised captions instead)."""
     from transformers import ClapModel, ClapProcessor
 
     from audioret.cache.audio_shards import AudioCache
@@ -35,15 +36,20 @@ def clap_similarity(model, cache) -> tuple[torch.Tensor, list[str], list[tuple[s
 
     clap, processor = ClapModel.from_pretrained(model).eval(), ClapProcessor.from_pretrained(model)
     clips = AudioCache.open(cache, name="demo").ids_for_split("evaluation")
-    rows = CaptionCache.open(cache, name="demo").all_captions("evaluation")
+    captions = CaptionCache.open(cache, name="demo")
+    rows = [(c, i, captions.raw(c)[i] if verbatim else t) for c, i, t in captions.all_captions("evaluation")]
+    # The generated captions are written as people write them ("A quiet beep repeats while noise hums."): the
+    # cache's normalised form differs from every one of them, so a model fed that form ranks differently.
+    assert all(captions.raw(c)[i] != t for c, i, t in captions.all_captions("evaluation"))
     defn = feature_definition(f"hf:{model}")
     waves = [load_mono(cache.parent / "data" / "evaluation" / c, defn) for c in clips]
     audio = processor.feature_extractor(waves, sampling_rate=48000, return_tensors="pt")
     assert audio["input_features"].shape == (len(clips), 4, 101, 64)
-    # No clip is longer than 1 s; the extractor marks one at random as longer anyway (LAION-CLAP's stand-in for
-    # training), which evaluation does not do: every clip is embedded as what it is.
+    # No clip is longer than 1 s; the extractor marks one at random as longer anyway (LAION-CLAP's HTSAT does so in
+    # any batch without a long clip), which evaluation does not do: every clip is embedded as what it is
+    # (docs/encoders.md).
     not_longer = torch.zeros(len(clips), 1, dtype=torch.bool)
-    text = processor.tokenizer([t for _, _, t in rows], padding=True, return_tensors="pt")
+    text = processor(text=[t for _, _, t in rows], padding=True, return_tensors="pt")
     with torch.no_grad():
         a = clap.get_audio_features(input_features=audio["input_features"], is_longer=not_longer).pooler_output
         t = clap.get_text_features(input_ids=text["input_ids"], attention_mask=text["attention_mask"]).pooler_output
@@ -66,6 +72,21 @@ def test_zero_shot_ranks_as_clap_itself_does(clap_cache, tmp_path) -> None:
     by_hand = [[clips[j] for j in torch.argsort(-row, stable=True)[:8].tolist()] for row in sim]
     assert submitted == by_hand
     assert f"{result['map10']:.4f}" in proc.stdout
+
+
+def test_clap_reads_each_caption_verbatim_as_its_processor_does(clap_cache) -> None:
+    """The similarities themselves, not only the ranks: the text tower gets `ClapProcessor(text=raw)`'s ids. Fed
+    the cache's normalised captions instead (lower case, no punctuation), every similarity moves."""
+    from audioret.trainer.zero_shot import score_zero_shot
+
+    cache, model = clap_cache
+    split, scores = score_zero_shot(str(model), cache, "demo", device="cpu")
+    sim, clips, rows = clap_similarity(model, cache)
+    assert split == "evaluation" and scores.clip_ids == clips
+    assert scores.caption_raw == [t for _, _, t in rows]
+    assert (scores.similarity - sim).abs().max() < 1e-5  # the float16 cache only
+    normalised = clap_similarity(model, cache, verbatim=False)[0]
+    assert (normalised - sim).abs().max() > 1e-3
 
 
 def test_a_cache_of_other_features_is_refused_naming_both(clap_cache, tmp_path) -> None:
