@@ -16,6 +16,11 @@ whole clip, before anything that depends on the batch or on chance:
 
 Equality with the extractor's own output is tested in tests/test_hf_features.py. The trainer never imports
 transformers' extractors: the cache config says what remains to be applied.
+
+The cache key covers the extractor's class and resolved settings (`extractor_settings`: its `to_dict()`), not
+the name it was loaded by: two spellings of one folder (a trailing slash, a relative path) or two models with
+the same extractor share one cache, and the trainer accepts a cache by comparing those settings with its own
+extractor's (trainer/data.py `check_audio_config`), naming any that differ.
 """
 from __future__ import annotations
 
@@ -107,4 +112,7 @@ def hf_definition(source: str) -> FeatureDefinition:
               "extractor_settings": _drop_arrays(extractor.to_dict())}
     # torchaudio present → AST takes its kaldi.fbank path instead of numpy: other numbers, so part of the key
     versions = {"transformers": transformers.__version__, "torchaudio_path": bool(is_speech_available())}
-    return FeatureDefinition(f"hf:{source}", HF_CODE_VERSION, config, compute, versions)
+    # Keyed by what the extractor does (class + settings), not by how its name was typed: "/abs/clap", "/abs/clap/"
+    # and "clap" from /abs are one cache; the name stays recorded (messages, `cache ls`).
+    return FeatureDefinition(f"hf:{source}", HF_CODE_VERSION, config, compute, versions,
+                             unkeyed=("feature", "extractor"))

@@ -70,6 +70,7 @@ def test_feature_spec_is_what_prep_audio_records(models, kind: str) -> None:
     recorded = feature_definition(f"hf:{models[kind]}").cache_config()
     assert spec.feature == spec.features_option == recorded["feature"] == f"hf:{models[kind]}"
     assert spec.numbers() == {k: recorded[k] for k in ("n_mels", "sample_rate", "hop_length")}
+    assert spec.extractor == {k: recorded[k] for k in ("extractor_class", "extractor_settings")}
     assert check_audio_config(recorded, "cache", f"hf:{models[kind]}") == 100.0  # frames per second
 
 

@@ -102,6 +102,25 @@ def test_a_cache_of_other_features_is_refused_naming_both(clap_cache, tmp_path) 
     assert "panns-logmel" in lines[0] and f"needs hf:{model}" in lines[0] and f"--features hf:{model}" in lines[0]
 
 
+def test_a_cache_fits_by_its_extractor_settings_not_by_how_the_name_was_typed(clap_cache, tmp_path) -> None:
+    """The cache was prepped with `--features hf:/abs/zero-shot-clap`: a trailing slash or a relative spelling of
+    that folder is the same extractor (accepted); another folder of that relative name whose extractor keeps only
+    2–6 kHz (the same model weights) is not, and the refusal names the settings that differ."""
+    cache, model = clap_cache
+    args = ("--cache", cache, "--name", "demo", "--out", tmp_path / "o")
+    reference = run_cli("eval", "--zero-shot", model, *args, check=True).stdout.splitlines()[-2:]
+    for spelling, cwd in ((f"{model}/", None), (model.name, model.parent), (f"./{model.name}/", model.parent)):
+        proc = run_cli("eval", "--zero-shot", spelling, *args, cwd=cwd, check=True)
+        assert proc.stdout.splitlines()[-2:] == reference, spelling  # the same scores
+    tiny_clap(tmp_path / model.name, frequency_min=2000, frequency_max=6000)
+    proc = run_cli("eval", "--zero-shot", model.name, *args, cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert "settings than the hf:zero-shot-clap encoder's (cache ≠ encoder): frequency_max 14000 ≠ 6000, " \
+           "frequency_min 0 ≠ 2000 (re-run" in lines[0]
+    assert f"--features hf:{model.name}" in lines[0]
+
+
 @pytest.mark.parametrize("args, says", [
     ([], "give RUN_DIR, or --zero-shot"),
     (["--zero-shot", "some/clap", "--cache", "."], "give --out"),

@@ -11,8 +11,9 @@ The contract every audio encoder keeps, so the loop, evaluation and the augmenta
 `lengths[b]` with the feature's silence value, and the attributes `n_mels` (bins), `embed_dim` and `scale` (the
 `FeatureScale` of its input: what silence is and what 1 dB of gain adds, trainer/augment.py).
 
-Which cached feature an encoder needs (`feature_spec`) is decided here, from its name alone, so a run refuses a
-cache that does not fit before any model is built (trainer/data.py `check_audio_config`).
+Which cached feature an encoder needs (`feature_spec`) is decided here, from its name alone (an `hf:` encoder:
+from its feature extractor's settings), so a run refuses a cache that does not fit before any model is built
+(trainer/data.py `check_audio_config`).
 """
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ class FeatureSpec:
     sample_rate: int
     hop_length: int
     scale: FeatureScale = field(default=DB_SCALE)
+    # hf: encoders: the extractor's class and resolved settings, as `prep audio` records them ("extractor_class",
+    # "extractor_settings"); a cache fits when these match, whatever spelling of the name it was prepped with
+    extractor: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     @property
     def prep(self) -> str:
