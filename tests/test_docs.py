@@ -51,7 +51,7 @@ def test_reference_has_every_command_with_its_usage_line(site: Path) -> None:
 
 def test_reference_keeps_help_examples_as_text_blocks(site: Path) -> None:
     page = (site / "cli" / "index.html").read_text(encoding="utf-8")
-    example = re.search(r'<pre><code class="language-text">\s*audioret cache gc caches/ +# list what would go\n'
+    example = re.search(r'<pre>(?:<span></span>)?<code[^>]*>\s*audioret cache gc caches/ +# list what would go\n'
                         r'\s*audioret cache gc caches/ --yes', page)
     assert example, "the indented lines of an Example: block ran together into a paragraph"
 
