@@ -167,7 +167,7 @@ def test_clap_is_longer_at_10_s_follows_the_extractor(tmp_path: Path) -> None:
     mel longer than its chunk (1 + n // hop > 1 + max // hop frames), so clips of 10.000–10.009 s at 48 kHz are their
     own mel four times, not longer; 10.010 s is. In one batch with a 12-s clip (the extractor then draws no
     stand-in) input, is_longer and embedding equal the extractor's. Alone, the extractor marks such a clip longer
-    at random and evaluation does not (docs/encoders.md): that is the one difference, and it moves the embedding."""
+    at random and evaluation does not (docs/training.md): that is the one difference, and it moves the embedding."""
     model = tiny_clap(tmp_path / "clap-10s", max_length_s=10)
     enc, ext = encoder(model), load_feature_extractor(str(model))
     defn = feature_definition(f"hf:{model}")

@@ -47,7 +47,7 @@ def clap_similarity(model, cache, verbatim: bool = True) -> tuple[torch.Tensor, 
     assert audio["input_features"].shape == (len(clips), 4, 101, 64)
     # No clip is longer than 1 s; the extractor marks one at random as longer anyway (LAION-CLAP's HTSAT does so in
     # any batch without a long clip), which evaluation does not do: every clip is embedded as what it is
-    # (docs/encoders.md).
+    # (docs/training.md).
     not_longer = torch.zeros(len(clips), 1, dtype=torch.bool)
     text = processor(text=[t for _, _, t in rows], padding=True, return_tensors="pt")
     with torch.no_grad():
