@@ -3,9 +3,8 @@
 Why so strict: CACHE/audio/ and CACHE/captions/ are ordinary folders a user may also put things into. gc deletes
 key-named caches that are incomplete and not being written (only the files the tool's naming scheme produces),
 temp files of dead writers, and run records whose run directory is gone; a cache an existing run uses is never
-deleted, and everything else is reported as "not ours" and left alone. A folder that stays once its cache files
-are gone is planned as such (`GcPlan.emptied`), so the dry run says what `--yes` does. The rules:
-docs/cache-format.md.
+deleted, and everything else is "not ours" and left alone. A folder that will stay is planned as such
+(`GcPlan.emptied`). The rules: docs/cache-format.md.
 """
 from __future__ import annotations
 

@@ -1,16 +1,9 @@
 """Where a pretrained model the user names comes from: a local folder or a Hugging Face hub name.
 
-Why one module, at the bottom layer: `prep audio --features hf:`, the trainer's text and `hf:` audio encoders,
-zero-shot CLAP and the Marian translator all hand what the user typed to transformers' `from_pretrained`, and two
-of its answers were wrong in the same way everywhere:
-- a folder that does not exist went to the hub as a repo id ("Repo id must use alphanumeric chars ..."):
-  `check_source` refuses a path-like source that is no folder as "folder not found";
-- a hub name without network: huggingface_hub retries every file with back-off, about 50 s per model before the
-  error. Unless HF_HUB_OFFLINE is set (then the hub is never asked), one connection to the hub endpoint, at most
-  `PROBE_SECONDS`, decides; when it fails this process switches to offline mode, so a model in the local hub
-  cache still loads and any other fails at once, with `unreachable_hint()` saying why. Behind a proxy
-  (HTTPS_PROXY etc.) the probe is skipped: only the proxy knows the way.
-No transformers or huggingface_hub import here: the check runs before either is loaded.
+Why one module at the bottom layer: prep's `hf:` features, the text and `hf:` encoders, zero-shot CLAP and Marian
+all pass what the user typed to `from_pretrained`. `check_source` refuses a path that is no folder ("folder not
+found", not a repo-id error) and, unless HF_HUB_OFFLINE is set, goes offline when one connection to the hub fails,
+so a hub name fails at once instead of after ~50 s of retries. Stdlib only. Details: docs/data.md.
 """
 from __future__ import annotations
 

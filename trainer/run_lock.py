@@ -2,9 +2,8 @@
 
 Why: two `train` runs with the same --out would both append to metrics.csv and overwrite each other's checkpoints.
 The flock on RUN_DIR/.lock is held from before the run directory is read until the run returns, and dropped by the
-kernel when the holder dies, so `--resume` just takes it again; forked DataLoader workers do not keep it. A run
-that wrote nothing (a usage error) removes the lock file, and the directory if it made it. Readers (`eval`,
-`retrieve`) never take it. Under DDP only rank 0 takes it and broadcasts the outcome.
+kernel when the holder dies; forked DataLoader workers do not keep it. A run that wrote nothing (a usage error)
+removes the lock file and a directory it made. Under DDP only rank 0 takes it and broadcasts the outcome.
 """
 from __future__ import annotations
 

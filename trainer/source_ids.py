@@ -1,21 +1,9 @@
-"""The same recording in two caches of one run: found by the id its source gives it, kept out of its negatives.
+"""One recording in two caches of a run (AudioCaps and WavCaps' AudioSet_SL), found by its source id.
 
-Why: AudioCaps and WavCaps' AudioSet_SL part both hold AudioSet clips (WavCaps captioned AudioSet's strongly
-labelled subset), so a run on both (`train --extra`) has clips that are in two caches under two clip ids. To the
-trainer they were two clips, and one could be the other's negative in a batch. `find_duplicates` maps every
-training clip to one identity (the global position of its first copy, in the run's cache order); the loss masks
-captions of one identity out of each other's negatives (trainer/loss.py), as it does for one clip's captions.
-
-What the caches record, and the trainer reads nothing else: each audio manifest's `dataset` (the reader that
-made it) and its clip ids, which the readers in pipeline/ build from the source's own ids:
-- audiocaps (pipeline/audiocaps.py): `{youtube_id}_{start}.{ext}`, the YouTube id 11 characters;
-- wavcaps (pipeline/wavcaps.py): `<Source>/<id>.{ext}`; AudioSet_SL ids are AudioSet file names, `Y{youtube_id}`
-  (a `_{start}` suffix allowed), FreeSound, BBC_Sound_Effects and SoundBible ids their sites' numbers;
-- clotho: file names, unique in Clotho (two Clotho caches of one run share them). The Freesound id of a Clotho
-  clip is only in clotho_metadata_*.csv, which no cache keeps, so Clotho ∩ WavCaps-FreeSound is not found
-  here: `prep audio --exclude` with the DCASE list of overlapping Freesound ids is the tool for that;
-- manifest and folder caches: no id but the user's own path, which says nothing across caches: never matched.
-A clip whose id does not have its reader's form (say, AudioCaps audio renamed) gets no source id: never merged.
+Why: such a clip was two clips to the trainer, so one copy could be the other's negative. `source_id` reads what
+the caches record (the manifest's dataset kind and the clip ids pipeline/audiocaps.py and pipeline/wavcaps.py
+make) into an id; `find_duplicates` gives every copy the identity of its first, which the loss's same-clip mask
+uses. Which kinds carry which ids, and what is not found: docs/training.md.
 """
 from __future__ import annotations
 
