@@ -24,7 +24,7 @@ def cache(tmp_path_factory) -> Path:
     return shared_id_caches(tmp_path_factory.getbasetemp())
 
 
-def data_over(cache: Path, extra: str, sets: tuple[str, ...] = ()):
+def data_over(cache: Path, extra: str, sets: tuple[str, ...] = (), match_sources: bool = True):
     from audioret.cache.audio_shards import AudioCache
     from audioret.cache.caption_shards import CaptionCache
     from audioret.trainer.data import TrainData
@@ -32,7 +32,7 @@ def data_over(cache: Path, extra: str, sets: tuple[str, ...] = ()):
 
     cfg = load_config(None, ["batch_size=32", "p_eda=0", "p_bt=0", f"extra={extra}", *sets])
     return TrainData(AudioCache.open(cache, name="audiocaps"), CaptionCache.open(cache, name="audiocaps"), "train",
-                     cfg, torch.device("cpu"), open_extras(cache, "audiocaps", cfg) if extra else [])
+                     cfg, torch.device("cpu"), open_extras(cache, "audiocaps", cfg) if extra else [], match_sources)
 
 
 def test_source_ids_of_the_readers_clip_ids(cache):
@@ -76,6 +76,8 @@ def test_copies_share_one_identity_in_every_batch(cache):
                         assert mask[i, j] and mask[j, i] and not mask_from_clip_ids(batch.clip_pos)[i, j]
                         seen += 1
     assert seen == 4  # each of the two pairs once per epoch, resident and streamed (batch 32 holds every row)
+    legacy = data_over(cache, "wavcaps-as", match_sources=False)  # the resume of a run from before: as it began
+    assert legacy.same_clip is None and all(b.same_clip is None for b in legacy.epoch(1))
     alone = data_over(cache, "")
     assert alone.duplicates is None and alone.same_clip is None
     assert all(b.same_clip is None for b in alone.epoch(1))  # one cache: batches exactly as before
@@ -88,7 +90,7 @@ def test_a_run_reports_the_duplicates_on_stderr_and_in_run_json(cache, tmp_path)
     assert "train: 2 training clip(s) are one recording in two caches, by source id: wavcaps-as ~ audiocaps (2)" \
         in proc.stderr
     info = json.loads((run / "run.json").read_text())
-    assert info["duplicate_clips"]["count"] == 2
+    assert info["duplicate_clips"]["count"] == 2 and info["clip_identity"] == "source-id"
     assert info["duplicate_clips"]["by_datasets"] == {"wavcaps-as ~ audiocaps": 2}
     with open(run / "metrics.csv", newline="") as f:
         assert np.isfinite(float(next(csv.DictReader(f))["loss"]))

@@ -333,10 +333,11 @@ def source_table(source: Source) -> CaptionTable:
 class TrainData:
     """Batches for training epochs in one of the modes "ram", "gpu" (resident) or "stream" (memmap + workers).
 
-    `extras`: more datasets whose training captions join the main one's in every epoch (trainer/sources.py)."""
+    `extras`: more datasets whose training captions join the main one's in every epoch (trainer/sources.py);
+    `match_sources`: one recording in two of them is one clip to the loss (trainer/source_ids.py)."""
 
     def __init__(self, audio, captions, split: str, cfg: TrainConfig, device: torch.device,
-                 extras: Sequence[Source] = ()) -> None:
+                 extras: Sequence[Source] = (), match_sources: bool = True) -> None:
         view = lambda c: caption_view(c, cfg.text_normalisation)  # the form of each caption the model sees
         self.sources = [Source(audio.manifest.name, audio, view(captions), split),
                         *(dataclasses.replace(e, captions=view(e.captions)) for e in extras)]
@@ -358,7 +359,8 @@ class TrainData:
             raise DataError(f"{audio.directory}: split {split!r} has {len(self.clip_indices)} clip(s) with captions "
                             "and audio; training needs at least 2 (check the split's CSV and failures.jsonl)")
         # one identity per recording for the loss's same-clip mask; None (clip positions) when no cache shares one
-        self.duplicates = find_duplicates(self.sources, self.audio.offsets, self.clip_indices) if extras else None
+        self.duplicates = (find_duplicates(self.sources, self.audio.offsets, self.clip_indices)
+                           if extras and match_sources else None)
         self.same_clip = self.duplicates.identity if self.duplicates and self.duplicates.pairs else None
         self.mode = choose_mode(cfg, self.audio, self.clip_indices, device)
         if self.mode == "stream":

@@ -35,6 +35,9 @@ from audioret.trainer.sources import Source
 
 METRICS_CSV = "metrics.csv"
 METRIC_FIELDS = ["epoch", "loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr", "seconds", "data_wait_share"]
+# run.json "clip_identity": clips of several caches are one clip when their source ids match (trainer/source_ids.py);
+# a run.json without it is from before, and its resume keeps the masks it began with (bit-exact)
+CLIP_IDENTITY = "source-id"
 # Keys that may change between a run and its resume without changing what is computed (or that extend it).
 RESUME_FREE = {"epochs", "patience", "device", "num_workers", "resident", "memory_budget_gb", "eval_batch_size",
                "keep_last"}
@@ -214,7 +217,7 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
            caption_key: str | None, progress: bool) -> dict[str, Any]:
     """The run itself; the caller holds the run directory's lock and has joined the process group."""
     last_path = checkpoint_path(run_dir, "last")
-    state, recorded_extras, slices = None, None, dist_hooks.RANK_SLICES[0]
+    state, recorded_extras, slices, match_sources = None, None, dist_hooks.RANK_SLICES[0], True
     if last_path.exists():
         if not resume:
             raise RunExistsError(f"{run_dir}: already holds a run; pass --resume to continue it or use another --out")
@@ -231,6 +234,7 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
         audio_key, caption_key = audio_key or info["audio_key"], caption_key or info["caption_key"]
         recorded_extras = info.get("extras", [])
         slices = dist_hooks.recorded_slices(info)  # how its ranks have split each planned batch so far
+        match_sources = info.get("clip_identity") == CLIP_IDENTITY  # a run from before keeps its loss masks
         if state["stopped"] or int(state["epoch"]) >= cfg.epochs:
             _log(progress, f"{run_dir}: run already finished at epoch {state['epoch']}")
             summary_path = run_dir / "summary.json"
@@ -256,7 +260,8 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
     val_split = resolve_split("validation", set(audio.splits))
     extras = open_extras(cache_root, name, cfg, recorded_extras)
     data_cfg = dataclasses.replace(cfg, batch_size=dist_hooks.global_batch_size(cfg.batch_size))
-    data = dist_hooks.shard_train_data(TrainData(audio, captions, train_split, data_cfg, device, extras), slices)
+    data = dist_hooks.shard_train_data(TrainData(audio, captions, train_split, data_cfg, device, extras,
+                                                 match_sources), slices)
     _log(progress, f"train: {data.describe()}; validation: {val_split}; data {data.mode}, device {device}")
     duplicates = data.duplicates.report() if data.duplicates else None
     if duplicates and main:  # said even without --progress: it changes which pairs are negatives
@@ -294,6 +299,7 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
                                           "audio_key": audio.key, "caption_key": captions.key,
                                           "audio_dir": str(audio.directory), "caption_dir": str(captions.directory),
                                           "extras": [s.record() for s in extras], "rank_slices": slices,
+                                          "clip_identity": CLIP_IDENTITY,
                                           **({"duplicate_clips": duplicates} if duplicates else {})})
         save_config(cfg, run_dir / "config.toml")
         _rewrite_metrics(metrics_path, 0)
