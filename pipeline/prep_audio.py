@@ -185,17 +185,20 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
                subsets: list[str] | None = None,
                wait_lock: float | None = 0.0, content_hash: bool = False, progress: bool = True,
                report: Callable[[str], None] | None = None, scheduler: str | None = None,
-               features: str = "panns", exclude: str | Path | None = None) -> PrepResult:
+               features: str = "panns", exclude: str | Path | None = None,
+               encoding: str | None = None) -> PrepResult:
     """Fill (or finish) the audio cache of `dataset` under `cache_root` with the `features` definition
     (pipeline/feature_defs.py: "panns", "passt" or "hf:<extractor>"); return what happened.
 
     Raises `DatasetError` when the dataset cannot be read and `CacheLockedError` when another writer holds the
     cache. `report` receives one `path: problem` line per failed file (default: stderr, above the progress bar).
     `exclude`: an exclusion list (pipeline/exclude.py) whose clips are removed before anything is cached.
+    `encoding`: of the dataset's text files (None: UTF-8); not a key entry of its own: what it changes (clip ids,
+    file paths) is in the key already.
     """
     root = Path(root)
     name = name or dataset
-    records, problems = load_records(dataset, root, manifest, splits, subsets)
+    records, problems = load_records(dataset, root, manifest, splits, subsets, encoding)
     records, problems, excluded = exclude_from(records, problems, exclude)
     if not records:
         for p in problems:

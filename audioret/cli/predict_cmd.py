@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from audioret.cli.groups import CONTEXT, EXIT_OK, EXIT_PARTIAL, main, no_verify_option
+from audioret.cli.groups import CONTEXT, EXIT_OK, EXIT_PARTIAL, encoding_option, main, no_verify_option
 
 FOLDER_CACHE_HELP = ("Cache root for the folder's features (CACHE/audio/<key>/) [default: $AUDIORET_CACHE, else "
                      "$XDG_CACHE_HOME/audioret, else ~/.cache/audioret].")
@@ -64,6 +64,7 @@ def failure_report_path(out: Path) -> Path:
 @click.option("--queries", "queries_file", required=True,
               type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="CSV with a caption column (DCASE evaluation form); other columns are ignored.")
+@encoding_option("the --queries file")
 @click.option("--out", "out_file", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Submission CSV to write: caption,fname_1..fname_N (captions verbatim).")
 @click.option("--top", type=click.IntRange(min=1), default=16, show_default=True,
@@ -76,7 +77,7 @@ def failure_report_path(out: Path) -> Path:
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar on stderr.")
 def predict_command(run_dir: Path, audio_dir: Path, queries_file: Path, out_file: Path, top: int,
                     cache_root: Path | None, checkpoint: str, device: str | None, workers: int | None,
-                    progress: bool) -> None:
+                    encoding: str | None, progress: bool) -> None:
     """Rank every audio file of a folder for every query of a CSV; write the DCASE submission file.
 
     The folder's features are cached by content key (see --cache), so a second predict over the same folder, with
@@ -94,7 +95,7 @@ def predict_command(run_dir: Path, audio_dir: Path, queries_file: Path, out_file
     from audioret.cache.manifest import publish_failures
     from audioret.pipeline.queries import read_queries
 
-    queries = read_queries(queries_file)  # a bad query file fails before the model loads or anything decodes
+    queries = read_queries(queries_file, encoding)  # a bad query file fails before the model loads or anything decodes
     from audioret.trainer.evaluate import LoadedRun, write_submission
 
     run = LoadedRun(run_dir, checkpoint, device)
