@@ -40,7 +40,8 @@ def folder_embeddings(run, audio_dir: Path, cache_root: Path | None, workers: in
     audio, prep = folder_features(audio_dir, cache_root, workers=workers, progress=progress, wait_lock=None,
                                   report=lambda line: None,
                                   features=feature_spec(run.cfg.audio_encoder).features_option)  # failures are listed once, below
-    click.echo(f"features of {len(audio)} file(s) from {prep.cache_dir} ({prep.n_decoded} decoded now, "
+    reused = f", {prep.n_reused} unchanged ones copied from an older cache" if prep.n_reused else ""
+    click.echo(f"features of {len(audio)} file(s) from {prep.cache_dir} ({prep.n_decoded} decoded now{reused}, "
                f"{len(prep.failures)} failed)", err=True)
     for fail in prep.failures:
         click.echo(f"{fail['file']}: {fail['error']}", err=True)

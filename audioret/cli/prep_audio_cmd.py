@@ -74,6 +74,9 @@ def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache
         click.echo(f"cache complete, nothing to do ({result.n_clips} clips)", err=True)
     else:
         click.echo(f"{result.shards_done} shards written, {result.shards_skipped} already present", err=True)
+        if result.n_reused:
+            click.echo(f"{result.n_decoded} clip(s) decoded, {result.n_reused} unchanged ones copied from an older "
+                       "cache", err=True)
     if result.decoder_warnings:
         click.echo(f"{result.decoder_warnings} decoder warning(s) (the `warning: <file>: ...` lines above)", err=True)
     if result.failures:

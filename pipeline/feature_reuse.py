@@ -1,0 +1,74 @@
+"""Features of unchanged files copied from an older cache instead of decoded again.
+
+Why: an audio cache is keyed by every source fingerprint, so adding or touching one file of a folder (or of any
+dataset) gives a new key and a new cache. That keeps "nothing stale is ever read", but decoding every file again
+for one changed file made `predict` / `retrieve --audio-dir` on a growing folder as slow as the first time.
+
+What counts as unchanged: a clip of the same id whose source has the same fingerprint (path relative to the same
+dataset root, size, mtime_ns, and content sha256 where the new cache asks for it; the manifest of every cache
+records them as `extra["fingerprints"]`) in a complete cache of the same feature definition (config, feature
+code version, decoder and library versions). Those are exactly the inputs that determine a clip's features, so
+the copy holds the same float16 values decoding would give. The donor shard's payload checksum is checked before
+anything is copied; a donor that cannot be read is skipped and the clip decoded. Donors are tried newest first.
+Superseded folder caches are then removed by `cache gc` (cache/gc.py).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from audioret.cache.manifest import Manifest, iter_caches
+
+KIND = "audio"
+FINGERPRINTS = "fingerprints"  # manifest extra: clip id → [relative path, size, mtime_ns(, sha256)]
+
+
+def fingerprint_row(fp: dict) -> list:
+    """The compact form a manifest records of one `cache.keys.source_fingerprint`."""
+    row = [fp.get("path"), fp.get("size"), fp.get("mtime_ns")]
+    return row + [fp["sha256"]] if "sha256" in fp else row
+
+
+def _same_definition(a: Manifest, b: Manifest) -> bool:
+    return (a.kind == b.kind and a.config == b.config and a.code_version == b.code_version
+            and a.versions == b.versions and a.extra.get("root") == b.extra.get("root"))
+
+
+def _shard_of(m: Manifest) -> dict[str, int]:
+    """clip id → index of the planned shard that holds it."""
+    return {cid: s for s, entry in enumerate(m.shards) for cid in m.clip_ids[entry.start:entry.start + entry.count]}
+
+
+def reusable_clips(cache_dir: Path, m: Manifest, clip_ids: Sequence[str]) -> dict[str, dict]:
+    """Donor shard → {"key", "sha256", "clips": [ids]} for the `clip_ids` of the cache being made (`m`, in
+    `cache_dir`) that an older complete cache under the same root holds unchanged (module docstring)."""
+    wanted = {c: m.extra[FINGERPRINTS][c] for c in clip_ids if c in m.extra.get(FINGERPRINTS, {})}
+    donors = [(d, dm) for d, dm in iter_caches(cache_dir.parent.parent, KIND)
+              if dm is not None and d != cache_dir and dm.complete and dm.extra.get(FINGERPRINTS)
+              and _same_definition(dm, m)]
+    found: dict[str, dict] = {}
+    for d, dm in sorted(donors, key=lambda x: x[1].created, reverse=True):
+        fps, decoded, shard_of = dm.extra[FINGERPRINTS], dm.extra.get("durations", {}), _shard_of(dm)
+        for cid in [c for c, fp in wanted.items() if fps.get(c) == fp and c in decoded]:
+            entry = dm.shards[shard_of[cid]]
+            if not (entry.complete and entry.sha256):
+                continue
+            slot = found.setdefault(str(d / entry.file), {"key": dm.key, "sha256": entry.sha256, "clips": []})
+            slot["clips"].append(cid)
+            del wanted[cid]
+    return found
+
+
+def copied_features(reuse: dict[str, dict]) -> dict[str, tuple]:
+    """clip id → (features, duration) read from the donor shards `reusable_clips` named; a donor shard that
+    cannot be read or fails its checksum is skipped (its clips are decoded instead)."""
+    from audioret.cache.audio_shards import read_shard_clips
+    from audioret.cache.manifest import CacheIntegrityError
+
+    out: dict[str, tuple] = {}
+    for path, donor in reuse.items():
+        try:
+            out.update(read_shard_clips(path, donor["key"], donor["sha256"], donor["clips"]))
+        except (CacheIntegrityError, OSError, KeyError, ValueError):
+            continue
+    return out
