@@ -24,12 +24,21 @@ def folder_cache_option(fn):
                         help=FOLDER_CACHE_HELP)(fn)
 
 
+def batch_size_option(fn):
+    """--batch-size for commands that embed clips (trainer/encoders/long_clips.py says how long clips count)."""
+    return click.option("--batch-size", type=click.IntRange(min=1), default=None, metavar="N",
+                        help="Clips embedded per batch [default: the run's eval_batch_size]. A clip longer than "
+                             "30 s is embedded in pieces of at most 30 s, at most N x 10 s of them per batch, so "
+                             "peak memory is set by N, not by the longest clip; lower N if memory runs out.")(fn)
+
+
 def folder_embeddings(run, audio_dir: Path, cache_root: Path | None, workers: int | None = None,
-                      progress: bool = True):
+                      progress: bool = True, batch_size: int | None = None):
     """(clip ids, embeddings (n, D), failed files) of every audio file under `audio_dir` for a LoadedRun `run`.
 
     Features come from the folder's keyed cache (made on first use); a line on stderr says how many files were
-    decoded now (0 when the cache was complete). Raises DatasetError when no file could be used.
+    decoded now (0 when the cache was complete). `batch_size`: clips per batch (None: the run's eval_batch_size;
+    long clips: trainer/encoders/long_clips.py). Raises DatasetError when no file could be used.
     """
     from audioret.pipeline.datasets import DatasetError
     from audioret.pipeline.folder import default_cache_root, folder_features
@@ -48,7 +57,7 @@ def folder_embeddings(run, audio_dir: Path, cache_root: Path | None, workers: in
     if len(audio) == 0:
         raise DatasetError(f"{audio_dir}: no decodable audio files ({len(prep.failures)} failed)")
     check_audio_config(audio.config, str(audio.directory), run.cfg.audio_encoder)
-    emb = run.embed_features([audio.get(i) for i in range(len(audio))])
+    emb = run.embed_features([audio.get(i) for i in range(len(audio))], batch_size)
     return list(audio.clip_ids), emb, list(prep.failures)
 
 
@@ -75,10 +84,11 @@ def failure_report_path(out: Path) -> Path:
 @click.option("--device", default=None, help="Override the run's device (cpu, cuda, ...).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Decoding processes when features are not cached yet (default: all cores).")
+@batch_size_option
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar on stderr.")
 def predict_command(run_dir: Path, audio_dir: Path, queries_file: Path, out_file: Path, top: int,
                     cache_root: Path | None, checkpoint: str, device: str | None, workers: int | None,
-                    encoding: str | None, progress: bool) -> None:
+                    encoding: str | None, batch_size: int | None, progress: bool) -> None:
     """Rank every audio file of a folder for every query of a CSV; write the DCASE submission file.
 
     The folder's features are cached by content key (see --cache), so a second predict over the same folder, with
@@ -100,7 +110,7 @@ def predict_command(run_dir: Path, audio_dir: Path, queries_file: Path, out_file
     from audioret.trainer.evaluate import LoadedRun, write_submission
 
     run = LoadedRun(run_dir, checkpoint, device)
-    names, clip_emb, failures = folder_embeddings(run, audio_dir, cache_root, workers, progress)
+    names, clip_emb, failures = folder_embeddings(run, audio_dir, cache_root, workers, progress, batch_size)
     texts = run.query_texts([q.text for q in queries], [q.normalised for q in queries])  # as the run was trained
     similarity = run.embed_texts(texts) @ clip_emb.T
     out_file.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import click
 
 from audioret.cli.groups import (CONTEXT, EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE, encoding_option, main,
                                  no_verify_option, preview)
-from audioret.cli.predict_cmd import folder_cache_option
+from audioret.cli.predict_cmd import batch_size_option, folder_cache_option
 
 
 def _fail(msg: str, code: int = EXIT_FAILURE) -> None:
@@ -203,9 +203,11 @@ def eval_command(run_dir: Path | None, split: str, checkpoint: str | None, devic
 @folder_cache_option
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--device", default=None, help="Override the run's device (cpu, cuda, ...).")
+@batch_size_option
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str, audio_dir: Path | None,
-                     cache_root: Path | None, checkpoint: str, device: str | None, as_json: bool) -> None:
+                     cache_root: Path | None, checkpoint: str, device: str | None, batch_size: int | None,
+                     as_json: bool) -> None:
     """Rank clips for free-text queries, best first, with cosine scores.
 
     \b
@@ -226,9 +228,9 @@ def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str
     failed: list[dict] = []
     run = LoadedRun(run_dir, checkpoint, device)
     if audio_dir is not None:
-        names, emb, failed = folder_embeddings(run, audio_dir, cache_root, progress=False)
+        names, emb, failed = folder_embeddings(run, audio_dir, cache_root, progress=False, batch_size=batch_size)
     else:
-        names, emb = run.clip_embeddings(split)
+        names, emb = run.clip_embeddings(split, batch_size)
     results = run.retrieve(run.query_texts(queries, normalised), names, emb, k)
     if as_json:
         click.echo(json.dumps([{"query": q, "results": [{"clip": n, "score": s} for n, s in r]}
