@@ -1,15 +1,8 @@
-"""The text files users hand the tool (manifests, caption CSVs, query files, relevance files), read one way.
+"""The text files users hand the tool (manifests, caption CSVs, query and relevance files), read one way.
 
-Why in the bottom layer: pipeline/ (dataset readers, query files) and trainer/ (relevance files) both read such
-CSVs and may not import each other; the rules below must be the same for all of them.
-
-- Encoding: UTF-8 (a BOM tolerated) unless the caller names another (`--encoding`, e.g. cp949 for the Korean
-  Windows copies of Clotho's CSVs). A byte that does not decode is reported with its line and column and a hint
-  naming `--encoding`, never as a bare byte offset.
-- Quoting: the csv module in strict mode (text after a closing quote is an error), and no field may span lines.
-  None of the files read here has a field that legitimately holds a line break (file names, captions, queries,
-  ids), while an unterminated quote makes csv read every following line into one field: a 4-query file would
-  silently become 2 queries. Such a field is an error naming the line its row starts on and where it ends.
+Why in the bottom layer: pipeline/ and trainer/ both read such CSVs and may not import each other. UTF-8 (a BOM
+tolerated) unless `--encoding` names another; a byte that does not decode is reported by line and column. No field
+may span lines: an unterminated quote made csv read every later line into one field, silently. docs/data.md.
 """
 from __future__ import annotations
 

@@ -1,16 +1,9 @@
 """Features of unchanged files copied from an older cache instead of decoded again.
 
-Why: an audio cache is keyed by every source fingerprint, so adding or touching one file of a folder (or of any
-dataset) gives a new key and a new cache. That keeps "nothing stale is ever read", but decoding every file again
-for one changed file made `predict` / `retrieve --audio-dir` on a growing folder as slow as the first time.
-
-What counts as unchanged: a clip of the same id whose source has the same fingerprint (path relative to the same
-dataset root, size, mtime_ns, and content sha256 where the new cache asks for it; the manifest of every cache
-records them as `extra["fingerprints"]`) in a complete cache of the same feature definition (config, feature
-code version, decoder and library versions). Those are exactly the inputs that determine a clip's features, so
-the copy holds the same float16 values decoding would give. The donor shard's payload checksum is checked before
-anything is copied; a donor that cannot be read is skipped and the clip decoded. Donors are tried newest first.
-Superseded folder caches are then removed by `cache gc` (cache/gc.py).
+Why: an audio cache is keyed by every source fingerprint, so touching or adding one file of a folder gives a new
+cache; decoding every file again for it made `predict` on a growing folder as slow as the first time. A clip whose
+fingerprint (relative path, size, mtime_ns[, sha256]) equals the one an older complete cache of the same feature
+definition and root recorded is copied from it, checksum checked first. docs/cache-format.md.
 """
 from __future__ import annotations
 

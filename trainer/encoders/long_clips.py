@@ -1,26 +1,9 @@
 """Whole clips of any length in bounded memory: how evaluation, `predict` and `retrieve --audio-dir` embed them.
 
-Why: padding a batch of 64 to its longest clip made memory grow with the longest clip (six short clips and one
-10-minute WAV: 8 GB). Each audio encoder says how it takes long inputs (its `long_inputs`, a `LongInputs`):
-
-- `chunk_frames`: a longer clip is cut into n = ceil(T / chunk_frames) pieces of near-equal length with
-  boundaries at multiples of `align` frames; each piece goes through the encoder's `pooled` (everything before
-  its projection head), the clip's pooled vector is the mean of its pieces' weighted by the `align`-units each
-  covers, then the encoder's `head`. A clip of at most `chunk_frames` goes through `forward` whole, as before.
-  CNN10 (chunk 3001 frames: 30 s plus the centred STFT's last frame, so every Clotho clip stays whole; align 1):
-  the mean half of its max + mean time pooling becomes the frame-weighted mean over pieces, the max half the
-  mean of the pieces' maxima. PaSST (chunk three 10-s segments, the baseline's 30 s; align one segment): PaSST
-  averages its segments equally, so the segment-weighted mean over pieces is the mean over all segments: the
-  same embedding as in one piece, for any length.
-- `read_frames`: frames after this are never read (AST: its extractor truncates to max_length), so they are
-  dropped before batching: the same embedding.
-- neither (CLAP): the encoder maps any length to a fixed input itself (fusion's shrink + crops, or one crop), so
-  a clip goes in whole; what grows with its length is only its cached mel.
-
-Batches, longest first: clips no longer than the chunk as before, `batch_size` to a batch (an encoder without
-chunks: also at most batch_size × 3001 padded frames, so a long clip goes in a smaller batch); the pieces of long
-clips in batches of at most batch_size × 1000 frames (the frames of batch_size 10-s clips). A long clip thus
-never costs more memory than a batch of 10-s clips, whatever its length (benchmarks/embed_memory.py).
+Why: padding a batch to its longest clip made memory grow with that clip (six short clips and a 10-minute WAV:
+5.4 GB). Each audio encoder's `long_inputs` says how it takes long clips: in near-equal pieces whose pooled
+features are averaged (CNN10; PaSST, exactly), cut after the frames it reads (AST), or whole (CLAP). Clips up to
+the chunk are embedded exactly as before. The rules per encoder and the memory measured: docs/evaluation.md.
 """
 from __future__ import annotations
 
