@@ -118,11 +118,6 @@ def load_records(dataset: str, root: str | Path, manifest: str | Path | None = N
     return sorted(kept, key=lambda r: r.clip_id), problems
 
 
-def is_caption_column(name: str | None) -> bool:
-    """True for a column `_captions_of` reads captions from (`CAPTION_COLUMNS_HELP`)."""
-    return bool(_CAPTION_COLUMN.match(str(name or "").strip()))
-
-
 def _captions_of(row: dict) -> list[str]:
     """caption_1..caption_N in numeric order (not string order: caption_10 after caption_9), blanks dropped.
 
@@ -135,7 +130,7 @@ def _captions_of(row: dict) -> list[str]:
     numbered = []
     for key, value in row.items():
         m = _CAPTION_COLUMN.match(str(key or "").strip())
-        if m and isinstance(value, str) and value.strip():
+        if m and value is not None and not isinstance(value, (list, dict)) and str(value).strip():
             numbered.append((int(m.group(1) or 0), str(value)))
     if isinstance(row.get("captions"), list):  # JSONL may also carry a plain list
         numbered += [(10**6 + i, str(c)) for i, c in enumerate(row["captions"]) if str(c).strip()]
