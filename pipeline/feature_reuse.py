@@ -8,7 +8,7 @@ definition and root recorded is copied from it, checksum checked first. docs/cac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 from audioret.cache.manifest import Manifest, iter_caches
 
@@ -22,8 +22,12 @@ def fingerprint_row(fp: dict) -> list:
     return row + [fp["sha256"]] if "sha256" in fp else row
 
 
-def _same_definition(a: Manifest, b: Manifest) -> bool:
-    return (a.kind == b.kind and a.config == b.config and a.code_version == b.code_version
+def _same_definition(a: Manifest, b: Manifest, unkeyed: Collection[str]) -> bool:
+    """Same features: config (but the `unkeyed` entries: how an `hf:` name was typed), versions, dataset root."""
+    def keyed(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k not in unkeyed}
+
+    return (a.kind == b.kind and keyed(a.config) == keyed(b.config) and a.code_version == b.code_version
             and a.versions == b.versions and a.extra.get("root") == b.extra.get("root"))
 
 
@@ -32,13 +36,15 @@ def _shard_of(m: Manifest) -> dict[str, int]:
     return {cid: s for s, entry in enumerate(m.shards) for cid in m.clip_ids[entry.start:entry.start + entry.count]}
 
 
-def reusable_clips(cache_dir: Path, m: Manifest, clip_ids: Sequence[str]) -> dict[str, dict]:
+def reusable_clips(cache_dir: Path, m: Manifest, clip_ids: Sequence[str],
+                   unkeyed: Collection[str] = ()) -> dict[str, dict]:
     """Donor shard → {"key", "sha256", "clips": [ids]} for the `clip_ids` of the cache being made (`m`, in
-    `cache_dir`) that an older complete cache under the same root holds unchanged (module docstring)."""
+    `cache_dir`) that an older complete cache under the same root holds unchanged (module docstring); `unkeyed`:
+    the config entries the feature definition leaves out of its key."""
     wanted = {c: m.extra[FINGERPRINTS][c] for c in clip_ids if c in m.extra.get(FINGERPRINTS, {})}
     donors = [(d, dm) for d, dm in iter_caches(cache_dir.parent.parent, KIND)
               if dm is not None and d != cache_dir and dm.complete and dm.extra.get(FINGERPRINTS)
-              and _same_definition(dm, m)]
+              and _same_definition(dm, m, unkeyed)]
     found: dict[str, dict] = {}
     for d, dm in sorted(donors, key=lambda x: x[1].created, reverse=True):
         fps, decoded, shard_of = dm.extra[FINGERPRINTS], dm.extra.get("durations", {}), _shard_of(dm)

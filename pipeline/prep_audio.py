@@ -60,7 +60,8 @@ def _versions(defn) -> dict:
 def compute_key(records: list[ClipRecord], root: Path, dataset: str, name: str, content_hash: bool = False,
                 features: str = "panns", exclude_sha256: str | None = None,
                 fingerprints: list[dict] | None = None) -> str:
-    """sha256 over the feature definition (name, version, config), decoder versions and the source fingerprints.
+    """sha256 over the feature definition (name, version, config: `key_config`), decoder versions and the source
+    fingerprints.
 
     Each fingerprint also carries its clip id and split (they are stored in the shards, so a manifest that moves a
     clip to another split must not reuse the old cache), and the dataset kind + name join as one more entry so two
@@ -74,7 +75,7 @@ def compute_key(records: list[ClipRecord], root: Path, dataset: str, name: str, 
     if exclude_sha256:
         sources.append({"exclude_sha256": exclude_sha256})
     defn = _definition(features)
-    return cache_key(KIND, defn.cache_config(), defn.version, _versions(defn), sources)
+    return cache_key(KIND, defn.key_config(), defn.version, _versions(defn), sources)
 
 
 def _one_blas_thread() -> None:
@@ -326,7 +327,7 @@ def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers
         m.write(cache_dir)
     if not todo:
         return result
-    reuse = reusable_clips(cache_dir, m, [c for t in todo for c in t["clip_ids"]])
+    reuse = reusable_clips(cache_dir, m, [c for t in todo for c in t["clip_ids"]], _definition(features).unkeyed)
     for task in todo:
         ids = set(task["clip_ids"])
         task["reuse"] = {p: {**d, "clips": [c for c in d["clips"] if c in ids]} for p, d in reuse.items()
