@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from audioret.pipeline.datasets import CLOTHO_SPLITS
+
 SR = 32000
 KINDS = ("beep", "chirp", "noise", "clicks")
 NOUNS = {"beep": ("beep", "tone"), "chirp": ("chirp", "sweep"), "noise": ("noise", "hiss"),
@@ -36,7 +38,6 @@ VERBS = {  # rhythm → phrases; "pulsed" repeats in bursts, "steady" goes on wi
 PITCH = {"high": ("high", "high pitched", "shrill"), "low": ("low", "deep", "low pitched")}
 LOUD = {"loud": ("loud", "strong"), "quiet": ("quiet", "soft", "faint")}
 JOINS = ("while", "as", "and", "and meanwhile")
-SPLITS = ("development", "validation", "evaluation")
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def generate(out: str | Path, n_clips: tuple[int, int, int] = (240, 60, 60), sec
     rng = np.random.default_rng(seed)
     n = int(seconds * SR)
     counts = {}
-    for split, count in zip(SPLITS, n_clips):
+    for split, count in zip(CLOTHO_SPLITS, n_clips):
         (out / split).mkdir(parents=True, exist_ok=True)
         rows = []
         for i in range(count):

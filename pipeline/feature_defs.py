@@ -1,10 +1,11 @@
 """The registry of cacheable audio features: `prep audio --features panns|passt|hf:<extractor>`.
 
-Each definition lives once in pipeline/ (features.py: the PANNs log-mel; passt_features.py: the PaSST mel;
-hf_features.py: Hugging Face feature extractors) and is described here by one `FeatureDefinition`: its name and
-code version (both recorded in the cache config, hence in the cache key), the config that decides its numbers, the
+Each definition's computation lives once in pipeline/ (features.py: the PANNs log-mel; passt_features.py: the PaSST
+mel; hf_features.py: Hugging Face feature extractors); its name, code version and the numbers the trainer relies on
+are the cache's feature contract (cache/feature_contract.py). Here each is one `FeatureDefinition`: name and
+version (both recorded in the cache config, hence in the cache key), the config that decides its numbers, the
 sample rate the decoder resamples to, and the function waveform → (frames, bins). The trainer reads the recorded
-name and refuses a cache whose features do not fit its encoder (trainer/data.py `check_audio_config`).
+name and refuses a cache whose features do not fit its encoder (trainer/sources.py `check_audio_config`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
+from audioret.cache.feature_contract import PANNS, PASST
 
 FEATURE_CHOICES = ("panns", "passt", "hf:<extractor name or path>")
 
@@ -54,16 +57,16 @@ class FeatureDefinition:
 
 
 def _panns() -> FeatureDefinition:
-    from audioret.pipeline.features import DEFAULT_CONFIG, FEATURE_CODE_VERSION, NAME, log_mel_chunked
+    from audioret.pipeline.features import DEFAULT_CONFIG, log_mel_chunked
 
-    return FeatureDefinition(NAME, FEATURE_CODE_VERSION, DEFAULT_CONFIG.to_dict(),
+    return FeatureDefinition(PANNS.feature, PANNS.version, DEFAULT_CONFIG.to_dict(),
                              lambda y: log_mel_chunked(y, DEFAULT_CONFIG))
 
 
 def _passt() -> FeatureDefinition:
-    from audioret.pipeline.passt_features import DEFAULT_PASST_CONFIG, NAME, PASST_CODE_VERSION, passt_mel
+    from audioret.pipeline.passt_features import DEFAULT_PASST_CONFIG, passt_mel
 
-    return FeatureDefinition(NAME, PASST_CODE_VERSION, DEFAULT_PASST_CONFIG.to_dict(),
+    return FeatureDefinition(PASST.feature, PASST.version, DEFAULT_PASST_CONFIG.to_dict(),
                              lambda y: passt_mel(y, DEFAULT_PASST_CONFIG))
 
 

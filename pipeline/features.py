@@ -3,8 +3,9 @@
 Used by `prep audio` to fill the cache and by `retrieve --audio-dir` for new files, so a model always sees the
 same features it was trained on. The numbers are the contract (the paper's PANNs front end, README.md "prep
 audio"): 32 kHz, n_fft = window = 1024 (Hann), hop 320 (100 frames/s), centre/reflect padding, power spectrogram,
-64 Slaney mel bins 50–14000 Hz, 10·log10(max(x, 1e-10)) with no top_db. Bump FEATURE_CODE_VERSION whenever the numbers this module produces change:
-it is part of every audio cache key.
+64 Slaney mel bins 50–14000 Hz, 10·log10(max(x, 1e-10)) with no top_db. Its name, version, bins, rate, hop and
+floor are the cache's feature contract (cache/feature_contract.py `PANNS`): bump the version there whenever the
+numbers this module produces change, since it is part of every audio cache key.
 """
 from __future__ import annotations
 
@@ -14,25 +15,24 @@ from typing import Callable
 
 import numpy as np
 
-NAME = "panns-logmel"  # the feature name a cache records and an encoder asks for (trainer/data.py)
-FEATURE_CODE_VERSION = "logmel-2"  # 2: own float32 STFT (≤ 6e-6 dB from librosa.stft)
-FLOOR_DB = -100.0  # 10*log10(1e-10): silence and padding
+from audioret.cache.feature_contract import PANNS
+
 CHUNK_FRAMES = 6000  # log-mel frames per STFT call (60 s): clips up to a minute take exactly one call
 
 
 @dataclass(frozen=True)
 class LogMelConfig:
-    sample_rate: int = 32000
+    sample_rate: int = PANNS.sample_rate
     n_fft: int = 1024
     win_length: int = 1024
-    hop_length: int = 320
-    n_mels: int = 64
+    hop_length: int = PANNS.hop_length
+    n_mels: int = PANNS.n_mels
     fmin: float = 50.0
     fmax: float = 14000.0
     window: str = "hann"
     center: bool = True
     pad_mode: str = "reflect"
-    amin: float = 1e-10
+    amin: float = 1e-10  # 10·log10(amin) is the contract's FLOOR_DB: silence and padding
     resampler: str = "soxr_hq"
     dtype: str = "float16"
 

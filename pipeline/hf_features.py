@@ -24,10 +24,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from audioret.cache.feature_contract import AST_FRAME, AST_HOP, hf_extractor_spec
 from audioret.pipeline.feature_defs import FeatureDefinition, FeatureSpecError
 from audioret.pipeline.features import frames_in_chunks
 
-HF_CODE_VERSION = "hf-features-1"
 CHUNK_FRAMES = 6000  # frames per extractor call on long clips (60 s at 100 frames/s): bounded memory
 
 
@@ -37,7 +37,7 @@ def _drop_arrays(d: dict) -> dict:
 
 
 def _ast(extractor: Any) -> tuple[dict, Callable[[np.ndarray], np.ndarray]]:
-    frame, hop = 400, 160  # both of its paths (numpy spectrogram, torchaudio kaldi.fbank): 25 ms / 10 ms, no centring
+    frame, hop = AST_FRAME, AST_HOP  # both of its paths (numpy spectrogram, torchaudio kaldi.fbank), no centring
 
     def fbank(y: np.ndarray) -> np.ndarray:
         if len(y) < frame:
@@ -107,4 +107,5 @@ def hf_definition(source: str) -> FeatureDefinition:
               "extractor_settings": _drop_arrays(extractor.to_dict())}
     # torchaudio present → AST takes its kaldi.fbank path instead of numpy: other numbers, so part of the key
     versions = {"transformers": transformers.__version__, "torchaudio_path": bool(is_speech_available())}
-    return FeatureDefinition(f"hf:{source}", HF_CODE_VERSION, config, compute, versions)
+    spec = hf_extractor_spec(source, kind, config["n_mels"], config["sample_rate"], config["hop_length"])
+    return FeatureDefinition(spec.feature, spec.version, config, compute, versions)

@@ -18,7 +18,8 @@ Storage: float16, like every audio cache. Values start at (ln 1e-5 + 4.5) / 5 �
 4 for samples within ±1 (≤ 2.4 on the bundled clips), where float16 rounds by at most half a step, 2⁻¹⁰ ≈ 0.001
 (measured ≤ 0.00097 against hear21passt's formula in tests/test_passt_features.py): the size of rounding the
 baseline's own 16-bit mixed-precision training already applies, since its layers run on float16 activations.
-Bump PASST_CODE_VERSION whenever the numbers change: it is part of every PaSST cache key.
+Its name, version, bins, rate, hop and stored silence are the cache's feature contract (cache/feature_contract.py
+`PASST`): bump the version there whenever the numbers change, since it is part of every PaSST cache key.
 """
 from __future__ import annotations
 
@@ -27,19 +28,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from audioret.cache.feature_contract import PASST
 from audioret.pipeline.features import frames_in_chunks, power_spectrogram
-
-NAME = "passt-mel"
-PASST_CODE_VERSION = "passt-mel-1"
 
 
 @dataclass(frozen=True)
 class PasstMelConfig:
-    sample_rate: int = 32000
+    sample_rate: int = PASST.sample_rate
     n_fft: int = 1024
     win_length: int = 800
-    hop_length: int = 320
-    n_mels: int = 128
+    hop_length: int = PASST.hop_length
+    n_mels: int = PASST.n_mels
     fmin: float = 0.0
     fmax: float = 15000.0  # sr/2 − fmax_aug_range/2 with hear21passt's fmax_aug_range 2000 (eval mode)
     preemphasis: float = 0.97

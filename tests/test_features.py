@@ -10,7 +10,8 @@ import soundfile as sf
 
 from conftest import real_clips
 from audioret.pipeline.audio_io import file_log_mel, load_mono
-from audioret.pipeline.features import DEFAULT_CONFIG, FLOOR_DB, _mel_basis, _window, log_mel, n_frames
+from audioret.cache.feature_contract import FLOOR_DB
+from audioret.pipeline.features import DEFAULT_CONFIG, _mel_basis, _window, log_mel, n_frames
 
 
 def reference_log_mel(path: Path) -> np.ndarray:

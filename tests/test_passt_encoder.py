@@ -25,7 +25,8 @@ from conftest import AUDIO
 from audioret.pipeline.audio_io import load_mono
 from audioret.pipeline.passt_features import passt_mel
 from audioret.trainer.config import ConfigError, load_config
-from audioret.trainer.encoders import PASST_SCALE, build_audio_encoder
+from audioret.cache.feature_contract import PASST_SCALE
+from audioret.trainer.encoders import build_audio_encoder
 from audioret.trainer.encoders.loading import ModelLoadError
 from audioret.trainer.encoders.passt import MASK_VALUE, PasstEncoder, patch_grid
 

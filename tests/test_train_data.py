@@ -11,7 +11,7 @@ import torch
 
 from audioret.cache.audio_shards import AudioCache
 from audioret.cache.caption_shards import CaptionCache
-from audioret.trainer.augment import FLOOR_DB
+from audioret.cache.feature_contract import FLOOR_DB
 from audioret.trainer.config import load_config
 from audioret.trainer.encoders import feature_spec
 from audioret.trainer.data import (DataError, StreamedBatches, TrainData, check_audio_config, crop_windows,

@@ -18,13 +18,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from audioret.trainer.augment import FLOOR_DB, FeatureScale
+from audioret.cache.feature_contract import FLOOR_DB, LEGACY_FEATURE, FeatureScale
 from audioret.trainer.caption_text import caption_view
 from audioret.trainer.config import TrainConfig
 from audioret.trainer.encoders import feature_spec
 from audioret.trainer.sources import ConcatAudio, Source, epoch_rows, epoch_size, weighted_count
-
-LEGACY_FEATURE = "panns-logmel"  # caches written before the feature name was recorded hold the PANNs log-mel
 
 
 class DataError(ValueError):

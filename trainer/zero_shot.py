@@ -16,8 +16,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from audioret.cache.feature_contract import FeatureSpec
 from audioret.trainer.config import resolve_split
-from audioret.trainer.encoders import FeatureSpec
 from audioret.trainer.encoders.hf import check_clap_pair, hf_feature_spec, load_feature_extractor
 from audioret.trainer.encoders.hf_inputs import ClapBatching
 from audioret.trainer.encoders.loading import ModelLoadError, model_load_error, quiet_transformers

@@ -9,51 +9,22 @@
 The contract every audio encoder keeps, so the loop, evaluation and the augmentations need not know which one runs:
 `forward(x, lengths, generator=None) -> (B, embed_dim)` on x (B, T, bins) cached features padded after
 `lengths[b]` with the feature's silence value, and the attributes `n_mels` (bins), `embed_dim` and `scale` (the
-`FeatureScale` of its input: what silence is and what 1 dB of gain adds, trainer/augment.py).
+`FeatureScale` of its input: what silence is and what 1 dB of gain adds, cache/feature_contract.py).
 
 Which cached feature an encoder needs (`feature_spec`) is decided here, from its name alone, so a run refuses a
-cache that does not fit before any model is built (trainer/data.py `check_audio_config`).
+cache that does not fit before any model is built (trainer/sources.py `check_audio_config`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from audioret.trainer.augment import DB_SCALE, FeatureScale
+from audioret.cache.feature_contract import PANNS, PASST, FeatureSpec
 
-# Silence of the PaSST mel is (ln 1e-5 + 4.5) / 5 = −1.402585…, stored in the float16 shards as −1.40234375: the floor
-# is the stored value, so silent cached frames are recognised as silence (never moved by the gain) and padding
-# written in float16 (streamed batches) equals padding written in float32 (resident batches). Gain: ln 10 / 50 per dB.
-PASST_SCALE = FeatureScale(floor=-1.40234375, per_db=0.04605170185988091)
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """The cached feature an audio encoder is built for: the name `prep audio` records in the cache config
-    (pipeline/feature_defs.py), the `prep audio` option that writes it, the numbers its shapes depend on, and
-    its scale (silence value, gain per dB)."""
-
-    feature: str
-    features_option: str  # the `prep audio --features` value that writes it: panns | passt | hf:<extractor>
-    n_mels: int
-    sample_rate: int
-    hop_length: int
-    scale: FeatureScale = field(default=DB_SCALE)
-
-    @property
-    def prep(self) -> str:
-        return f"--features {self.features_option}"
-
-    def numbers(self) -> dict[str, int]:
-        return {"n_mels": self.n_mels, "sample_rate": self.sample_rate, "hop_length": self.hop_length}
-
-
-FEATURE_SPECS: dict[str, FeatureSpec] = {
-    "cnn10": FeatureSpec("panns-logmel", "panns", 64, 32000, 320, DB_SCALE),
-    "passt": FeatureSpec("passt-mel", "passt", 128, 32000, 320, PASST_SCALE),
-}
+# The cached feature each built-in encoder needs: the cache's feature contract (cache/feature_contract.py), which
+# pipeline/ writes by and the trainer reads by.
+FEATURE_SPECS: dict[str, FeatureSpec] = {"cnn10": PANNS, "passt": PASST}
 AUDIO_ENCODER_CHOICES = ("cnn10", "passt", "hf:<name or path>")
 
 

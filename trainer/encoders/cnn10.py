@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audioret.trainer.augment import DB_SCALE, spec_augment, valid_mask
+from audioret.cache.feature_contract import DB_SCALE
+from audioret.trainer.augment import spec_augment, valid_mask
 from audioret.trainer.encoders.loading import copy_matching, read_state_dict
 
 CNN10_CHANNELS = (64, 128, 256, 512)
