@@ -54,7 +54,7 @@ def _definition(features: str):
     return feature_definition(features)
 
 
-def _versions(defn) -> dict:
+def _audio_versions(defn) -> dict:
     """Decoder versions plus the feature definition's own (e.g. transformers for `hf:` extractors)."""
     from audioret.pipeline.audio_io import decoder_versions
 
@@ -76,7 +76,7 @@ def compute_key(records: list[ClipRecord], root: Path, dataset: str, name: str, 
     if exclude_sha256:
         sources.append({"exclude_sha256": exclude_sha256})
     defn = _definition(features)
-    return cache_key(KIND, defn.cache_config(), defn.version, _versions(defn), sources)
+    return cache_key(KIND, defn.cache_config(), defn.version, _audio_versions(defn), sources)
 
 
 def _one_blas_thread() -> None:
@@ -160,7 +160,7 @@ def _new_manifest(key: str, name: str, dataset: str, records: list[ClipRecord], 
                     clip_ids=[r.clip_id for r in records], clip_splits=[r.split for r in records],
                     shard_size=shard_size, shards=plan_shards(len(records), shard_size),
                     config=defn.cache_config(), code_version=defn.version,
-                    versions=_versions(defn), extra={"durations": {}, "failures": [], "problems": []})
+                    versions=_audio_versions(defn), extra={"durations": {}, "failures": [], "problems": []})
 
 
 def _stderr(line: str) -> None:

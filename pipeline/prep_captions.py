@@ -54,7 +54,7 @@ class CaptionPrepResult:
     excluded: ExclusionReport | None = None  # what --exclude removed (None: no list given)
 
 
-def _versions(backend: str) -> dict:
+def _translator_versions(backend: str) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     pkg = {"google": "deep-translator", "marian": "transformers"}.get(backend)
@@ -210,7 +210,7 @@ def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | N
     backend = make_backend(translator, **options)
     config = caption_config(name, translator, backend, pivots, shard_size)
     sources = [records_fingerprint(records)] + ([{"exclude_sha256": excluded.sha256}] if excluded else [])
-    key = cache_key(KIND, config, CODE_VERSION, _versions(translator), sources)
+    key = cache_key(KIND, config, CODE_VERSION, _translator_versions(translator), sources)
     cache_dir = cache_dir_for(cache_root, KIND, key)
     result = CaptionPrepResult(cache_dir, key, len(records), sum(len(r.captions) for r in records),
                                problems=problems, dropped=dropped, excluded=excluded)
@@ -271,7 +271,7 @@ def _load_or_plan(cache_dir: Path, key: str, name: str, dataset: str, records: l
     m = Manifest(kind=KIND, key=key, name=name, dataset=dataset, splits=sorted({r.split for r in records}),
                  clip_ids=[r.clip_id for r in records], clip_splits=[r.split for r in records],
                  shard_size=config["shard_size"], shards=plan_shards(len(records), config["shard_size"]),
-                 config=config, code_version=CODE_VERSION, versions=_versions(config["backend"]),
+                 config=config, code_version=CODE_VERSION, versions=_translator_versions(config["backend"]),
                  extra={"n_captions": sum(len(r.captions) for r in records), "failures": [], "problems": []})
     m.write(cache_dir)
     return m

@@ -10,7 +10,7 @@ from demo_fixtures import minilm_path
 from audioret.trainer.checkpoint import (CheckpointError, TEXT_PREFIX, frozen_text_record, load_checkpoint, load_model_state,
                                 model_weights, save_checkpoint, weights_sha256)
 from audioret.trainer.config import TrainConfig
-from audioret.trainer.evaluate import build_model
+from audioret.trainer.models import build_model
 
 
 def _model(seed: int):

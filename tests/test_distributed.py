@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audioret.trainer import distributed as D
+from audioret.trainer import loss_distributed as LD
 
 WORLD = 2
 GLOBAL_BATCH = 8
@@ -58,7 +59,7 @@ def _reference(mask: bool) -> dict[str, np.ndarray]:
     a, t, clips = _data()
     ea, et, scale = model(a, t)
     c = clips if mask else None
-    D.local_block_loss(ea, et, ea, et, scale, 0, c, c).backward()
+    LD.local_block_loss(ea, et, ea, et, scale, 0, c, c).backward()
     return _grads(model)
 
 
@@ -76,9 +77,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         model = D.wrap_model(TinyBiEncoder())
         ea, et, scale = model(a[sl], t[sl])
         if mode == "local-only":
-            loss = D.local_block_loss(ea, et, ea, et, scale, 0)
+            loss = LD.local_block_loss(ea, et, ea, et, scale, 0)
         else:
-            loss = D.distributed_nt_xent(ea, et, scale, clips[sl] if mode == "masked" else None)
+            loss = LD.distributed_nt_xent(ea, et, scale, clips[sl] if mode == "masked" else None)
         loss.backward()
         mean_loss = D.all_reduce_mean(float(loss.detach()))
         if D.is_main_process():
@@ -127,7 +128,7 @@ def test_gather_loss_gradients_match_single_process(ranked: dict, mode: str) -> 
     a, t, clips = _data()
     ea, et, scale = model(a, t)
     c = clips if masked else None
-    expected = float(D.local_block_loss(ea, et, ea, et, scale, 0, c, c).detach())
+    expected = float(LD.local_block_loss(ea, et, ea, et, scale, 0, c, c).detach())
     assert float(got["loss"]) == pytest.approx(expected, abs=1e-5)
 
 
@@ -141,14 +142,14 @@ def test_mask_changes_the_loss() -> None:
     model = TinyBiEncoder()
     a, t, clips = _data()
     ea, et, scale = model(a, t)
-    plain = D.local_block_loss(ea, et, ea, et, scale, 0)
-    masked = D.local_block_loss(ea, et, ea, et, scale, 0, clips, clips)
+    plain = LD.local_block_loss(ea, et, ea, et, scale, 0)
+    masked = LD.local_block_loss(ea, et, ea, et, scale, 0, clips, clips)
     assert abs(float(plain.detach()) - float(masked.detach())) > 1e-4
 
 
 def test_single_process_is_a_no_op() -> None:
     x = torch.randn(3, 4, requires_grad=True)
-    assert D.gather_with_grad(x) is x
+    assert LD.gather_with_grad(x) is x
     assert D.is_main_process() and D.get_world_size() == 1
     assert D.broadcast_object({"stop": True}) == {"stop": True}
     model = nn.Linear(2, 2)
@@ -226,7 +227,7 @@ def _stream_worker(rank: int, port: int, cache: str, out_dir: str, name: str = "
     torch.set_num_threads(1)
     from audioret.trainer.config import load_config
     from audioret.trainer.data import TrainData
-    from audioret.trainer.loop import open_caches, open_extras
+    from audioret.trainer.sources import open_caches, open_extras
 
     D.init_distributed()
     cfg = load_config(None, ["resident=stream", "num_workers=0", "batch_size=10", "p_eda=0", "p_bt=0",

@@ -22,7 +22,7 @@ from audioret.pipeline.feature_defs import feature_definition
 from audioret.pipeline.prep_audio import prep_audio
 from prep_helpers import write_manifest
 from audioret.trainer.config import ConfigError, TrainConfig, check_audio_checkpoint
-from audioret.trainer.data import check_audio_config
+from audioret.trainer.sources import check_audio_config
 from audioret.trainer.encoders.hf import build_hf_audio_encoder, hf_feature_spec, load_feature_extractor
 from audioret.trainer.encoders.hf_inputs import fusion_thirds
 from audioret.trainer.encoders.loading import ModelLoadError

@@ -86,7 +86,7 @@ def three_cache_data(cache: Path, sets: list[str], device: str = "cpu"):
     from audioret.cache.audio_shards import AudioCache
     from audioret.cache.caption_shards import CaptionCache
     from audioret.trainer.data import TrainData
-    from audioret.trainer.loop import open_extras
+    from audioret.trainer.sources import open_extras
 
     cfg = load_config(None, sets)
     return TrainData(AudioCache.open(cache, name="clotho"), CaptionCache.open(cache, name="clotho"), "development",

@@ -13,8 +13,8 @@ from conftest import REPO
 from audioret.trainer.config import load_config
 from audioret.trainer.encoders.loading import ModelLoadError
 from audioret.trainer.encoders.text import TextEncoder
-from audioret.trainer.evaluate import build_model
-from audioret.trainer.schedule import Schedule, make_optimizer, resume_problem
+from audioret.trainer.models import build_model
+from audioret.trainer.schedule import Schedule, make_torch_optimizer, resume_problem
 
 BASELINE = REPO / "configs" / "dcase2025_baseline.toml"
 
@@ -93,7 +93,7 @@ def tiny_bi_encoder(text_model: str, *sets: str):
 def test_adamw_decays_weights_decoupled_from_the_gradient_adam_adds_them_to_it(tiny_models, kind: str) -> None:
     model, cfg = tiny_bi_encoder(tiny_models["roberta"], f"optimizer={kind}", "weight_decay=0.5", "lr=0.1",
                                  "learn_temperature=true")
-    opt = make_optimizer(model, cfg)
+    opt = make_torch_optimizer(model, cfg)
     assert type(opt) is {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[kind]
     assert opt.defaults["betas"] == (0.9, 0.999) and opt.defaults["eps"] == 1e-8  # the baseline's values
     params = [p for g in opt.param_groups for p in g["params"]]

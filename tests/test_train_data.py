@@ -14,8 +14,8 @@ from audioret.cache.caption_shards import CaptionCache
 from audioret.cache.feature_contract import FLOOR_DB
 from audioret.trainer.config import load_config
 from audioret.trainer.encoders import feature_spec
-from audioret.trainer.data import (DataError, StreamedBatches, TrainData, check_audio_config, crop_windows,
-                          pad_arrays, plan_batches)
+from audioret.trainer.data import StreamedBatches, TrainData, crop_windows, pad_arrays, plan_batches
+from audioret.trainer.sources import DataError, check_audio_config
 from demo_fixtures import demo_cache
 
 
@@ -86,7 +86,7 @@ def test_cache_of_another_feature_definition_is_refused_naming_both():
 def test_newest_cache_that_fits_the_encoder_is_chosen_among_one_name(tmp_path):
     from audioret.cache.audio_shards import build_audio_cache
     from audioret.pipeline.feature_defs import feature_definition
-    from audioret.trainer.loop import open_audio_cache
+    from audioret.trainer.sources import open_audio_cache
 
     one = {"a.wav": np.zeros((50, 64), np.float32)}
     legacy = build_audio_cache(tmp_path, one, {"n_mels": 64, "sample_rate": 32000, "hop_length": 320}, name="x")
@@ -107,7 +107,7 @@ def test_training_without_a_name_never_takes_a_folder_cache(tmp_path):
     """`predict --cache caches/` leaves an uncaptioned `folder` cache beside the training caches; `train` without
     --name takes the newest cache it can train on, not that one."""
     from audioret.cache.audio_shards import build_audio_cache
-    from audioret.trainer.loop import open_audio_cache
+    from audioret.trainer.sources import open_audio_cache
 
     config = {"n_mels": 64, "sample_rate": 32000, "hop_length": 320}
     clotho = build_audio_cache(tmp_path, {"a.wav": np.zeros((50, 64), np.float32)}, config, name="clotho")

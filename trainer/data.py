@@ -18,50 +18,12 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from audioret.cache.feature_contract import FLOOR_DB, LEGACY_FEATURE, FeatureScale
+from audioret.cache.feature_contract import FLOOR_DB, FeatureScale
 from audioret.trainer.caption_text import caption_view
 from audioret.trainer.config import TrainConfig
 from audioret.trainer.encoders import feature_spec
-from audioret.trainer.sources import ConcatAudio, Source, epoch_rows, epoch_size, weighted_count
-
-
-class DataError(ValueError):
-    """The caches cannot feed this model (wrong features, no captions for a split, ...)."""
-
-
-def cache_feature(config: dict) -> str:
-    """The feature definition a cache holds, as "name (version)" where a version is recorded."""
-    name = str(config.get("feature", LEGACY_FEATURE))
-    return f"{name} ({config['feature_version']})" if config.get("feature_version") else name
-
-
-def feature_fits(config: dict, encoder: str = "cnn10") -> bool:
-    """Whether a cache's recorded feature definition is the one `encoder` needs (numbers checked separately)."""
-    return str(config.get("feature", LEGACY_FEATURE)) == feature_spec(encoder).feature
-
-
-def check_audio_config(config: dict, source: str, encoder: str = "cnn10") -> float:
-    """Refuse a cache whose features differ from what `encoder` is built for; returns frames per second.
-
-    First the recorded feature definition (a PaSST mel cache has a plausible shape but other numbers), then the
-    numbers the encoder's shapes depend on."""
-    need = feature_spec(encoder)
-    if not feature_fits(config, encoder):
-        raise DataError(f"{source}: audio cache holds {cache_feature(config)} features, the {encoder} encoder "
-                        f"needs {need.feature} (re-run `audioret prep audio {need.prep}`)")
-    for key, value in need.numbers().items():
-        got = config.get(key)
-        if got is None or int(got) != value:
-            raise DataError(f"{source}: audio cache has {key}={got!r}, the model needs {key}={value} "
-                            f"(re-run `audioret prep audio {need.prep}`)")
-    return float(config["sample_rate"]) / float(config["hop_length"])
-
-
-def check_sources(sources: Sequence[Source], encoder: str = "cnn10") -> float:
-    """Every cache of a run must hold the features `encoder` needs; returns frames per second. One frame rate
-    for all follows (crops are counted in frames): check_audio_config pins each cache's sample_rate and
-    hop_length to the encoder's."""
-    return [check_audio_config(s.audio.config, str(s.audio.directory), encoder) for s in sources][0]
+from audioret.trainer.sources import (ConcatAudio, DataError, Source, check_sources, epoch_rows, epoch_size,
+                                      weighted_count)
 
 
 @dataclass

@@ -5,7 +5,7 @@ captions of the same clip in one batch are both true matches, so neither may be 
 (`same_clip_mask` removes those cells from the softmax; the diagonal positives are never removed). (2) Under DDP the
 gradient is only right if each rank scores its *local* rows against the *gathered* global columns (open_clip's
 `gather_with_grad` + local loss): `nt_xent` takes optional `audio_all`/`text_all` and the rank's `offset` for that,
-so trainer/distributed.py only gathers and calls it. Without them it is the plain single-process loss.
+so trainer/loss_distributed.py only gathers and calls it. Without them it is the plain single-process loss.
 """
 from __future__ import annotations
 

@@ -14,8 +14,9 @@ import torch
 
 from audioret.trainer.augment import augment_batch, spec_augment
 from audioret.trainer.config import TrainConfig, resolve_split
-from audioret.trainer.data import check_audio_config, crop_windows, pad_arrays
+from audioret.trainer.data import crop_windows, pad_arrays
 from audioret.trainer.encoders import feature_spec
+from audioret.trainer.sources import check_audio_config
 
 
 def render_audio_preview(cfg: TrainConfig, cache_root: Path, name: str | None, out_file: Path, n_clips: int = 4,
@@ -26,7 +27,7 @@ def render_audio_preview(cfg: TrainConfig, cache_root: Path, name: str | None, o
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from audioret.trainer.loop import open_audio_cache
+    from audioret.trainer.sources import open_audio_cache
 
     audio = open_audio_cache(cache_root, name, encoder=cfg.audio_encoder)
     fps = check_audio_config(audio.config, str(audio.directory), cfg.audio_encoder)

@@ -21,7 +21,8 @@ from audioret.trainer.config import resolve_split
 from audioret.trainer.encoders.hf import check_clap_pair, hf_feature_spec, load_feature_extractor
 from audioret.trainer.encoders.hf_inputs import ClapBatching
 from audioret.trainer.encoders.loading import ModelLoadError, model_load_error, quiet_transformers
-from audioret.trainer.evaluate import check_writable, resolve_device, score_split, write_eval_reports
+from audioret.trainer.device import resolve_device
+from audioret.trainer.evaluate import check_writable, score_split, write_eval_reports
 from audioret.trainer.models import BiEncoder
 from audioret.trainer.relevance import Relevance
 
@@ -93,7 +94,7 @@ def evaluate_zero_shot(model: str, cache_root: str | Path, name: str | None, out
                        batch_size: int = 64) -> dict[str, Any]:
     """Score the pretrained CLAP `model` ("<name or path>" or "hf:<...>") on the caches named `name` under
     `cache_root`; writes eval-<split>.json and submission-<split>.csv into `out_dir` and returns the metrics."""
-    from audioret.trainer.loop import open_caches
+    from audioret.trainer.sources import open_caches
 
     source = model.strip().removeprefix("hf:").strip()
     out = Path(out_dir)

@@ -33,7 +33,7 @@ def folder_embeddings(run, audio_dir: Path, cache_root: Path | None, workers: in
     """
     from audioret.pipeline.datasets import DatasetError
     from audioret.pipeline.folder import default_cache_root, folder_features
-    from audioret.trainer.data import check_audio_config
+    from audioret.trainer.sources import check_audio_config
     from audioret.trainer.encoders import feature_spec
 
     cache_root = cache_root or default_cache_root()
