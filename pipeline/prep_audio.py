@@ -281,17 +281,14 @@ def _prep_locked(cache_dir: Path, key: str, name: str, dataset: str, records: li
     return result
 
 
-def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers: int, progress: bool,
-                report: Callable[[str], None] | None, scheduler: str | None = None,
-                features: str = "panns") -> PrepResult:
-    """Skip finished shards, run the rest in a bounded process pool, re-publish the manifest after each shard."""
-    from tqdm import tqdm
-
+def _shard_tasks(m: Manifest, records: list[ClipRecord], cache_dir: Path, features: str,
+                 result: PrepResult) -> list[dict]:
+    """One worker task per shard still to write; shards already on disk and intact are marked complete in `m` and
+    counted as skipped in `result` (their failures are kept, those of shards to redo are dropped)."""
     by_id = {r.clip_id: r for r in records}
     durations: dict = m.extra.setdefault("durations", {})
     failures: list = m.extra.setdefault("failures", [])
     todo: list[dict] = []
-    result = PrepResult(cache_dir, m.key, len(m.clip_ids))
     for entry in m.shards:
         ids = m.clip_ids[entry.start:entry.start + entry.count]
         if entry.complete and entry.sha256 and (cache_dir / entry.file).is_file():
@@ -308,6 +305,19 @@ def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers
         todo.append({"path": str(cache_dir / entry.file), "clip_ids": ids, "key": m.key, "config": m.config,
                      "features": features,
                      "splits": [by_id[i].split for i in ids], "paths": [str(by_id[i].path) for i in ids]})
+    return todo
+
+
+def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers: int, progress: bool,
+                report: Callable[[str], None] | None, scheduler: str | None = None,
+                features: str = "panns") -> PrepResult:
+    """Skip finished shards, run the rest in a bounded process pool, re-publish the manifest after each shard."""
+    from tqdm import tqdm
+
+    durations: dict = m.extra.setdefault("durations", {})
+    failures: list = m.extra.setdefault("failures", [])
+    result = PrepResult(cache_dir, m.key, len(m.clip_ids))
+    todo = _shard_tasks(m, records, cache_dir, features, result)
     if result.shards_skipped:
         m.write(cache_dir)
     if not todo:
