@@ -57,7 +57,7 @@ def test_masking_captions_of_the_same_clip() -> None:
 
 
 def test_local_blocks_against_global_batch_reproduce_loss_and_gradient() -> None:
-    """What trainer/distributed.py relies on: ranks score local rows against gathered columns; the mean of the
+    """What trainer/loss_distributed.py relies on: ranks score local rows against gathered columns; the mean of the
     rank losses equals the single-process loss, and so does its gradient."""
     a0, t0 = embeddings(8, seed=2)
     ids = [0, 1, 1, 2, 3, 4, 4, 5]
