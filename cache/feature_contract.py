@@ -1,13 +1,10 @@
-"""The stored feature format, written once: what each cacheable feature definition is called, its code version,
-the numbers its shapes depend on (mel bins, sampling rate, hop) and what its values mean (the silence / padding
-value, how far 1 dB of gain moves a value).
+"""The stored feature format, written once: each cacheable feature's name and code version, the numbers its shapes
+depend on (mel bins, sample rate, hop) and what its values mean (silence / padding value, gain per dB).
 
-Why in cache/: the cache knows nothing of models, but what the float16 frames of an audio shard hold is its
-business, and the layer that writes them (pipeline/: feature_defs.py, features.py, passt_features.py,
-hf_features.py) and the layer that reads them (trainer/: encoders/, augment.py, data.py) must agree on it without
-importing each other. A definition's name and version are recorded in every audio cache's config and enter its
-key (pipeline/prep_audio.py `compute_key`; tests/test_cache_key_pin.py pins them): bump the version when the
-numbers a definition writes change, and never rename one. How the numbers are computed stays in pipeline/.
+Why in cache/: what a shard's float16 frames hold is the cache's business, and pipeline/ (which writes them) and
+trainer/ (which reads them) must agree without importing each other. Name and version enter every audio cache key
+(tests/test_cache_key_pin.py): bump the version when a definition's numbers change, never rename one. How the
+numbers are computed stays in pipeline/.
 """
 from __future__ import annotations
 

@@ -1,11 +1,9 @@
 """The registry of cacheable audio features: `prep audio --features panns|passt|hf:<extractor>`.
 
-Each definition's computation lives once in pipeline/ (features.py: the PANNs log-mel; passt_features.py: the PaSST
-mel; hf_features.py: Hugging Face feature extractors); its name, code version and the numbers the trainer relies on
-are the cache's feature contract (cache/feature_contract.py). Here each is one `FeatureDefinition`: name and
-version (both recorded in the cache config, hence in the cache key), the config that decides its numbers, the
-sample rate the decoder resamples to, and the function waveform → (frames, bins). The trainer reads the recorded
-name and refuses a cache whose features do not fit its encoder (trainer/sources.py `check_audio_config`).
+Each definition's computation lives once in pipeline/ and is described here by one `FeatureDefinition`: its name
+and code version (from cache/feature_contract.py; recorded in the cache config, hence in the key), the config
+that decides its numbers, the rate the decoder resamples to, and the function waveform → (frames, bins). The
+trainer refuses a cache whose recorded feature does not fit its encoder. How to add one: docs/architecture.md.
 """
 from __future__ import annotations
 

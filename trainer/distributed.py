@@ -1,10 +1,9 @@
 """Optional multi-process (DDP) training support, kept out of the single-process trainer's way.
 
-Why a module of its own: a one-GPU run must not pay for (or be able to break on) process groups, so everything
-here is a no-op when the world size is 1, and the trainer only calls a handful of hooks:
-`init_distributed()`, `wrap_model()`, `ShardedBatchSampler`, `is_main_process()`, `barrier()`,
-`broadcast_object()`, `cleanup()`. The global-batch contrastive loss (all-gather with gradient + local loss) sits
-beside the loss, in trainer/loss_distributed.py.
+Why a module of its own: a one-GPU run must not pay for (or be able to break on) process groups, so everything here
+is a no-op when the world size is 1 and the trainer calls only a handful of hooks. The global-batch contrastive
+loss (all-gather with gradient, local rows against the global batch) sits beside the loss, in
+trainer/loss_distributed.py.
 """
 from __future__ import annotations
 

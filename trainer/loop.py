@@ -1,11 +1,9 @@
 """The training loop, readable top to bottom: caches → data → model → epochs of (train, validate, checkpoint).
 
-`_train` is the run in six steps, each a function below it: resume point, data, model, start or restore, epochs,
-summary. Why resumes are exact: everything random in an epoch is either derived from (seed, epoch) — batch
-composition, crops, text augmentation, the audio-augmentation generator — or restored from the checkpoint written
-at the end of the previous epoch (torch/CUDA/numpy/Python global RNG states for dropout and DataLoader seeds —
-every rank's own, in a distributed run — Adam moments, the scheduler). A run killed at any point and resumed
-therefore writes the same metrics.csv rows as one that was never interrupted.
+`_train` is the run in steps, each a function below it. Why resumes are exact: everything random in an epoch is
+derived from (seed, epoch) or restored from the checkpoint written at the end of the previous epoch (RNG states,
+every rank's own; optimiser moments; the scheduler), so a run killed at any point and resumed writes the same
+metrics.csv rows as one never interrupted.
 """
 from __future__ import annotations
 

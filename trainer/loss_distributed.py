@@ -1,15 +1,10 @@
-"""The contrastive loss of a distributed run: each rank's local rows against the global batch (open_clip's
-gather-with-grad + local loss), next to the plain loss of trainer/loss.py.
+"""The contrastive loss of a distributed run, next to the plain one (trainer/loss.py).
 
-Each rank encodes its local B pairs, all-gathers the audio and text embeddings *with gradient* (`gather_with_grad`),
-and computes its B local rows against the W·B global columns (labels offset by rank·B), in both directions (open_clip's
-`gather_with_grad` + `local_loss`). Scaling, the other classic bug: rank r's loss is the mean over its B rows, so
-the mean of the W rank losses equals the single-process loss on the W·B global batch. The gather's backward *sums*
-the gradients every rank computed for a slot (all-reduce, then the own slot), so rank r's parameter gradient is
-d(Σ_s loss_s)/dθ along the paths through its own examples; DDP then *averages* over ranks, giving
-(1/W)·d(Σ_s loss_s)/dθ = d(loss on the global batch)/dθ. So: do not divide the loss by W and do not multiply it —
-DDP's average and the gather's sum cancel exactly (tests/test_distributed.py checks this within 1e-5).
-Everything here is the plain loss when the world size is 1 (trainer/distributed.py `current`).
+Each rank all-gathers the audio and text embeddings with gradient and scores its local rows against the global
+batch (open_clip's `gather_with_grad` + local loss). The gather's backward sums every rank's gradient for a slot
+and DDP averages over ranks, so the gradient equals one process on the whole batch: the loss is neither divided
+nor multiplied by the world size (docs/training.md, tests/test_distributed.py). With one process it is the plain
+loss.
 """
 from __future__ import annotations
 
