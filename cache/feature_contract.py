@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,9 @@ HF_CODE_VERSION = "hf-features-1"  # the code that caches a Hugging Face extract
 class FeatureSpec:
     """One cached feature: the name `prep audio` records as config["feature"] (an encoder names the one it
     needs), the `prep audio --features` value that writes it, the numbers shapes depend on, its scale (silence
-    value, gain per dB) and its code version (config["feature_version"], part of the key)."""
+    value, gain per dB), its code version (config["feature_version"], part of the key) and, for an hf: feature,
+    the extractor's class and resolved settings as the cache records them ("extractor_class",
+    "extractor_settings"): a cache fits when these match, whatever spelling of the name it was prepped with."""
 
     feature: str
     features_option: str  # panns | passt | hf:<extractor>
@@ -67,6 +70,7 @@ class FeatureSpec:
     hop_length: int
     scale: FeatureScale = field(default=DB_SCALE)
     version: str = ""
+    extractor: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     @property
     def prep(self) -> str:
@@ -82,10 +86,11 @@ PASST = FeatureSpec("passt-mel", "passt", 128, 32000, 320, PASST_SCALE, "passt-m
 LEGACY_FEATURE = PANNS.feature  # caches written before the feature name was recorded hold the PANNs log-mel
 
 
-def hf_extractor_spec(source: str, extractor_class: str, n_mels: int, sample_rate: int,
-                      hop_length: int) -> FeatureSpec:
+def hf_extractor_spec(source: str, extractor_class: str, n_mels: int, sample_rate: int, hop_length: int,
+                      extractor: dict[str, Any] | None = None) -> FeatureSpec:
     """The cached output of the Hugging Face extractor at `source` (a hub name or a folder): named "hf:<source>",
-    its numbers the extractor's own; KeyError for an extractor class without a known scale."""
+    its numbers the extractor's own (`extractor`: its class and settings, for matching a cache); KeyError for an
+    extractor class without a known scale."""
     name = f"hf:{source}"
     return FeatureSpec(name, name, int(n_mels), int(sample_rate), int(hop_length),
-                       HF_EXTRACTOR_SCALES[extractor_class], HF_CODE_VERSION)
+                       HF_EXTRACTOR_SCALES[extractor_class], HF_CODE_VERSION, extractor)

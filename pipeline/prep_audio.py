@@ -57,7 +57,8 @@ def _audio_versions(defn) -> dict:
 
 def compute_key(records: list[ClipRecord], root: Path, dataset: str, name: str, content_hash: bool = False,
                 features: str = "panns", exclude_sha256: str | None = None) -> str:
-    """sha256 over the feature definition (name, version, config), decoder versions and the source fingerprints.
+    """sha256 over the feature definition (name, version, config: `key_config`), decoder versions and the source
+    fingerprints.
 
     Each fingerprint also carries its clip id and split (they are stored in the shards, so a manifest that moves a
     clip to another split must not reuse the old cache), and the dataset kind + name join as one more entry so two
@@ -70,7 +71,7 @@ def compute_key(records: list[ClipRecord], root: Path, dataset: str, name: str, 
     if exclude_sha256:
         sources.append({"exclude_sha256": exclude_sha256})
     defn = _definition(features)
-    return cache_key(KIND, defn.cache_config(), defn.version, _audio_versions(defn), sources)
+    return cache_key(KIND, defn.key_config(), defn.version, _audio_versions(defn), sources)
 
 
 def _one_blas_thread() -> None:

@@ -8,9 +8,11 @@ Weights load by name at run time (offline with HF_HUB_OFFLINE=1); a model that c
 from __future__ import annotations
 
 import functools
+import json
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,15 +47,23 @@ def load_feature_extractor(source: str) -> Any:
 
 def hf_feature_spec(source: str) -> FeatureSpec:
     """The cached feature `hf:<source>` needs: exactly what `prep audio --features hf:<source>` records (name, bins,
-    sample rate, hop; tests/test_hf_encoders.py checks the two agree), plus the scale of the cached values (both
-    from cache/feature_contract.py `hf_extractor_spec`)."""
+    sample rate, hop, extractor class and settings; tests/test_hf_encoders.py checks the two agree), plus the scale
+    of the cached values (both from cache/feature_contract.py `hf_extractor_spec`)."""
     extractor = load_feature_extractor(source)
     kind = type(extractor).__name__
     if kind == "ASTFeatureExtractor":
         bins, hop = int(extractor.num_mel_bins), AST_HOP
     else:
         bins, hop = int(extractor.feature_size), int(extractor.hop_length)
-    return hf_extractor_spec(source, kind, bins, int(extractor.sampling_rate), hop)
+    return hf_extractor_spec(source, kind, bins, int(extractor.sampling_rate), hop,
+                             {"extractor_class": kind, "extractor_settings": extractor_settings(extractor)})
+
+
+def extractor_settings(extractor: Any) -> dict[str, Any]:
+    """The extractor's resolved settings as a cache records them (pipeline/hf_features.py: `to_dict()` without the
+    numpy filterbanks and windows, through JSON as the manifest stores it)."""
+    settings = {k: v for k, v in extractor.to_dict().items() if not isinstance(v, np.ndarray)}
+    return json.loads(json.dumps(settings))
 
 
 def load_audio_model(source: str, kind: str) -> nn.Module:
