@@ -88,7 +88,9 @@ def train_command(cache_root: Path, name: str | None, extras: tuple[str, ...], r
         if run_dir.exists():  # a directory that does not exist yet has no holder; probing would create it
             wait_until_free(run_dir, wait_lock)  # before starting the ranks; rank 0 takes the lock for the run
         argv = [a for a in sys.argv[1:]]
-        sys.exit(distributed.launch_local(nproc, argv, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint))
+        from audioret.cli.launch import launch_local
+
+        sys.exit(launch_local(nproc, argv, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint))
     if init_from is not None:
         overrides = (*overrides, f"init_from={init_from.resolve()}")
     if extras:
