@@ -4,10 +4,17 @@ Why: augmentation bugs (wrong axis, gain on padding, stripes wider than asked) a
 obvious in a spectrogram. The chain is the training one — the config's random crop, then `augment_batch` (gain →
 Freq-MixStyle) and SpecAugment's stripes — except that the stripes, which the model zero-fills after bn0 (i.e. at
 the per-bin mean), are drawn here at each clip's per-bin mean in dB so the picture stays readable.
+
+Captions likewise (`caption_preview`): a few clips' raw and normalised captions, back-translations and draws of
+the trainer's own TextAugmenter (back-translation with p_bt, then EDA with the training captions' insertion
+vocabulary), so what a person reads is what training sees.
 """
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -65,3 +72,50 @@ def render_audio_preview(cfg: TrainConfig, cache_root: Path, name: str | None, o
     fig.savefig(out_file, dpi=80)
     plt.close(fig)
     return out_file
+
+
+@dataclass
+class CaptionDraws:
+    """One caption of a clip: as given, normalised, per pivot its back-translation, and augmented draws."""
+
+    raw: str
+    normalised: str
+    back_translations: dict[str, str]
+    draws: list[str]
+
+
+@dataclass
+class CaptionPreview:
+    """The previewed captions cache and, per clip shown (sorted by id), its split and captions."""
+
+    directory: Path
+    backend: str
+    pivots: list[str]
+    clips: list[tuple[str, str, list[CaptionDraws]]]
+
+
+def caption_preview(cache_root: Path, name: str | None, key: str | None, n_clips: int, draws: int,
+                    probabilities: Mapping[str, float], seed: int = 0) -> CaptionPreview:
+    """`n_clips` random clips of a captions cache with `draws` augmented draws per caption.
+
+    `probabilities`: p_eda, p_syn, p_swp, p_del, p_ins and p_bt (p_bt counts as 0 for a cache without
+    back-translations). The clip choice and the draws follow from `seed` alone.
+    """
+    from audioret.cache.caption_shards import CaptionCache
+    from audioret.trainer.eda import EDA, TextAugmenter, vocabulary_of
+
+    p = probabilities
+    cc = CaptionCache.open(cache_root, name=name, key=key)
+    train_ids = cc.ids_for_split("development") or cc.ids_for_split("train") or cc.clip_ids
+    vocab = vocabulary_of(c for cid in train_ids for c in cc.captions(cid))
+    eda = EDA(vocab, p["p_eda"], p["p_syn"], p["p_swp"], p["p_del"], p["p_ins"], seed=seed)
+    rng = random.Random(seed)
+    aug = TextAugmenter(cc, p["p_bt"] if cc.backend != "none" else 0.0, eda)
+    clips = []
+    for cid in sorted(rng.sample(cc.clip_ids, min(n_clips, len(cc.clip_ids)))):
+        bts = cc.back_translations(cid)
+        rows = [CaptionDraws(raw, cap, {pivot: bts[pivot][i] for pivot in cc.pivots},
+                             [aug.pick(cid, i, rng) for _ in range(draws)])
+                for i, (raw, cap) in enumerate(zip(cc.raw(cid), cc.captions(cid)))]
+        clips.append((cid, cc.splits[cc.index_of(cid)], rows))
+    return CaptionPreview(cc.directory, cc.backend, list(cc.pivots), clips)
