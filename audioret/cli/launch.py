@@ -6,6 +6,8 @@ started (trainer/distributed.py: process group, sharding, the global-batch loss)
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Sequence
 
 LAUNCHER_OPTIONS = ("--nproc", "--nnodes", "--rdzv-endpoint")
@@ -52,3 +54,13 @@ def launch_local(nproc: int, argv: Sequence[str], module: str = "audioret", nnod
         code = getattr(first, "exitcode", 1) if first is not None else 1
         return code if isinstance(code, int) and code > 0 else 1
     return 0
+
+
+def run_as_ranks(nproc: int, run_dir: Path, wait_lock: float, nnodes: str = "1", rdzv_endpoint: str = "") -> int:
+    """`train --nproc N`: wait until no other train holds RUN_DIR, then run this command line as N ranks; returns
+    the exit status. The wait happens before the ranks start (rank 0 takes the run's lock for the run itself)."""
+    from audioret.trainer.run_lock import wait_until_free
+
+    if run_dir.exists():  # a directory that does not exist yet has no holder; probing would create it
+        wait_until_free(run_dir, wait_lock)
+    return launch_local(nproc, sys.argv[1:], nnodes=nnodes, rdzv_endpoint=rdzv_endpoint)

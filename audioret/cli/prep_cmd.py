@@ -1,21 +1,97 @@
-"""`audioret prep captions` and `audioret preview captions`: the command-line face of pipeline.prep_captions
-and of the trainer's text augmentation (so a person sees exactly what training will see)."""
+"""`audioret prep audio` and `audioret prep captions`: the command-line face of pipeline.prep_audio and
+pipeline.prep_captions (argument checks, output, exit codes)."""
 from __future__ import annotations
 
-import random
 import sys
 from pathlib import Path
 
 import click
 
-from audioret.cli.groups import (CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, dataset_options, dataset_root,
-                                 dataset_subsets, no_verify_option, prep, preview)
-
-# The paper's best text-augmentation setting (Table 4); `--set` overrides any of them.
-PAPER_BEST = {"p_eda": 0.9936, "p_syn": 0.2962, "p_swp": 0.0085, "p_del": 0.1944, "p_ins": 0.0, "p_bt": 0.1812}
+from audioret.cli.groups import (CONTEXT, EXIT_OK, EXIT_PARTIAL, dataset_options, dataset_root,
+                                 dataset_subsets, prep_group)
 
 
-@prep.command("captions", context_settings=CONTEXT)
+def _check_features(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Load the definition up front (an `hf:` extractor too), so a bad value is a usage error before any work."""
+    from audioret.pipeline.feature_defs import FeatureSpecError, feature_definition
+
+    try:
+        feature_definition(value)
+    except FeatureSpecError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+@prep_group.command("audio", context_settings=CONTEXT)
+@dataset_options("Cache root; the features land in CACHE/audio/<key>/.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
+@click.option("--shard-size", type=click.IntRange(min=1), default=256, show_default=True, help="Clips per shard.")
+@click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds to wait when another prep holds the cache (0: refuse at once).")
+@click.option("--content-hash", is_flag=True,
+              help="Fingerprint sources by content (sha256) too, not only size and mtime.")
+@click.option("--scheduler", default=None, metavar="ADDR",
+              help="Dask scheduler, e.g. tcp://head:8786 (workers need this package and the same paths).")
+@click.option("--features", "features", default="panns", show_default=True, callback=_check_features,
+              metavar="panns|passt|hf:NAME",
+              help="Feature definition: the PANNs log-mel (CNN10), the PaSST mel, or a Hugging Face feature "
+                   "extractor by hub name or local folder (AST, CLAP).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar on stderr.")
+def prep_audio_command(dataset: str, root: Path | None, manifest: Path | None, cache_root: Path, name: str | None,
+                   splits: str | None, subsets: str | None, exclude: Path | None,
+                   workers: int | None, shard_size: int, wait_lock: float,
+                   content_hash: bool, scheduler: str | None, features: str, progress: bool) -> None:
+    """Decode every clip once and cache its features as float16 HDF5 shards: by default the 64-bin PANNs log-mel
+    (32 kHz, hop 320); `--features passt` the 128-bin PaSST mel; `--features hf:NAME` what a Hugging Face
+    feature extractor computes per clip, at its own sampling rate.
+
+    Re-running finishes an interrupted cache (only missing shards are redone) or, when the cache is complete,
+    just prints its directory. Files that cannot be decoded are listed in failures.jsonl and on stderr; the
+    other clips complete and the exit code is 3. The cache directory is printed on stdout at the end.
+
+    \b
+    Examples:
+      audioret prep audio --dataset clotho --root data/clotho --cache caches/
+      audioret prep audio --dataset manifest --manifest my/clips.csv --cache caches/ --name mine --workers 4
+      audioret prep audio --dataset wavcaps --root data --subsets freesound,bbc --cache caches/
+      audioret prep audio --dataset clotho --root data/clotho --cache caches/ --features passt
+      audioret prep audio --dataset manifest --manifest wavcaps.csv --cache caches/ --exclude excluded_ids.csv
+      audioret prep audio --dataset folder --root data/eval_audio --cache caches/   # every audio file, no captions
+    """
+    from audioret.pipeline.datasets import split_list
+    from audioret.pipeline.prep_audio import prep_audio
+
+    root = dataset_root(dataset, root, manifest)
+    subset_list = dataset_subsets(dataset, subsets)
+    # Failures (DatasetError, a held lock, disk full, ...) become one `error:` line, exit 1, in the group
+    # (audioret/cli/errors.py), like every command's.
+    result = prep_audio(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
+                        subsets=subset_list, workers=workers, shard_size=shard_size, wait_lock=wait_lock,
+                        content_hash=content_hash, progress=progress, scheduler=scheduler, features=features,
+                        exclude=exclude)
+    _echo_audio_summary(result)
+    sys.exit(EXIT_PARTIAL if result.failures else EXIT_OK)
+
+
+def _echo_audio_summary(result) -> None:
+    """What `prep audio` did, on stderr, then the cache directory on stdout."""
+    if result.excluded:
+        click.echo(result.excluded.summary(), err=True)
+    if result.noop:
+        click.echo(f"cache complete, nothing to do ({result.n_clips} clips)", err=True)
+    else:
+        click.echo(f"{result.shards_done} shards written, {result.shards_skipped} already present", err=True)
+    if result.decoder_warnings:
+        click.echo(f"{result.decoder_warnings} decoder warning(s) (the `warning: <file>: ...` lines above)", err=True)
+    if result.failures:
+        if result.noop:  # the failures of the run that made the cache still hold: say so again
+            for fail in result.failures:
+                click.echo(f"{fail['file']}: {fail['error']}", err=True)
+        click.echo(f"{len(result.failures)} file(s) failed; see {result.cache_dir / 'failures.jsonl'}", err=True)
+    click.echo(str(result.cache_dir))
+
+
+@prep_group.command("captions", context_settings=CONTEXT)
 @dataset_options("Cache root; captions land in CACHE/captions/<key>/, translations in CACHE/translations/.")
 @click.option("--translator", type=click.Choice(["google", "marian", "none"]), default="none", show_default=True,
               help="Back-translation backend: google (deep-translator, network), marian (opus-mt, offline), none.")
@@ -43,7 +119,7 @@ PAPER_BEST = {"p_eda": 0.9936, "p_syn": 0.2962, "p_swp": 0.0085, "p_del": 0.1944
 @click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Seconds to wait when another prep holds the cache (0: refuse at once).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar on stderr.")
-def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, cache_root: Path, name: str | None,
+def prep_captions_command(dataset: str, root: Path | None, manifest: Path | None, cache_root: Path, name: str | None,
                       splits: str | None, subsets: str | None, exclude: Path | None, translator: str, pivots: str,
                       batch_size: int, device: str, marian_model_template: str | None, google_url: str | None,
                       google_rps: float, google_timeout: float, google_retries: int, google_backoff: float,
@@ -69,11 +145,7 @@ def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, ca
 
     root = dataset_root(dataset, root, manifest)
     subset_list = dataset_subsets(dataset, subsets)
-    pivot_list = [p for p in pivots.replace(" ", ",").split(",") if p]
-    if translator != "none" and not pivot_list:
-        raise click.BadParameter("give at least one pivot language, e.g. de,fr,es", param_hint="--pivots")
-    if "en" in pivot_list:
-        raise click.BadParameter("a pivot must differ from the source language en", param_hint="--pivots")
+    pivot_list = _pivot_list(translator, pivots)
     google = {"base_url": google_url, "rps": google_rps, "timeout": google_timeout, "retries": google_retries,
               "backoff": google_backoff, "timeout_total": timeout_total}
     # Failures (DatasetError, a held lock, an unavailable translator, disk full, ...) become one `error:` line,
@@ -82,6 +154,22 @@ def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, ca
                            subsets=subset_list, translator=translator, pivots=pivot_list, batch_size=batch_size,
                            device=device, marian_template=marian_model_template, google=google,
                            shard_size=shard_size, wait_lock=wait_lock, progress=progress, exclude=exclude)
+    _echo_captions_summary(result, translator)
+    sys.exit(EXIT_PARTIAL if result.failures or result.problems else EXIT_OK)
+
+
+def _pivot_list(translator: str, pivots: str) -> list[str]:
+    """--pivots as a list of languages (comma or space separated); a list no translation can use is a usage error."""
+    pivot_list = [p for p in pivots.replace(" ", ",").split(",") if p]
+    if translator != "none" and not pivot_list:
+        raise click.BadParameter("give at least one pivot language, e.g. de,fr,es", param_hint="--pivots")
+    if "en" in pivot_list:
+        raise click.BadParameter("a pivot must differ from the source language en", param_hint="--pivots")
+    return pivot_list
+
+
+def _echo_captions_summary(result, translator: str) -> None:
+    """What `prep captions` did, on stderr (drops, skipped rows, failed translations), then the cache directory."""
     if result.excluded:
         click.echo(result.excluded.summary(), err=True)
     if translator == "none":
@@ -105,80 +193,3 @@ def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, ca
         click.echo(f"{len(result.failures)} back-translation(s) failed; see "
                    f"{result.cache_dir / 'failures.jsonl'} (rerun to retry them)", err=True)
     click.echo(str(result.cache_dir))
-    sys.exit(EXIT_PARTIAL if result.failures or result.problems else EXIT_OK)
-
-
-def parse_sets(items: tuple[str, ...]) -> dict[str, float]:
-    """`k=v` overrides of PAPER_BEST; unknown keys or values outside [0, 1] are usage errors."""
-    out = dict(PAPER_BEST)
-    for item in items:
-        k, sep, v = item.partition("=")
-        k = k.strip().lower()
-        if not sep or k not in PAPER_BEST:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE with KEY in {', '.join(PAPER_BEST)}",
-                                     param_hint="--set")
-        try:
-            out[k] = float(v)
-        except ValueError:
-            raise click.BadParameter(f"{item!r}: {v!r} is not a number", param_hint="--set") from None
-        if not 0.0 <= out[k] <= 1.0:
-            raise click.BadParameter(f"{item!r}: probabilities lie in [0, 1]", param_hint="--set")
-    return out
-
-
-@preview.command("captions", context_settings=CONTEXT)
-@no_verify_option
-@click.option("--cache", "cache_root", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Cache root holding captions/<key>/.")
-@click.option("--name", default=None, help="Captions cache name (default: newest complete one).")
-@click.option("--key", default=None, help="Captions cache key prefix (instead of --name).")
-@click.option("-n", "n_clips", type=click.IntRange(min=1), default=5, show_default=True, help="Clips to show.")
-@click.option("--draws", type=click.IntRange(min=0), default=3, show_default=True,
-              help="Augmented draws per caption.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override p_eda, p_syn, p_swp, p_del, p_ins, p_bt (default: the paper's best setting).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the clip choice and the draws.")
-def preview_captions_cmd(cache_root: Path, name: str | None, key: str | None, n_clips: int, draws: int,
-                         sets: tuple[str, ...], seed: int) -> None:
-    """Print clips with their raw and normalised captions, back-translations and augmented draws.
-
-    The draws come from the trainer's own TextAugmenter (back-translation with p_bt, then EDA), with the
-    insertion vocabulary of the training captions, so what you see is what training sees.
-
-    \b
-    Examples:
-      audioret preview captions --cache caches/ --name clotho -n 3
-      audioret preview captions --cache caches/ --set p_eda=1 --set p_syn=0.5 --seed 7
-    """
-    from audioret.cache.caption_shards import CaptionCache
-    from audioret.cache.manifest import CacheNotFoundError
-    from audioret.trainer.eda import EDA, TextAugmenter, vocabulary_of
-    from audioret.trainer.wordnet import WordNetMissingError
-
-    p = parse_sets(sets)
-    try:
-        cc = CaptionCache.open(cache_root, name=name, key=key)
-    except (CacheNotFoundError, OSError, ValueError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILURE)
-    train_ids = cc.ids_for_split("development") or cc.ids_for_split("train") or cc.clip_ids
-    vocab = vocabulary_of(c for cid in train_ids for c in cc.captions(cid))
-    try:
-        eda = EDA(vocab, p["p_eda"], p["p_syn"], p["p_swp"], p["p_del"], p["p_ins"], seed=seed)
-    except WordNetMissingError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILURE)
-    rng = random.Random(seed)
-    aug = TextAugmenter(cc, p["p_bt"] if cc.backend != "none" else 0.0, eda)
-    settings = " ".join(f"{k}={v:g}" for k, v in p.items())
-    click.echo(f"# {cc.directory}  backend={cc.backend} pivots={','.join(cc.pivots) or '-'}  {settings}")
-    for cid in sorted(rng.sample(cc.clip_ids, min(n_clips, len(cc.clip_ids)))):
-        click.echo(f"\n{cid}  [{cc.splits[cc.index_of(cid)]}]")
-        bts = cc.back_translations(cid)
-        for i, (raw, cap) in enumerate(zip(cc.raw(cid), cc.captions(cid))):
-            click.echo(f"  {i + 1}. raw:  {raw}")
-            click.echo(f"     norm: {cap}")
-            for pivot in cc.pivots:
-                click.echo(f"     bt {pivot}: {bts[pivot][i]}")
-            for _ in range(draws):
-                click.echo(f"     aug:  {aug.pick(cid, i, rng)}")
