@@ -1,14 +1,9 @@
 """Retrieval and prediction with a trained run: rank clips for free-text queries, write DCASE submissions.
 
-The application layer (tests/test_layering.py): the one place that joins the pipeline's feature extraction and
-query normalisation to the trainer's embedding function, since the trainer never decodes audio. A folder of audio
-goes through `prep audio`'s keyed cache (pipeline/folder.py): its features do not depend on the model, so a second
-query or prediction, with this run or another, decodes nothing, and a file that cannot be decoded is reported the
-same way everywhere. Free-text queries are normalised as `prep captions` normalised the training captions, and the
-model gets the form its run was trained on (`LoadedRun.query_texts`).
-
-Returns data and never prints: what a person should see while it works (how many files were decoded, which
-failed) goes through the `report` callback, one line at a time; the CLI prints it on stderr.
+The application layer: the one place that joins the pipeline's features of a folder (its keyed cache, so a second
+call decodes nothing) and its query normalisation to the trainer's embedding function, since the trainer never
+decodes audio. Returns data and never prints; progress lines go through the `report` callback. Design:
+docs/architecture.md.
 """
 from __future__ import annotations
 

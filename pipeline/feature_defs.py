@@ -1,10 +1,9 @@
 """The registry of cacheable audio features: `prep audio --features panns|passt|hf:<extractor>`.
 
-Each definition lives once in pipeline/ (features.py: the PANNs log-mel; passt_features.py: the PaSST mel;
-hf_features.py: Hugging Face feature extractors) and is described here by one `FeatureDefinition`: its name and
-code version (both recorded in the cache config, hence in the cache key), the config that decides its numbers, the
-sample rate the decoder resamples to, and the function waveform → (frames, bins). The trainer reads the recorded
-name and refuses a cache whose features do not fit its encoder (trainer/data.py `check_audio_config`).
+Each definition lives once in pipeline/ and is described here by one `FeatureDefinition`: its name and code
+version (recorded in the cache config, hence in the key), the config that decides its numbers, the rate the
+decoder resamples to, and the function waveform → (frames, bins). The trainer refuses a cache whose recorded
+feature does not fit its encoder. How to add one: docs/architecture.md.
 """
 from __future__ import annotations
 

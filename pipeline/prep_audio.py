@@ -1,16 +1,10 @@
 """`prep audio`: decode every clip once, compute its features (pipeline/feature_defs.py), and publish them into
 fixed, immutable HDF5 shards.
 
-Why it is shaped this way (cache/audio_shards.py and README.md, "prep audio"):
-- The cache key covers the extractor config, the code and decoder versions and every source fingerprint, so a
-  changed input lands in a new directory and nothing stale is ever read.
-- Shard membership comes from the sorted clip ids and the shard size only, so a run killed at any moment (kill -9
-  included) is finished by a re-run that redoes just the missing shards, with bit-identical results.
-- Each task is one whole shard, so a worker writes its own file (temp → fsync → rename) and the parent only
-  re-publishes the small manifest; the parent never holds more than a bounded number of tasks in flight.
-- A file that cannot be decoded is a failure line (failures.jsonl + stderr), not a crash; the rest completes.
-- A full disk stops the stage with one line saying how much the unwritten shards need (`DiskFullError`); every
-  shard already published stays, so a re-run after freeing space finishes the same cache.
+Why it is shaped this way: the cache key covers everything that made the features, so a changed input lands in a
+new directory; shard membership comes from the sorted clip ids and the shard size only, so a killed run is
+finished by a re-run that redoes just the missing shards, bit-identical; each task is one whole shard a worker
+publishes itself; an undecodable file is a failure line, not a crash. docs/data.md.
 """
 from __future__ import annotations
 

@@ -1,14 +1,9 @@
 """Which form of a caption the text encoder sees: the project's normalised caption, or the DCASE 2025 baseline's.
 
-Why a choice: `prep captions` stores every caption twice, verbatim and normalised by pipeline/text.py (NFKC, lower
-case, apostrophes dropped, every other punctuation or symbol character a space, whitespace collapsed). The DCASE
-2025 baseline instead lower-cases the verbatim caption and deletes the characters of Python's
-`string.punctuation` (d25_t6/retrieval_module.py `forward_text` of github.com/CPJKU/dcase2025_task6_baseline):
-"high-pitched" becomes "highpitched", not "high pitched", and a space before a comma stays, which RoBERTa's BPE
-turns into a token of its own. `text_normalisation = "dcase2025"` feeds the model that form, derived from the
-verbatim caption in the cache, in training, validation, evaluation and for queries (`LoadedRun.query_texts`), so
-a run is queried the way it was trained. Back-translations (the baseline has none) keep the cache's normalised
-form.
+Why a choice: `prep captions` stores every caption verbatim and normalised (pipeline/text.py), while the DCASE 2025
+baseline lower-cases the verbatim caption and deletes ASCII punctuation ("high-pitched" → "highpitched").
+`text_normalisation = "dcase2025"` derives that form from the cached verbatim caption in training, evaluation and
+for queries, so a run is queried the way it was trained. Back-translations keep the normalised form.
 """
 from __future__ import annotations
 

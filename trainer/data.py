@@ -1,11 +1,9 @@
 """Training batches from the shard caches: which captions go together, crops, padding, text augmentation.
 
-Why the epoch plan is computed up front in the main process from (seed, epoch): the batch composition (every
-caption exactly once per epoch, never two captions of one clip in a batch, so no true match is a negative), the
-crop offsets and the text-augmentation seeds are then the same whether the features come from a memmap through
-DataLoader workers ("stream") or from one resident tensor in RAM / on the GPU ("ram" / "gpu"), and a resumed run
-replays exactly the epochs an uninterrupted run would have seen. Several caches (Clotho + AudioCaps + WavCaps) feed
-one plan through a global clip index and per-dataset weights: trainer/sources.py.
+Why the epoch plan is computed up front from (seed, epoch): the batch composition (every caption once, never two
+captions of one clip in a batch), the crops and the text-augmentation seeds are then the same whether features are
+streamed from memmaps by DataLoader workers or resident in RAM / on the GPU, and a resumed run replays exactly the
+epochs an uninterrupted run would have seen. Several caches feed one plan through trainer/sources.py.
 """
 from __future__ import annotations
 

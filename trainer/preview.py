@@ -1,13 +1,10 @@
-"""A picture of what the audio encoder sees: cached log-mels before and after the augmentation chain.
+"""What training sees, for a person: cached log-mels before and after the augmentation chain (a PNG), and
+captions with their back-translations and augmented draws.
 
 Why: augmentation bugs (wrong axis, gain on padding, stripes wider than asked) are invisible in a loss curve but
-obvious in a spectrogram. The chain is the training one — the config's random crop, then `augment_batch` (gain →
-Freq-MixStyle) and SpecAugment's stripes — except that the stripes, which the model zero-fills after bn0 (i.e. at
-the per-bin mean), are drawn here at each clip's per-bin mean in dB so the picture stays readable.
-
-Captions likewise (`caption_preview`): a few clips' raw and normalised captions, back-translations and draws of
-the trainer's own TextAugmenter (back-translation with p_bt, then EDA with the training captions' insertion
-vocabulary), so what a person reads is what training sees.
+obvious in a spectrogram. The chain is the training one (crop, gain, Freq-MixStyle, SpecAugment), except that the
+stripes the model zero-fills after bn0 are drawn at each clip's per-bin mean in dB, so the picture stays readable.
+Caption draws come from the trainer's own TextAugmenter.
 """
 from __future__ import annotations
 

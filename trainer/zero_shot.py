@@ -1,12 +1,9 @@
 """`audioret eval --zero-shot <CLAP name or path>`: a pretrained CLAP scored as it is, the reference a trained run
 is compared against.
 
-Why through the same code as a trained run: the clips come from a cache prepped with `--features hf:<same name>`
-(any other cache is refused, naming both features), the captions from the same caption cache, and `score_split`
-/ `write_eval_reports` (trainer/evaluate.py) compute the same metrics and write the same eval-SPLIT.json and
-submission-SPLIT.csv. Both towers are CLAP's own, untouched: `ClapModel.get_audio_features` on the extractor's
-batch-time output rebuilt from the cache (trainer/encoders/hf_inputs.py, deterministic: centred fusion crops, no
-random is_longer stand-in) and `ClapModel.get_text_features` on its own tokenizer's ids, each L2-normalised.
+Why through the same code as a trained run: clips from a cache prepped with `--features hf:<same name>`, captions
+from the same caption cache, and the same scoring and report writing, so the numbers compare. Both towers are
+CLAP's own, untouched, on inputs rebuilt deterministically from the cache (trainer/encoders/hf_inputs.py).
 """
 from __future__ import annotations
 

@@ -1,14 +1,9 @@
 """Hugging Face audio encoders, `audio_encoder = "hf:<name or path>"`: AST (`ASTModel`) and CLAP's audio tower
-(`ClapAudioModelWithProjection`: HTSAT + CLAP's own audio projection), each on the cached output of its own
-feature extractor, then `projection_head` (trainer/encoders/text.py) to `embed_dim`.
+(`ClapAudioModelWithProjection`), each on the cached output of its own feature extractor, then a projection head.
 
-Why the extractor decides everything: `prep audio --features hf:<name>` caches the extractor's per-clip output
-under the feature name "hf:<name>" (pipeline/hf_features.py); the trainer may not import pipeline/, so
-`hf_feature_spec` derives the same name and numbers from the same extractor config (AutoFeatureExtractor reads
-the model's preprocessor_config.json), and `hf_inputs.py` redoes the extractor's batch-time steps in torch.
-Weights load by name at run time (`from_pretrained`, offline with HF_HUB_OFFLINE=1); the name is the config's
-`audio_encoder`, so it is recorded in the run's config.toml and every checkpoint. A model that cannot be loaded
-is one ModelLoadError line naming it.
+Why the extractor decides everything: the trainer may not import pipeline/, so `hf_feature_spec` derives the
+cached feature's name and numbers from the same extractor config, and hf_inputs.py redoes its batch-time steps.
+Weights load by name at run time (offline with HF_HUB_OFFLINE=1); a model that cannot be loaded is one line.
 """
 from __future__ import annotations
 
