@@ -61,23 +61,26 @@ class FolderEmbeddings:
 
 
 def folder_embeddings(run: LoadedRun, audio_dir: Path, cache_root: Path | None = None, workers: int | None = None,
-                      progress: bool = True, report: Report = _silent) -> FolderEmbeddings:
+                      progress: bool = True, batch_size: int | None = None,
+                      report: Report = _silent) -> FolderEmbeddings:
     """Embed every audio file under `audio_dir` with `run`, its features read from the folder's keyed cache (made
     on first use). Reports how many files were decoded now (0 when the cache was complete) and each failed file.
 
+    `batch_size`: clips per batch (None: the run's eval_batch_size; long clips: trainer/encoders/long_clips.py).
     Raises DatasetError when no file could be used.
     """
     features = feature_spec(run.cfg.audio_encoder).features_option
     audio, prep = folder_features(audio_dir, cache_root or default_cache_root(), workers=workers, progress=progress,
                                   wait_lock=None, report=_silent, features=features)  # failures: once, below
-    report(f"features of {len(audio)} file(s) from {prep.cache_dir} ({prep.n_decoded} decoded now, "
+    reused = f", {prep.n_reused} unchanged ones copied from an older cache" if prep.n_reused else ""
+    report(f"features of {len(audio)} file(s) from {prep.cache_dir} ({prep.n_decoded} decoded now{reused}, "
            f"{len(prep.failures)} failed)")
     for fail in prep.failures:
         report(f"{fail['file']}: {fail['error']}")
     if len(audio) == 0:
         raise DatasetError(f"{audio_dir}: no decodable audio files ({len(prep.failures)} failed)")
     check_audio_config(audio.config, str(audio.directory), run.cfg.audio_encoder)
-    emb = run.embed_features([audio.get(i) for i in range(len(audio))])
+    emb = run.embed_features([audio.get(i) for i in range(len(audio))], batch_size)
     return FolderEmbeddings(list(audio.clip_ids), emb, list(prep.failures))
 
 
@@ -92,7 +95,7 @@ class Retrieval:
 
 def retrieve(run_dir: Path, queries: Sequence[str], k: int = 10, split: str = "evaluation",
              audio_dir: Path | None = None, cache_root: Path | None = None, checkpoint: str = "best",
-             device: str | None = None, report: Report = _silent) -> Retrieval:
+             device: str | None = None, batch_size: int | None = None, report: Report = _silent) -> Retrieval:
     """Rank the clips of a split of the run's cache, or the audio files of `audio_dir`, for each query.
 
     The queries are checked (EmptyQueryError) before the model loads.
@@ -101,10 +104,10 @@ def retrieve(run_dir: Path, queries: Sequence[str], k: int = 10, split: str = "e
     run = LoadedRun(run_dir, checkpoint, device)
     failures: list[dict] = []
     if audio_dir is not None:
-        folder = folder_embeddings(run, audio_dir, cache_root, progress=False, report=report)
+        folder = folder_embeddings(run, audio_dir, cache_root, progress=False, batch_size=batch_size, report=report)
         names, emb, failures = folder.names, folder.embeddings, folder.failures
     else:
-        names, emb = run.clip_embeddings(split)
+        names, emb = run.clip_embeddings(split, batch_size)
     results = run.retrieve(run.query_texts(queries, normalised), names, emb, k)
     return Retrieval(list(queries), results, failures)
 
@@ -137,16 +140,17 @@ class Prediction:
 
 def predict(run_dir: Path, audio_dir: Path, queries_file: Path, out_file: Path, top: int = 16,
             cache_root: Path | None = None, checkpoint: str = "best", device: str | None = None,
-            workers: int | None = None, progress: bool = True, report: Report = _silent) -> Prediction:
+            workers: int | None = None, progress: bool = True, encoding: str | None = None,
+            batch_size: int | None = None, report: Report = _silent) -> Prediction:
     """Rank every audio file of a folder for every query of a CSV and write the DCASE submission `out_file`.
 
     Captions are written verbatim. Files that cannot be decoded are listed in OUT_STEM.failures.jsonl beside it;
     a stale report of an earlier prediction is removed, as it would contradict this submission. A bad query file
-    fails before the model loads or anything decodes.
+    (read as `encoding`, None: UTF-8) fails before the model loads or anything decodes.
     """
-    queries = read_queries(queries_file)
+    queries = read_queries(queries_file, encoding)
     run = LoadedRun(run_dir, checkpoint, device)
-    folder = folder_embeddings(run, audio_dir, cache_root, workers, progress, report)
+    folder = folder_embeddings(run, audio_dir, cache_root, workers, progress, batch_size, report)
     texts = run.query_texts([q.text for q in queries], [q.normalised for q in queries])  # as the run was trained
     similarity = run.embed_texts(texts) @ folder.embeddings.T
     k = min(top, len(folder.names))

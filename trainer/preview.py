@@ -73,10 +73,11 @@ def render_audio_preview(cfg: TrainConfig, cache_root: Path, name: str | None, o
 
 @dataclass
 class CaptionDraws:
-    """One caption of a clip: as given, normalised, per pivot its back-translation, and augmented draws."""
+    """One caption of a clip: as given, in the form the model trains on, per pivot its back-translation (as
+    cached), and augmented draws."""
 
     raw: str
-    normalised: str
+    trained_form: str
     back_translations: dict[str, str]
     draws: list[str]
 
@@ -92,27 +93,31 @@ class CaptionPreview:
 
 
 def caption_preview(cache_root: Path, name: str | None, key: str | None, n_clips: int, draws: int,
-                    probabilities: Mapping[str, float], seed: int = 0) -> CaptionPreview:
-    """`n_clips` random clips of a captions cache with `draws` augmented draws per caption.
+                    probabilities: Mapping[str, float], text_normalisation: str = "audioret",
+                    seed: int = 0) -> CaptionPreview:
+    """`n_clips` random clips of a captions cache with `draws` augmented draws per caption, on the caption form
+    `text_normalisation` trains on (trainer/caption_text.py).
 
     `probabilities`: p_eda, p_syn, p_swp, p_del, p_ins and p_bt (p_bt counts as 0 for a cache without
     back-translations). The clip choice and the draws follow from `seed` alone.
     """
     from audioret.cache.caption_shards import CaptionCache
+    from audioret.trainer.caption_text import caption_view
     from audioret.trainer.eda import EDA, TextAugmenter, vocabulary_of
 
     p = probabilities
     cc = CaptionCache.open(cache_root, name=name, key=key)
+    seen = caption_view(cc, text_normalisation)  # what the text encoder trains on
     train_ids = cc.ids_for_split("development") or cc.ids_for_split("train") or cc.clip_ids
-    vocab = vocabulary_of(c for cid in train_ids for c in cc.captions(cid))
+    vocab = vocabulary_of(c for cid in train_ids for c in seen.captions(cid))
     eda = EDA(vocab, p["p_eda"], p["p_syn"], p["p_swp"], p["p_del"], p["p_ins"], seed=seed)
     rng = random.Random(seed)
-    aug = TextAugmenter(cc, p["p_bt"] if cc.backend != "none" else 0.0, eda)
+    aug = TextAugmenter(seen, p["p_bt"] if cc.backend != "none" else 0.0, eda)
     clips = []
     for cid in sorted(rng.sample(cc.clip_ids, min(n_clips, len(cc.clip_ids)))):
         bts = cc.back_translations(cid)
         rows = [CaptionDraws(raw, cap, {pivot: bts[pivot][i] for pivot in cc.pivots},
                              [aug.pick(cid, i, rng) for _ in range(draws)])
-                for i, (raw, cap) in enumerate(zip(cc.raw(cid), cc.captions(cid)))]
+                for i, (raw, cap) in enumerate(zip(cc.raw(cid), seen.captions(cid)))]
         clips.append((cid, cc.splits[cc.index_of(cid)], rows))
     return CaptionPreview(cc.directory, cc.backend, list(cc.pivots), clips)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from audioret.cli.errors import fail, one_line_warnings
-from audioret.cli.groups import CONTEXT, EXIT_USAGE, main, no_verify_option
+from audioret.cli.groups import CONTEXT, EXIT_USAGE, encoding_option, main, no_verify_option
 
 
 @main.command("eval", context_settings=CONTEXT)
@@ -20,6 +20,7 @@ from audioret.cli.groups import CONTEXT, EXIT_USAGE, main, no_verify_option
 @click.option("--relevance", "relevance_file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               default=None, help="Relevant clips per query (DCASE 2025 `query,audio_filenames` or long "
                                  "`query,file_name[,score]`); default: each caption's own clip (DCASE 2022).")
+@encoding_option("the --relevance file")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Write eval-SPLIT.json and submission-SPLIT.csv here instead of RUN_DIR (e.g. read-only runs).")
 @click.option("--zero-shot", "zero_shot", metavar="CLAP", default=None,
@@ -29,8 +30,8 @@ from audioret.cli.groups import CONTEXT, EXIT_USAGE, main, no_verify_option
               help="--zero-shot: cache root holding the audio and caption caches.")
 @click.option("--name", default=None, help="--zero-shot: dataset name given at prep (default: the newest caches).")
 def eval_command(run_dir: Path | None, split: str, checkpoint: str | None, device: str | None,
-                 relevance_file: Path | None, out_dir: Path | None, zero_shot: str | None, cache_root: Path | None,
-                 name: str | None) -> None:
+                 relevance_file: Path | None, encoding: str | None, out_dir: Path | None, zero_shot: str | None,
+                 cache_root: Path | None, name: str | None) -> None:
     """Score a run, or a pretrained CLAP (--zero-shot): text-to-audio mAP@10, mAP@16, R@1/5/10 and audio-to-text
     mAP@10, R@1/5/10; writes eval-SPLIT.json and the DCASE submission-SPLIT.csv (captions verbatim) into RUN_DIR
     or --out.
@@ -51,7 +52,7 @@ def eval_command(run_dir: Path | None, split: str, checkpoint: str | None, devic
     checkpoint = checkpoint or "best"
     one_line_warnings()
     try:
-        relevance = read_relevance(relevance_file) if relevance_file is not None else None
+        relevance = read_relevance(relevance_file, encoding) if relevance_file is not None else None
         if zero_shot is not None:
             from audioret.trainer.zero_shot import evaluate_zero_shot
 

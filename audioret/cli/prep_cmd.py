@@ -38,9 +38,9 @@ def _check_features(ctx: click.Context, param: click.Parameter, value: str) -> s
                    "extractor by hub name or local folder (AST, CLAP).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar on stderr.")
 def prep_audio_command(dataset: str, root: Path | None, manifest: Path | None, cache_root: Path, name: str | None,
-                   splits: str | None, subsets: str | None, exclude: Path | None,
-                   workers: int | None, shard_size: int, wait_lock: float,
-                   content_hash: bool, scheduler: str | None, features: str, progress: bool) -> None:
+                       splits: str | None, subsets: str | None, exclude: Path | None, encoding: str | None,
+                       workers: int | None, shard_size: int, wait_lock: float,
+                       content_hash: bool, scheduler: str | None, features: str, progress: bool) -> None:
     """Decode every clip once and cache its features as float16 HDF5 shards: by default the 64-bin PANNs log-mel
     (32 kHz, hop 320); `--features passt` the 128-bin PaSST mel; `--features hf:NAME` what a Hugging Face
     feature extractor computes per clip, at its own sampling rate.
@@ -68,7 +68,7 @@ def prep_audio_command(dataset: str, root: Path | None, manifest: Path | None, c
     result = prep_audio(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
                         subsets=subset_list, workers=workers, shard_size=shard_size, wait_lock=wait_lock,
                         content_hash=content_hash, progress=progress, scheduler=scheduler, features=features,
-                        exclude=exclude)
+                        exclude=exclude, encoding=encoding)
     _echo_audio_summary(result)
     sys.exit(EXIT_PARTIAL if result.failures else EXIT_OK)
 
@@ -81,6 +81,9 @@ def _echo_audio_summary(result) -> None:
         click.echo(f"cache complete, nothing to do ({result.n_clips} clips)", err=True)
     else:
         click.echo(f"{result.shards_done} shards written, {result.shards_skipped} already present", err=True)
+        if result.n_reused:
+            click.echo(f"{result.n_decoded} clip(s) decoded, {result.n_reused} unchanged ones copied from an older "
+                       "cache", err=True)
     if result.decoder_warnings:
         click.echo(f"{result.decoder_warnings} decoder warning(s) (the `warning: <file>: ...` lines above)", err=True)
     if result.failures:
@@ -120,10 +123,11 @@ def _echo_audio_summary(result) -> None:
               help="Seconds to wait when another prep holds the cache (0: refuse at once).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar on stderr.")
 def prep_captions_command(dataset: str, root: Path | None, manifest: Path | None, cache_root: Path, name: str | None,
-                      splits: str | None, subsets: str | None, exclude: Path | None, translator: str, pivots: str,
-                      batch_size: int, device: str, marian_model_template: str | None, google_url: str | None,
-                      google_rps: float, google_timeout: float, google_retries: int, google_backoff: float,
-                      timeout_total: float, shard_size: int, wait_lock: float, progress: bool) -> None:
+                          splits: str | None, subsets: str | None, exclude: Path | None, encoding: str | None,
+                          translator: str, pivots: str,
+                          batch_size: int, device: str, marian_model_template: str | None, google_url: str | None,
+                          google_rps: float, google_timeout: float, google_retries: int, google_backoff: float,
+                          timeout_total: float, shard_size: int, wait_lock: float, progress: bool) -> None:
     """Normalise every caption and back-translate it EN→pivot→EN once, into caption shards.
 
     Every translation is committed to CACHE/translations/ as it arrives: an interrupted or rate-limited run
@@ -153,7 +157,8 @@ def prep_captions_command(dataset: str, root: Path | None, manifest: Path | None
     result = prep_captions(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
                            subsets=subset_list, translator=translator, pivots=pivot_list, batch_size=batch_size,
                            device=device, marian_template=marian_model_template, google=google,
-                           shard_size=shard_size, wait_lock=wait_lock, progress=progress, exclude=exclude)
+                           shard_size=shard_size, wait_lock=wait_lock, progress=progress, exclude=exclude,
+                           encoding=encoding)
     _echo_captions_summary(result, translator)
     sys.exit(EXIT_PARTIAL if result.failures or result.problems else EXIT_OK)
 

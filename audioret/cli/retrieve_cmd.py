@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from audioret.cli.errors import one_line_warnings
-from audioret.cli.groups import CONTEXT, EXIT_OK, EXIT_PARTIAL, main, no_verify_option
+from audioret.cli.groups import CONTEXT, EXIT_OK, EXIT_PARTIAL, encoding_option, main, no_verify_option
 
 FOLDER_CACHE_HELP = ("Cache root for the folder's features (CACHE/audio/<key>/) [default: $AUDIORET_CACHE, else "
                      "$XDG_CACHE_HOME/audioret, else ~/.cache/audioret].")
@@ -21,6 +21,14 @@ def folder_cache_option(fn):
     """--cache for commands that read a folder of audio through the keyed feature cache."""
     return click.option("--cache", "cache_root", type=click.Path(path_type=Path, file_okay=False), default=None,
                         help=FOLDER_CACHE_HELP)(fn)
+
+
+def batch_size_option(fn):
+    """--batch-size for commands that embed clips (trainer/encoders/long_clips.py says how long clips count)."""
+    return click.option("--batch-size", type=click.IntRange(min=1), default=None, metavar="N",
+                        help="Clips embedded per batch [default: the run's eval_batch_size]. A clip longer than "
+                             "30 s is embedded in pieces of at most 30 s, at most N x 10 s of them per batch, so "
+                             "peak memory is set by N, not by the longest clip; lower N if memory runs out.")(fn)
 
 
 def _stderr(line: str) -> None:
@@ -39,9 +47,11 @@ def _stderr(line: str) -> None:
 @folder_cache_option
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--device", default=None, help="Override the run's device (cpu, cuda, ...).")
+@batch_size_option
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str, audio_dir: Path | None,
-                     cache_root: Path | None, checkpoint: str, device: str | None, as_json: bool) -> None:
+                     cache_root: Path | None, checkpoint: str, device: str | None, batch_size: int | None,
+                     as_json: bool) -> None:
     """Rank clips for free-text queries, best first, with cosine scores.
 
     \b
@@ -53,7 +63,8 @@ def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str
 
     one_line_warnings()
     try:
-        found = retrieve(run_dir, queries, k, split, audio_dir, cache_root, checkpoint, device, report=_stderr)
+        found = retrieve(run_dir, queries, k, split, audio_dir, cache_root, checkpoint, device, batch_size,
+                         report=_stderr)
     except EmptyQueryError as exc:  # nothing to embed: an error, not a ranking of every clip by an empty text
         raise click.UsageError(str(exc)) from None
     if as_json:
@@ -78,6 +89,7 @@ def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str
 @click.option("--queries", "queries_file", required=True,
               type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="CSV with a caption column (DCASE evaluation form); other columns are ignored.")
+@encoding_option("the --queries file")
 @click.option("--out", "out_file", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Submission CSV to write: caption,fname_1..fname_N (captions verbatim).")
 @click.option("--top", type=click.IntRange(min=1), default=16, show_default=True,
@@ -87,10 +99,11 @@ def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str
 @click.option("--device", default=None, help="Override the run's device (cpu, cuda, ...).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Decoding processes when features are not cached yet (default: all cores).")
+@batch_size_option
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar on stderr.")
 def predict_command(run_dir: Path, audio_dir: Path, queries_file: Path, out_file: Path, top: int,
                     cache_root: Path | None, checkpoint: str, device: str | None, workers: int | None,
-                    progress: bool) -> None:
+                    encoding: str | None, batch_size: int | None, progress: bool) -> None:
     """Rank every audio file of a folder for every query of a CSV; write the DCASE submission file.
 
     The folder's features are cached by content key (see --cache), so a second predict over the same folder, with
@@ -108,7 +121,7 @@ def predict_command(run_dir: Path, audio_dir: Path, queries_file: Path, out_file
     from audioret.retrieval import predict
 
     done = predict(run_dir, audio_dir, queries_file, out_file, top, cache_root, checkpoint, device, workers, progress,
-                   report=_stderr)
+                   encoding=encoding, batch_size=batch_size, report=_stderr)
     if done.failures:
         click.echo(f"{len(done.failures)} file(s) could not be decoded and are not ranked; see {done.failure_report}",
                    err=True)
