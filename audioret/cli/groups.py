@@ -1,4 +1,4 @@
-"""The Click groups every command module attaches to.
+"""The Click groups every command module attaches to, and the options several commands share.
 
 Exit codes across the CLI: 0 ok, 1 failure, 2 usage (Click's default), 3 partial (some inputs failed; the
 failures are listed in a report file named on stderr). Any failure a command does not handle itself becomes one
@@ -59,7 +59,7 @@ def main() -> None:
     """audioret: language-based audio retrieval (text query → ranked recordings).
 
     \b
-    Typical session:
+    Example (a typical session):
       audioret download clotho --root data/clotho
       audioret prep audio    --dataset clotho --root data/clotho --cache caches/
       audioret prep captions --dataset clotho --root data/clotho --cache caches/ --translator marian
@@ -69,8 +69,8 @@ def main() -> None:
     """
 
 
-@main.group(context_settings=CONTEXT)
-def prep() -> None:
+@main.group("prep", context_settings=CONTEXT)
+def prep_group() -> None:
     """Precompute deterministic work once (log-mels, back-translations) into HDF5 shards.
 
     \b
@@ -89,8 +89,8 @@ def cache_group() -> None:
     """
 
 
-@main.group(context_settings=CONTEXT)
-def preview() -> None:
+@main.group("preview", context_settings=CONTEXT)
+def preview_group() -> None:
     """Show what training will see (augmented captions or log-mels).
 
     \b
@@ -99,8 +99,8 @@ def preview() -> None:
     """
 
 
-@main.group(context_settings=CONTEXT)
-def download() -> None:
+@main.group("download", context_settings=CONTEXT)
+def download_group() -> None:
     """Fetch public datasets into the layout `prep` reads.
 
     \b
@@ -135,6 +135,22 @@ def dataset_subsets(dataset: str, text: str | None) -> list[str] | None:
     return subsets
 
 
+def encoding_option(what: str):
+    """`--encoding NAME` for commands that read CSVs (`what`: which ones, for the help): checked up front (a usage
+    error, exit 2, for an unknown codec), passed on as the codec's canonical name (None: UTF-8)."""
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        from audioret.cache.text_files import check_encoding
+
+        try:
+            return check_encoding(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return click.option("--encoding", default=None, metavar="NAME", callback=check,
+                        help=f"Text encoding of {what} (default UTF-8, a BOM tolerated), e.g. cp949 for the Korean "
+                             "Windows copies of Clotho's CSVs.")
+
+
 def dataset_options(cache_help: str):
     """The options every `prep` stage takes to find a dataset and its cache (one definition, same spelling)."""
     from pathlib import Path
@@ -159,6 +175,7 @@ def dataset_options(cache_help: str):
                      metavar="FILE", help="Clips to leave out (e.g. the DCASE list of sounds overlapping the "
                                           "evaluation data): names or Freesound ids, one per line, a CSV column "
                                           "(sound_id/file_name/fname/id) or JSON; part of the cache key."),
+        encoding_option("the dataset's CSV / JSON files"),
     ]
 
     def decorate(fn):

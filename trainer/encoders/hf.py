@@ -20,6 +20,7 @@ from audioret.cache.feature_contract import (AST_HOP, AST_SCALE, CLAP_SCALE, HF_
                                             hf_extractor_spec)
 from audioret.trainer.encoders.hf_inputs import ASTBatching, ClapBatching
 from audioret.trainer.encoders.loading import ModelLoadError, model_load_error, quiet_transformers
+from audioret.trainer.encoders.long_clips import LongInputs
 from audioret.trainer.encoders.text import projection_head
 
 MODEL_TYPES = {"ASTFeatureExtractor": ("audio-spectrogram-transformer",),
@@ -100,6 +101,7 @@ class ASTEncoder(nn.Module):
         super().__init__()
         self.source, self.n_mels, self.embed_dim = source, int(extractor.num_mel_bins), embed_dim
         self.batching = ASTBatching.from_extractor(extractor)
+        self.long_inputs = LongInputs(read_frames=self.batching.max_length)  # the rest is never read
         self.model = load_audio_model(source, "ASTFeatureExtractor")
         config = self.model.config
         _check(source, (config.max_length, config.num_mel_bins) == (self.batching.max_length, self.n_mels),
