@@ -14,7 +14,7 @@ whole clip, before anything that depends on the batch or on chance:
   crops + a shrunk whole) works on exactly this mel; for shorter clips the extractor repeats the *waveform* before
   its mel, which batch time can only approximate by repeating frames (the frames that straddle a seam differ).
 
-Equality with the extractor's own output is tested in tests/test_hf_features.py. The trainer never imports
+Equality with the extractor's own output is tested in tests/pipeline/test_hf_features.py. The trainer never imports
 transformers' extractors: the cache config says what remains to be applied.
 """
 from __future__ import annotations

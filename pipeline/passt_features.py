@@ -16,7 +16,7 @@ SpecAugment, gain and Freq-MixStyle on the cached mels stand in for them (README
 
 Storage: float16, like every audio cache. Values start at (ln 1e-5 + 4.5) / 5 ≈ −1.40 (silence) and stay below
 4 for samples within ±1 (≤ 2.4 on the bundled clips), where float16 rounds by at most half a step, 2⁻¹⁰ ≈ 0.001
-(measured ≤ 0.00097 against hear21passt's formula in tests/test_passt_features.py): the size of rounding the
+(measured ≤ 0.00097 against hear21passt's formula in tests/pipeline/test_passt_features.py): the size of rounding the
 baseline's own 16-bit mixed-precision training already applies, since its layers run on float16 activations.
 Bump PASST_CODE_VERSION whenever the numbers change: it is part of every PaSST cache key.
 """

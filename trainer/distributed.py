@@ -13,7 +13,7 @@ the mean of the W rank losses equals the single-process loss on the W·B global 
 the gradients every rank computed for a slot (all-reduce, then the own slot), so rank r's parameter gradient is
 d(Σ_s loss_s)/dθ along the paths through its own examples; DDP then *averages* over ranks, giving
 (1/W)·d(Σ_s loss_s)/dθ = d(loss on the global batch)/dθ. So: do not divide the loss by W and do not multiply it —
-DDP's average and the gather's sum cancel exactly (tests/test_distributed.py checks this within 1e-5).
+DDP's average and the gather's sum cancel exactly (tests/trainer/test_distributed.py checks this within 1e-5).
 """
 from __future__ import annotations
 

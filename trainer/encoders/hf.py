@@ -65,7 +65,7 @@ def load_feature_extractor(source: str) -> Any:
 
 def hf_feature_spec(source: str) -> FeatureSpec:
     """The cached feature `hf:<source>` needs: exactly what `prep audio --features hf:<source>` records (name, bins,
-    sample rate, hop; tests/test_hf_encoders.py checks the two agree), plus the scale of the cached values."""
+    sample rate, hop; tests/trainer/test_hf_encoders.py checks the two agree), plus the scale of the cached values."""
     extractor = load_feature_extractor(source)
     kind = type(extractor).__name__
     if kind == "ASTFeatureExtractor":

@@ -2,7 +2,7 @@
 
 What it reproduces, read from kkoutini/passt_hear21 `hear21passt/models/passt.py` (the model) and the baseline's
 `d25_t6/passt.py` / `d25_t6/retrieval_module.py` (its use), written here so trainer/ needs neither timm nor
-hear21passt (tests/test_passt_encoder.py checks equality with hear21passt's model on the same weights):
+hear21passt (tests/trainer/test_passt_encoder.py checks equality with hear21passt's model on the same weights):
 
 - 16×16 patches of the 128-bin mel at `stride` 10 (`passt_s_swa_p16_128_ap476`, hear21passt's default: 12 × 99
   patches per 10 s) or 16 (`passt_s_p16_s16_128_ap468`: 8 × 62, the model the d25_t6 baseline code loads), one
