@@ -57,7 +57,8 @@ def test_prep_captions_none_end_to_end_and_rerun_noop(tmp_path: Path) -> None:
 
 
 def test_prep_captions_marian_cli_and_preview(tmp_path: Path) -> None:
-    model = build_tiny_marian(tmp_path / "opus-mt-tiny")
+    # 16 positions: each translation at most 15 decoding steps (the default 64 took most of this test's time)
+    model = build_tiny_marian(tmp_path / "opus-mt-tiny", positions=16)
     root = make_clotho(tmp_path / "clotho")
     cache = tmp_path / "cache"
     args = ("prep", "captions", "--dataset", "clotho", "--root", root, "--cache", cache, "--name", "demo",

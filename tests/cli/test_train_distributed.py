@@ -10,6 +10,9 @@ import torch
 from support import run_cli
 from support.demo import fast_overrides
 
+# --nproc 2 runs: a global batch of 8 (4 a rank), 15 steps an epoch of the demo's 120 captions (each an all-gather)
+DDP_SETS = ["batch_size=8"]
+
 
 def rows(run) -> list[dict]:
     with open(run / "metrics.csv", newline="") as f:
@@ -48,16 +51,16 @@ def test_nproc_2_on_cpu_writes_once_and_resumes_bit_exact(demo_cache, tmp_path):
     run, ref = tmp_path / "ddp", tmp_path / "ref"
     train = ("train", "--cache", demo_cache, "--name", "demo", "--nproc", "2", "--no-progress",
              "--set", "keep_last=true")
-    run_cli(*train, "--out", run, *fast_overrides(1, ["batch_size=4"]), check=True, timeout=600)
+    run_cli(*train, "--out", run, *fast_overrides(1, DDP_SETS), check=True, timeout=600)
     assert [r["epoch"] for r in rows(run)] == ["1"]
     assert (run / "checkpoints" / "best.pt").exists() and (run / "checkpoints" / "last.pt").exists()
     saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert len(saved["rng_ranks"]) == 2
     assert not torch.equal(saved["rng_ranks"][0]["torch"], saved["rng_ranks"][1]["torch"])
-    run_cli(*train, "--out", run, "--resume", *fast_overrides(2, ["batch_size=4"]), check=True, timeout=600)
+    run_cli(*train, "--out", run, "--resume", *fast_overrides(2, DDP_SETS), check=True, timeout=600)
     assert [r["epoch"] for r in rows(run)] == ["1", "2"]
 
-    run_cli(*train, "--out", ref, *fast_overrides(2, ["batch_size=4"]), check=True, timeout=600)
+    run_cli(*train, "--out", ref, *fast_overrides(2, DDP_SETS), check=True, timeout=600)
     got = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
     want = torch.load(ref / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert got.keys() == want.keys()

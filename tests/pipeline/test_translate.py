@@ -227,7 +227,7 @@ def test_marian_killed_run_resumes_without_redoing_a_committed_batch(tmp_path: P
     the rerun sends the translator exactly the texts that were not committed. Captions run past the model's
     8 positions: they are cut there, not failed."""
     model = build_tiny_marian(tmp_path / "opus-mt-short", positions=8)  # ≤ 7 decoding steps: fast
-    manifest = _long_manifest(tmp_path / "data", 60)
+    manifest = _long_manifest(tmp_path / "data", 24)  # 96 translations; the kill comes after the first 8
     cache = tmp_path / "cache"
     args = ["prep", "captions", "--dataset", "manifest", "--manifest", manifest, "--cache", cache,
             "--translator", "marian", "--marian-model-template", model, "--pivots", "de,fr",
