@@ -1,6 +1,6 @@
 """Cost of the on-the-fly audio augmentations against the CNN10 training step they feed, measured in one run.
 
-Why: the design (README.md, "The stages") moves gain, Freq-MixStyle and SpecAugment out of the cache and onto the batch; that is only sound
+Why: the design (docs/training.md, "Augmentations") moves gain, Freq-MixStyle and SpecAugment out of the cache and onto the batch; that is only sound
 if they are a small share of a step. This times the chain (gain → Freq-MixStyle → SpecAugment, the paper's best
 parameters) and the CNN10 forward + backward on the same batch, and prints the augmentation share.
 

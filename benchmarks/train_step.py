@@ -1,6 +1,6 @@
 """Where a training step's time goes: waiting for data, augmenting, and the model, streamed vs resident.
 
-Why: the design (README.md) promises that the shard cache keeps the accelerator fed (data wait < 5 % of a step) and that the
+Why: the design promises (docs/benchmarks.md has the numbers) that the shard cache keeps the accelerator fed (data wait < 5 % of a step) and that the
 on-the-fly augmentations are cheap (< 3 % on GPU). This runs real training steps (trainer.loop.train_step) on a
 real cache in three data modes — resident (one tensor in RAM, or on the GPU with --device cuda), streamed through
 DataLoader workers from the memmapped shards, and streamed without workers (the naive way) — and prints the

@@ -1,15 +1,10 @@
-"""Audio feature shards: writer, and `AudioCache`, the reader the trainer uses.
+"""Audio feature shards: the writer, and `AudioCache`, the reader the trainer uses.
 
-One shard = one HDF5 file with a single contiguous float16 matrix `features` (total_frames, n_mels), int64
-`offsets` (n+1), `clip_ids`, `split` and `durations` per clip. Reads go through a numpy memmap at the dataset's
-file offset (measured ~20–34k clips/s warm vs ~4.5k/s for one dataset per clip), opened lazily per process: a
-reader inherited over fork notices the new PID and re-opens its maps instead of sharing HDF5 handles. A shard's
-payload checksum is checked before its first map in a process (cache/integrity.py says when and why).
-
-Each memmap holds a file descriptor (CPython's mmap keeps a duplicate until it is closed), and a streaming worker
-of the full recipe touches every shard (450k clips / 256 = 1758): past the usual soft limit of 1024 open files.
-`map_budget` raises the soft limit as far as the hard one allows and bounds the maps a process keeps to what fits
-(least recently used ones are dropped), so no cache size fails with "Too many open files".
+One shard is one HDF5 file holding every clip's frames in one contiguous float16 matrix plus offsets, read through
+a numpy memmap at the dataset's file offset and opened lazily per process (a reader inherited over fork re-opens
+its maps). A shard's payload digest is checked before its first map in a process (cache/integrity.py);
+`map_budget` bounds the memmaps a process keeps open so large caches stay under the open-file limit. Layout and
+numbers: docs/cache-format.md.
 """
 from __future__ import annotations
 

@@ -1,20 +1,10 @@
 """Caption shards: per clip its raw and normalised captions and, per pivot language, their back-translations.
 
-Why a shard format of its own: captions are tiny next to log-mels, but back-translation is the slow, rate-limited
-step, so its result is cached once and every training run of a search reads it. One shard is one HDF5 file
-published atomically through `cache.shards.write_h5_shard` (payload checksum included, so `cache verify` covers
-it). A clip has a variable number of captions (Clotho 5, AudioCaps 1 or 5, manifests any), hence flat caption
-arrays plus int64 offsets, like the audio shards' frames:
-
-    clip_ids (n) UTF-8, split (n) UTF-8, offsets (n+1) int64,
-    raw (m) UTF-8, captions (m) UTF-8 normalised,
-    bt_<pivot> (m) UTF-8 normalised back-translation ("" where it failed), bt_raw_<pivot> (m) translator output.
-    attrs: cache_key, config (JSON: normalisation, backend, models, pivots), normalisation, backend,
-           pivots (JSON list), models (JSON dict pivot → [forward, backward])
-
-`CaptionCache` reads every shard of a cache into memory at once (a few MB for Clotho, ~100 MB for the full
-recipe) and keeps no HDF5 handle open, so it is safe across fork and fast for the trainer's per-example look-ups. Each shard's payload checksum is
-checked as it is read (cache/integrity.py, the same check as the audio reader's).
+Why a shard format of its own: back-translation is the slow, rate-limited step, so its result is cached once and
+every training run of a search reads it. Captions per clip vary in number, hence flat caption arrays plus int64
+offsets, like the audio shards' frames. `CaptionCache` reads a whole cache into memory and keeps no HDF5 handle
+open, so it is safe across fork; each shard's payload digest is checked as it is read. Layout:
+docs/cache-format.md.
 """
 from __future__ import annotations
 

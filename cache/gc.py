@@ -1,16 +1,9 @@
 """`cache gc`: delete only what this tool provably wrote and nobody needs any more.
 
-Why so strict: CACHE/audio/ and CACHE/captions/ are ordinary folders a user may also put things into (their own
-recordings, notes). gc therefore deletes only
-- folders named like a cache key (`cache.keys.is_key_dir_name`) whose cache is incomplete and not being written
-  (its writer lock is free), and of those only the files the tool's naming scheme produces
-  (`cache.manifest.is_cache_file_name`); the folder itself goes only once nothing else is left in it;
-- temp files (`cache.publish.tmp_path_for` names) whose writer process is dead;
-- run records (cache/runs.py) whose run directory no longer exists.
-A cache folder that a run record of an existing run directory names is never deleted, whatever its state (an
-unreadable manifest included): it is reported as in use, with the run. Everything else it meets is reported as
-"not ours" and left alone: a folder not named like a key, a file or sub-folder inside an incomplete cache that the
-tool does not write, a loose file beside the caches.
+Why so strict: CACHE/audio/ and CACHE/captions/ are ordinary folders a user may also put things into. gc deletes
+key-named caches that are incomplete and not being written (only the files the tool's naming scheme produces),
+temp files of dead writers, and run records whose run directory is gone; a cache an existing run uses is never
+deleted, and everything else is reported as "not ours" and left alone. The rules: docs/cache-format.md.
 """
 from __future__ import annotations
 

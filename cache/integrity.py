@@ -1,24 +1,10 @@
-"""Readers check a shard's payload checksum the first time a process uses it; unreadable shards get named.
+"""Readers check a shard's payload digest the first time a process uses it; unreadable shards get named.
 
-Why readers check at all (not only `cache verify`): a few flipped bytes inside the features matrix leave a
-perfectly readable HDF5 file, so training, evaluation and retrieval would quietly compute on damaged numbers.
-
-Which digest: `payload_xxh3_128`, recorded at publish time beside the sha256 (cache/shards.py). xxh3 hashes
-~20 GB/s on one core here against ~1.6 GB/s for sha256 and ~2.5 GB/s for zlib.crc32, and the bytes are hashed
-straight from a memmap, so the first read of a cache costs little more than reading it (`benchmarks/read_shards.py
---verify`). Shards written before the fast digest existed are checked against their sha256 instead (slower; one
-warning per cache says how to get the fast check: rebuild the cache).
-
-When: once per process per shard file, lazily (the first time a reader maps or reads that shard), remembered in a
-module-level set keyed by the file's identity (device, inode, size, mtime). The set is inherited over fork, so the
-trainer checks every shard in the parent (`AudioCache.verify()`) before it starts DataLoader workers, and those
-workers, forked anew every epoch, never hash the same bytes again. Why not once per worker: shard files are
-immutable (published atomically into a directory named by their content key), so the parent's check holds for its
-children, and re-hashing in each of N workers every epoch would multiply the read for nothing. Separate processes
-(DDP ranks, spawned search-trial workers) have their own memory and check once each.
-
-`--no-verify` on the commands that read caches sets AUDIORET_NO_VERIFY=1 (inherited by launched ranks and trial
-workers) and this module then skips the check; structural errors are still reported.
+Why readers check at all (not only `cache verify`): a few flipped bytes inside the features matrix leave a readable
+HDF5 file, so training and retrieval would quietly compute on damaged numbers. The check uses the fast xxh3-128
+digest (sha256 for older shards), once per process per shard file, remembered across fork so DataLoader workers
+never redo the parent's check; AUDIORET_NO_VERIFY=1 (`--no-verify`) skips it. Why this digest and when:
+docs/cache-format.md.
 """
 from __future__ import annotations
 

@@ -1,13 +1,9 @@
 """Which runs use which caches: one small JSON record per run under CACHE/runs/.
 
-Why under the cache root: a cache is shared by many runs that live anywhere on disk, and only the cache side can
+Why under the cache root: a cache is shared by runs that live anywhere on disk, and only the cache side can
 answer "what was built on this cache" (`cache ls`) or "may this go" (`cache gc`) without knowing where runs are
-kept. A record names the run's directory and every cache it reads (kind, name, key, role); cache/ knows nothing
-of what a run is beyond that directory. A record whose directory is gone is stale: `cache ls` says so and
-`cache gc` removes it; a cache that a record of an existing directory names is never removed by `cache gc`.
-
-Record files are named by a hash of the run directory's absolute path, so a resumed run rewrites its own record
-instead of adding one.
+kept. A record names the run's directory and every cache it reads; its file name is a hash of the run directory's
+path, so a resumed run rewrites its own record. A record whose directory is gone is stale.
 """
 from __future__ import annotations
 

@@ -1,12 +1,9 @@
-"""Generic HDF5 shard files: atomic publish and the payload checksums shared by every shard kind.
+"""Generic HDF5 shard files: atomic publish and the payload digests shared by every shard kind.
 
-A shard is one HDF5 file of contiguous, uncompressed datasets (contiguous so a reader can memmap the feature
-matrix at its file offset). Two digests of the same byte stream (every dataset's name, shape, dtype and bytes, in
-sorted name order) are recorded as file attributes at publish time:
-- `payload_sha256` (also in the manifest): the identity of a shard, checked in full by `cache verify`;
-- `payload_xxh3_128`: a fast non-cryptographic digest (~20 GB/s on one core here, 12× sha256) that readers check
-  the first time a process uses a shard (cache/integrity.py). Integrity against bit rot and stray writes needs
-  no cryptographic strength; shards written before it existed carry only the sha256.
+A shard is one HDF5 file of contiguous, uncompressed datasets, so a reader can memmap the feature matrix at its
+file offset. Two digests of the same byte stream (every dataset's name, shape, dtype and bytes, in sorted name
+order) are recorded at publish time: `payload_sha256`, the shard's identity that `cache verify` checks, and the
+fast `payload_xxh3_128` that readers check on first use (cache/integrity.py).
 """
 from __future__ import annotations
 

@@ -1,28 +1,9 @@
-"""Decoding and resampling: any file soundfile reads (WAV/FLAC/OGG/MP3/AIFF/CAF...), any rate, any channel count →
-mono 32 kHz.
+"""Decoding and resampling: any file soundfile reads, any rate, any channel count → mono at the feature's rate.
 
-Errors are raised as `AudioDecodeError` with a one-line message naming the problem, so `prep audio` can list the
-file in its failure report and carry on with the rest.
-
-Why it streams: a real recording can be an hour long. Decoding it whole (all channels, float32), resampling it
-whole and taking one STFT of it needs ~1.3 GB per 10 min of 48 kHz stereo in every worker. Here the file is read
-in blocks, mixed to mono and fed to a streaming soxr resampler block by block (bit-identical to the one-shot
-`librosa.resample(..., res_type="soxr_hq")`), and clips over a minute get their log-mel in overlapping chunks (`features.log_mel_chunked`)
-whose frames equal one whole-signal `log_mel` call up to float32 rounding (≤ 1 ulp, far below the float16 storage
-step). Memory then grows only with the 32 kHz mono output (measured: 10 min of 48 kHz stereo WAV, peak RSS
-805 MB → 380 MB).
-
-Why it captures the decoder's stderr: libsndfile's mpg123 prints warnings ("Xing stream size off by more than
-1%", "ID3v2: unrealistic small tag length") straight to file descriptor 2 from C, with no file name; in a
-4,000-file prep they are noise nobody can act on. Every libsndfile call (open, seek, read) runs with fd 2
-redirected to a scratch file, and each line comes back through `on_message`, by default printed as
-`warning: <path>: <message>` (`prep audio` sends them to its parent, which prints them above the progress bar
-and counts them in its summary). The redirection is process-wide, so a lock serialises those calls between
-threads of one process (prep's local workers are processes; resampling and the log-mel run outside the lock).
-
-Why it checks what it decoded: a truncated download decodes "successfully" to a shorter clip in libsndfile (WAV,
-MP3), and a corrupt float WAV can hold NaN/inf or absurd magnitudes that turn into NaN features. Those are errors
-here, never silently cached.
+Errors are `AudioDecodeError` with a one-line message, so `prep audio` lists the file and carries on. It streams
+(recordings can be an hour long: read in blocks, resampled block by block); it captures the decoder's stderr
+(libsndfile prints warnings from C without a file name; each comes back through `on_message` naming its file); it
+checks what it decoded (a truncated file or NaN samples are never cached). Details: docs/data.md.
 """
 from __future__ import annotations
 

@@ -1,19 +1,9 @@
 """AudioCaps reader (`--dataset audiocaps`): the paper's pretraining set, registered with `register_dataset`.
 
-AudioCaps ships only CSVs (`audiocap_id,youtube_id,start_time,caption`; one row per caption: train has 1 caption
-per clip, val/test 5); the audio comes from YouTube, so a real download always misses clips (takedowns). Those
-become problem entries (prep exits 3 with the list) instead of errors. A clip is `youtube_id` + `start_time`:
-rows are grouped by that pair, captions ordered by `audiocap_id` so the caption order is stable.
-
-Split names stay AudioCaps' own (`train`, `val`, `test`) so `--splits train` filters as users expect; the trainer
-maps them to the development / validation / evaluation roles (its alias table). Layouts found under --root:
-
-  root/{train,val,test}.csv            + root/audio/{split}/ (or root/{split}/)
-  root/AUDIOCAPS/csv_files_v1/{split}.csv + root/AUDIOCAPS/audio_32000Hz/{split}/   (aac-datasets)
-  root/csv_files_v1/{split}.csv        + root/audio_32000Hz/{split}/                 (root = the AUDIOCAPS dir)
-
-Audio files are `{youtube_id}_{start_time}.{flac,wav,...}`; the clip id is that file name. `--manifest` reads a
-generic manifest instead (the `manifest` kind), for audio kept elsewhere.
+AudioCaps ships only CSVs (one row per caption); its audio comes from YouTube, so a real download always misses
+clips, and those become problem entries (prep exits 3 with the list) instead of errors. A clip is `youtube_id` +
+`start_time`, its captions ordered by `audiocap_id`; split names stay AudioCaps' own (`train`, `val`, `test`). The
+layouts found under --root: docs/data.md.
 """
 from __future__ import annotations
 

@@ -1,11 +1,9 @@
 """A small synthetic captioned dataset in Clotho layout, for `make demo` and end-to-end tests.
 
-Why synthetic: the demo must run offline in minutes on a laptop CPU and still show that the whole chain
-(prep → train → eval → retrieve) learns something real. Each clip mixes two sound events (beep, chirp, noise,
-clicks), each with a pitch (high/low), a rhythm and a loudness, and each of its five captions describes both
-events in varied words ("a high beep repeats while low noise hums"). Retrieval is therefore compositional: a
-model must hear *which* events, at *which* pitch, doing *what* — chance level is low and beating it is earned.
-Everything is deterministic by seed.
+Why synthetic: the demo must run offline in minutes on a laptop CPU and still show that the whole chain learns
+something real. Each clip mixes two sound events (beep, chirp, noise, clicks) with a pitch, a rhythm and a
+loudness, and its five captions describe both in varied words, so retrieval is compositional and beating chance
+is earned. Deterministic by seed:
 
     python -m audioret.pipeline.demo_data --out demo/data --seed 0
 """

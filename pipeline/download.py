@@ -1,24 +1,9 @@
 """`audioret download`: public datasets from Zenodo in one command, verified, resumable, idempotent.
 
-`download clotho` gives exactly the layout `prep audio --dataset clotho` reads:
-
-    ROOT/clotho_captions_{split}.csv, ROOT/clotho_metadata_{split}.csv, ROOT/LICENSE
-    ROOT/{development,validation,evaluation}/*.wav
-
-`download dcase2022-retrieval` gives the DCASE 2022 task 6b evaluation set, the form `predict` reads:
-
-    ROOT/retrieval_captions.csv (the queries), ROOT/retrieval_audio_metadata.csv, ROOT/retrieval_audio/*.wav
-
 Every dataset is a table of `RemoteFile`s (name, size, md5, the folder an archive extracts into) and goes through
-the same `download_files`.
-
-Why each step is shaped the way it is:
-- every file is checked against a size/md5 table kept in this module (the values Zenodo publishes), so a
-  truncated or corrupted archive is caught before hours of feature extraction are spent on it;
-- a verified file is never fetched again, and an extracted split (its folder carries a marker written before the
-  atomic rename) never needs its archive again, so re-running after completion touches the network not at all;
-- extraction goes to a temp folder inside ROOT and is renamed into place, so a kill leaves either no split
-  folder or a complete one, never a half-filled folder that `prep` would silently read as the whole split.
+the same `download_files`. Why: a truncated archive must be caught before hours of feature extraction, a verified
+file or extracted split is never fetched again, and extraction is renamed into place so a kill never leaves a
+half-filled split folder that `prep` would read as the whole split. Layouts: docs/data.md.
 """
 from __future__ import annotations
 

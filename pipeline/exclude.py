@@ -1,23 +1,9 @@
 """Exclusion lists (`prep audio --exclude FILE`, `prep captions --exclude FILE`): clips removed before caching.
 
-Why: the DCASE task forbids training on sounds that overlap its evaluation data and publishes the list of them
-(the 2025 baseline's `resources/dcase2025_task6_excluded_freesound_ids.csv`, column `sound_id`; WavCaps ships
-`blacklist_exclude_*.json` files of the same kind). Removing them in `prep` makes the rule hold for every run that
-trains on the cache, and the list's content hash joins the cache key so a cache made without the list (or with
-another one) is never mistaken for this one.
-
-Accepted files:
-  *.json   a list of names/ids, or an object whose values are such lists (WavCaps: {"AudioSet": [...],
-           "FreeSound": [...]}); numbers are read as ids.
-  *.csv    a header row; the column named sound_id, file_name, fname, id or freesound_id (first found), else the
-           first column.
-  other    one name or id per line; blank lines and lines starting with "#" are skipped.
-An entry matches a clip when it equals the clip id, its file name (last path component) or that name without its
-extension: "12345" (a Freesound id) removes "12345.wav", "rain.wav" and "rain" both remove "rain.wav". Matching is
-exact after Unicode NFC and stripping surrounding spaces. One exception keeps ids from crossing sources: in WavCaps,
-clip ids are `<Source>/<id>.flac` and SoundBible's or BBC's small integer ids collide with Freesound ids, so an
-all-digit entry (a Freesound id, as in the DCASE list) does not match by file name inside another WavCaps source's
-folder (`SoundBible/2219.flac` survives "2219"; `SoundBible/2219.flac` written out in full still matches).
+Why: the DCASE task forbids training on sounds that overlap its evaluation data and publishes the list of them.
+Removing them in `prep` makes the rule hold for every run trained on the cache, and the list's content hash joins
+the cache key, so a cache made without the list (or with another one) is never mistaken for this one. Accepted
+files and matching rules: docs/data.md.
 """
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
 """The registry of cacheable audio features: `prep audio --features panns|passt|hf:<extractor>`.
 
-Each definition lives once in pipeline/ (features.py: the PANNs log-mel; passt_features.py: the PaSST mel;
-hf_features.py: Hugging Face feature extractors) and is described here by one `FeatureDefinition`: its name and
-code version (both recorded in the cache config, hence in the cache key), the config that decides its numbers, the
-sample rate the decoder resamples to, and the function waveform → (frames, bins). The trainer reads the recorded
-name and refuses a cache whose features do not fit its encoder (trainer/data.py `check_audio_config`).
+Each definition lives once in pipeline/ and is described here by one `FeatureDefinition`: its name and code
+version (recorded in the cache config, hence in the key), the config that decides its numbers, the rate the
+decoder resamples to, and the function waveform → (frames, bins). The trainer refuses a cache whose recorded
+feature does not fit its encoder. How to add one: docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -30,6 +29,7 @@ class FeatureDefinition:
     config: dict  # n_mels (bins), sample_rate, hop_length, resampler, and everything else that decides the numbers
     compute: Callable[[np.ndarray], np.ndarray] = field(compare=False, repr=False)  # mono waveform → (frames, bins)
     versions: dict = field(default_factory=dict)  # library versions beyond the decoder's (part of the key)
+    unkeyed: tuple[str, ...] = ()  # config entries recorded but left out of the key (hf: how its name was typed)
 
     @property
     def sample_rate(self) -> int:
@@ -51,6 +51,10 @@ class FeatureDefinition:
     def cache_config(self) -> dict:
         """The config a cache records (manifest, shard attributes, key): the feature's name and version first."""
         return {"feature": self.name, "feature_version": self.version, **self.config}
+
+    def key_config(self) -> dict:
+        """The part of `cache_config` the cache key covers: all of it but `unkeyed` (panns, passt: all of it)."""
+        return {k: v for k, v in self.cache_config().items() if k not in self.unkeyed}
 
 
 def _panns() -> FeatureDefinition:

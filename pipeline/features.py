@@ -1,10 +1,9 @@
-"""The one log-mel definition of the project (PANNs / CP-JKU DCASE 2022 front end).
+"""The one PANNs log-mel definition of the project (the CP-JKU DCASE 2022 front end).
 
-Used by `prep audio` to fill the cache and by `retrieve --audio-dir` for new files, so a model always sees the
-same features it was trained on. The numbers are the contract (the paper's PANNs front end, README.md "prep
-audio"): 32 kHz, n_fft = window = 1024 (Hann), hop 320 (100 frames/s), centre/reflect padding, power spectrogram,
-64 Slaney mel bins 50–14000 Hz, 10·log10(max(x, 1e-10)) with no top_db. Bump FEATURE_CODE_VERSION whenever the numbers this module produces change:
-it is part of every audio cache key.
+Used by `prep audio` to fill the cache and, through it, for new files at retrieval, so a model always sees the
+features it was trained on. The numbers are the contract: 32 kHz, n_fft = window = 1024 (Hann), hop 320, 64 Slaney
+mel bins 50–14000 Hz, 10·log10(max(x, 1e-10)) (docs/data.md). Bump FEATURE_CODE_VERSION whenever the numbers
+this module produces change: it is part of every audio cache key.
 """
 from __future__ import annotations
 

@@ -1,13 +1,9 @@
 """The `folder` dataset kind and the keyed feature cache of a plain folder of audio files.
 
-Why a dataset kind for a folder: a challenge's evaluation set (and any folder a user wants to search) is just
-audio files without captions. Reading it through `register_dataset` lets `prep audio`'s keyed, resumable,
-failure-tolerant cache serve `predict` and `retrieve --audio-dir` too, so the second call over the same folder,
-with the same or another trained run, decodes nothing (the features do not depend on the model).
-
-Rules of the kind: every file under the root (recursively) whose suffix the decoder reads, except hidden files
-and folders (names starting with "."; e.g. macOS `._x.wav` resource forks); clip id = the path relative to the
-root with "/" separators; one split, named "folder" unless one split name is given; no captions.
+Why a dataset kind for a folder: a challenge's evaluation set, or any folder a user wants to search, is audio files
+without captions. Reading it through `register_dataset` lets `prep audio`'s keyed, resumable, failure-tolerant
+cache serve `predict` and `retrieve --audio-dir`, so a second call over the same folder, with any run, decodes
+nothing. The kind's rules (which files, clip ids, split): docs/data.md.
 """
 from __future__ import annotations
 

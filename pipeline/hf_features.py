@@ -1,21 +1,10 @@
 """Hugging Face audio feature extractors as cacheable features: `prep audio --features hf:<name or path>`.
 
-The extractors of AST and CLAP are deterministic numpy code, so their per-clip output can be computed once and
-cached like the log-mels. What is cached is exactly what the extractor's own per-clip function returns for the
-whole clip, before anything that depends on the batch or on chance:
-
-- AST (`ASTFeatureExtractor._extract_fbank_features`): the kaldi-style log fbank, (1 + (n − 400) // 160, 128) at
-  16 kHz, before the extractor pads it with zeros / truncates it to `max_length` frames and before its
-  normalisation (x − mean) / (2·std). Both are recorded in the config under "batch_time"; the pad comes first, so
-  padded frames normalise to (0 − mean) / (2·std).
-- CLAP (`ClapFeatureExtractor._np_extract_fbank_features`): the dB log-mel of the whole clip, (1 + n // hop, 64) at
-  48 kHz, with the filterbank its truncation mode uses (HTK for "fusion", Slaney for "rand_trunc"), before random
-  truncation or fusion. Recorded under "batch_time": for clips longer than max_length_s the fusion (three random
-  crops + a shrunk whole) works on exactly this mel; for shorter clips the extractor repeats the *waveform* before
-  its mel, which batch time can only approximate by repeating frames (the frames that straddle a seam differ).
-
-Equality with the extractor's own output is tested in tests/pipeline/test_hf_features.py. The trainer never imports
-transformers' extractors: the cache config says what remains to be applied.
+The extractors of AST and CLAP are deterministic numpy code, so their per-clip output is computed once and cached
+like the log-mels: exactly what the extractor's own per-clip function returns for the whole clip, before anything
+that depends on the batch or on chance. The cache config's "batch_time" records what remains, which the trainer
+redoes in torch without importing the extractors. The key covers the extractor's class and settings, not the
+name typed. Details: docs/data.md.
 """
 from __future__ import annotations
 
@@ -107,4 +96,7 @@ def hf_definition(source: str) -> FeatureDefinition:
               "extractor_settings": _drop_arrays(extractor.to_dict())}
     # torchaudio present → AST takes its kaldi.fbank path instead of numpy: other numbers, so part of the key
     versions = {"transformers": transformers.__version__, "torchaudio_path": bool(is_speech_available())}
-    return FeatureDefinition(f"hf:{source}", HF_CODE_VERSION, config, compute, versions)
+    # Keyed by what the extractor does (class + settings), not by how its name was typed: "/abs/clap", "/abs/clap/"
+    # and "clap" from /abs are one cache; the name stays recorded (messages, `cache ls`).
+    return FeatureDefinition(f"hf:{source}", HF_CODE_VERSION, config, compute, versions,
+                             unkeyed=("feature", "extractor"))

@@ -1,24 +1,10 @@
 """The PaSST mel (DCASE 2025 task 6 baseline): hear21passt's `AugmentMelSTFT` in eval mode, computed once for the
 cache instead of on every training step.
 
-What it computes (read from kkoutini/passt_hear21 `hear21passt/models/preprocess.py`, and for the filterbank from
-pytorch/audio `src/torchaudio/compliance/kaldi.py` `get_mel_banks`; written here, not copied, because torchaudio
-cannot be installed beside this project's torch):
-
-    32 kHz mono → pre-emphasis y[i+1] − 0.97·y[i] (n−1 samples) → STFT n_fft 1024, hop 320, window 800
-    (symmetric Hann, zero-padded to 1024 in the middle), centred, reflect padding → power → kaldi triangular mel
-    banks (128 bins, 0–15000 Hz, no VTLN warp) padded with a zero column for the Nyquist bin → log(mel + 1e-5) →
-    (x + 4.5) / 5.
-
-So a clip of n samples gives 1 + (n − 1) // 320 frames, 100 per second. hear21passt's training mode also shifts
-fmin/fmax at random and masks time/frequency stripes: those are random per step and cannot be cached; the trainer's
-SpecAugment, gain and Freq-MixStyle on the cached mels stand in for them (README, "Feature definitions").
-
-Storage: float16, like every audio cache. Values start at (ln 1e-5 + 4.5) / 5 ≈ −1.40 (silence) and stay below
-4 for samples within ±1 (≤ 2.4 on the bundled clips), where float16 rounds by at most half a step, 2⁻¹⁰ ≈ 0.001
-(measured ≤ 0.00097 against hear21passt's formula in tests/pipeline/test_passt_features.py): the size of rounding the
-baseline's own 16-bit mixed-precision training already applies, since its layers run on float16 activations.
-Bump PASST_CODE_VERSION whenever the numbers change: it is part of every PaSST cache key.
+Written from hear21passt's preprocessing and torchaudio's kaldi mel banks, not imported, because torchaudio
+cannot be installed beside this project's torch. Random parts of its training mode cannot be cached; the trainer's
+augmentations stand in. The formula, float16 storage and the silence value: docs/data.md. Bump
+PASST_CODE_VERSION whenever the numbers change: it is part of every PaSST cache key.
 """
 from __future__ import annotations
 

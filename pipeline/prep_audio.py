@@ -1,16 +1,10 @@
 """`prep audio`: decode every clip once, compute its features (pipeline/feature_defs.py), and publish them into
 fixed, immutable HDF5 shards.
 
-Why it is shaped this way (cache/audio_shards.py and README.md, "prep audio"):
-- The cache key covers the extractor config, the code and decoder versions and every source fingerprint, so a
-  changed input lands in a new directory and nothing stale is ever read.
-- Shard membership comes from the sorted clip ids and the shard size only, so a run killed at any moment (kill -9
-  included) is finished by a re-run that redoes just the missing shards, with bit-identical results.
-- Each task is one whole shard, so a worker writes its own file (temp → fsync → rename) and the parent only
-  re-publishes the small manifest; the parent never holds more than a bounded number of tasks in flight.
-- A file that cannot be decoded is a failure line (failures.jsonl + stderr), not a crash; the rest completes.
-- A full disk stops the stage with one line saying how much the unwritten shards need (`DiskFullError`); every
-  shard already published stays, so a re-run after freeing space finishes the same cache.
+Why it is shaped this way: the cache key covers everything that made the features, so a changed input lands in a
+new directory; shard membership comes from the sorted clip ids and the shard size only, so a killed run is
+finished by a re-run that redoes just the missing shards, bit-identical; each task is one whole shard a worker
+publishes itself; an undecodable file is a failure line, not a crash. docs/data.md.
 """
 from __future__ import annotations
 
@@ -63,7 +57,8 @@ def _versions(defn) -> dict:
 
 def compute_key(records: list[ClipRecord], root: Path, dataset: str, name: str, content_hash: bool = False,
                 features: str = "panns", exclude_sha256: str | None = None) -> str:
-    """sha256 over the feature definition (name, version, config), decoder versions and the source fingerprints.
+    """sha256 over the feature definition (name, version, config: `key_config`), decoder versions and the source
+    fingerprints.
 
     Each fingerprint also carries its clip id and split (they are stored in the shards, so a manifest that moves a
     clip to another split must not reuse the old cache), and the dataset kind + name join as one more entry so two
@@ -76,7 +71,7 @@ def compute_key(records: list[ClipRecord], root: Path, dataset: str, name: str, 
     if exclude_sha256:
         sources.append({"exclude_sha256": exclude_sha256})
     defn = _definition(features)
-    return cache_key(KIND, defn.cache_config(), defn.version, _versions(defn), sources)
+    return cache_key(KIND, defn.key_config(), defn.version, _versions(defn), sources)
 
 
 def _one_blas_thread() -> None:

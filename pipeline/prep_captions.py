@@ -1,16 +1,10 @@
 """`prep captions`: normalise every caption, back-translate it through each pivot, publish caption shards.
 
-Why this stage exists: back-translation is slow and (for Google) rate-limited, so it runs once per dataset and
-lands in immutable shards that every training run reads. Resumability comes in two layers:
-- the translation store (SQLite, `CACHE_DIR/translations/`) commits each translation as it arrives, so a killed
-  or rate-limited run never asks for the same text twice, and other datasets reuse it;
-- the caption cache (`CACHE_DIR/captions/<key16>/`) follows the audio cache's rules: key from the text config,
-  translator, model names, pivots and a fingerprint of the caption rows; shards planned from sorted clip ids;
-  publish = temp → fsync → rename; a writer lock; failures.jsonl.
-A text the translator answered for but could not translate is a *failure* (listed; its shard stores "" there and
-readers fall back to the original; exit 3; a rerun retries only those). A translator that is unusable (network
-down, rate limit persists, model missing) stops the run with exit 1: what was translated stays in the store. So
-does a full disk, reported in one line with the space the stage needs (`_disk_full_reported`).
+Why this stage exists: back-translation is slow and (for Google) rate-limited, so it runs once per dataset into
+immutable shards that every training run reads. Resumable in two layers: the SQLite translation store commits each
+translation as it arrives, and the caption cache follows the audio cache's rules (key, planned shards, atomic
+publish, lock, failures.jsonl). An untranslatable text is a failure (exit 3); an unusable translator stops the run
+(exit 1). docs/data.md.
 """
 from __future__ import annotations
 

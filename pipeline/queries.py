@@ -1,10 +1,9 @@
 """The query file of a retrieval challenge (DCASE 2022–2025 evaluation form): a CSV with a `caption` column.
 
 Why verbatim and normalised side by side: the official scorer finds a submission's rows by the caption's exact
-text, so the submission must repeat it byte for byte (surrounding spaces included), while the text encoder must see
-the caption normalised exactly as training captions were (pipeline/text.py). Other columns (e.g. `file_name` in
-files that carry ground truth) are ignored. A row without words is an error naming the row, before any audio is
-decoded: a submission with a silently skipped query would be scored as a miss.
+text, so the submission repeats it byte for byte, while the text encoder sees it normalised as training captions
+were. Other columns are ignored. A row without words is an error naming the row, before any audio is decoded: a
+silently skipped query would be scored as a miss.
 """
 from __future__ import annotations
 

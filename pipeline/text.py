@@ -1,10 +1,9 @@
 """The one caption normaliser, used for training captions at `prep captions` and for free-text queries.
 
-The paper lower-cases captions and strips punctuation before WordPiece tokenisation. Keeping a single function
-here means a query typed at retrieve time goes through exactly the transformation the model was trained on.
-Rules (chosen so tokens stay words): Unicode NFKC; lower case; apostrophes are dropped inside words
-("dog's" → "dogs", as Clotho's own lexicon does); every other punctuation or symbol character becomes a space
-("high-pitched" → "high pitched"); runs of whitespace collapse to one space; ends are stripped.
+The paper lower-cases captions and strips punctuation before WordPiece tokenisation; keeping a single function
+means a query typed at retrieve time goes through exactly the transformation the model was trained on. Rules
+(chosen so tokens stay words): NFKC, lower case, apostrophes dropped inside words, every other punctuation or
+symbol a space, whitespace collapsed (docs/data.md).
 """
 from __future__ import annotations
 

@@ -1,34 +1,9 @@
 """WavCaps reader (`--dataset wavcaps`): ~400k weakly-labelled clips from four sources, one caption each.
 
-WavCaps (Mei et al. 2023, Hugging Face dataset `cvssp/WavCaps`) ships one JSON file of metadata per source and
-the audio as zip archives per source. The layout read here is the one aac-datasets unpacks to (its
-`src/aac_datasets/datasets/functional/wavcaps.py` and `datasets/wavcaps.py`, read for this module):
-
-  ROOT/WavCaps/json_files/<Source>/<x>_final.json    (or ROOT/json_files/... with ROOT = the WavCaps folder)
-  ROOT/WavCaps/Audio/<Source>/<file>                  the flac files of Zip_files/<Source>/, flattened
-
-  --subsets name   <Source> folder       metadata file    audio file of an entry
-  freesound        FreeSound             fsd_final.json   <id>.flac (id = the Freesound sound id, e.g. 12345)
-  bbc              BBC_Sound_Effects     bbc_final.json   <id>.flac
-  soundbible       SoundBible            sb_final.json    <id>.flac
-  audioset_sl      AudioSet_SL           as_final.json    <id without .wav>.flac (ids look like Y...wav)
-
-A metadata file is `{"data": [{"id", "caption", "duration", ...}, ...]}` (older copies on GitHub are a bare
-list; both are read). Only `id` and `caption` are used: the other fields (audio, download_link, file_name,
-description, tags, author, href) differ by source and say nothing the cache needs. Audio is looked up by the
-id's stem with .flac first, then .wav/.ogg/.mp3 (a re-encoded copy); each source folder is listed once
-instead of stat-ing 262k FreeSound files one by one.
-
-Clip ids are `<Source>/<file>`, e.g. `FreeSound/12345.flac`: unique across sources (SoundBible and FreeSound
-ids are both small integers) and stable. The file name's stem is the source's own id, so an exclusion list of
-Freesound ids (the DCASE list of FreeSound clips that overlap Clotho's evaluation data, e.g. aac-datasets'
-`blacklist_clotho.full.v2.csv`, column `id`) matches a FreeSound clip by `Path(clip_id).stem`; such an id list
-should be applied to `FreeSound/...` clips only, because a SoundBible id can be the same number.
-
-WavCaps is training data only: every clip is in split `train`, which the trainer reads as the development role
-(SPLIT_ROLES). A source without its metadata file is not read (an error when named with --subsets); a source
-whose audio folder is absent, and every entry whose audio file is absent, become problem entries, so prep
-exits 3 with the list, as for every dataset.
+Reads the layout aac-datasets unpacks WavCaps to: one JSON metadata file per source and the audio per source
+folder, each folder listed once. Clip ids are `<Source>/<file>` (unique across sources, whose small integer ids
+collide; the stem is the source's own id, so a Freesound id list matches FreeSound clips). Every clip is in split
+`train`; a missing source folder or file becomes a problem entry (exit 3). Layout and `--subsets`: docs/data.md.
 """
 from __future__ import annotations
 

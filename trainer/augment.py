@@ -1,12 +1,9 @@
-"""On-the-fly audio augmentations on batches of cached dB log-mels (the paper's semantics, spelled out below).
+"""On-the-fly audio augmentations on batches of cached features: gain, Freq-MixStyle, SpecAugment.
 
-Why here and not in the cache: these are cheap and random, so they run on the device per batch while the expensive,
-deterministic features stay in immutable shards. Every function is vectorised over the batch (no Python loop over
-examples), draws all randomness from an explicit `torch.Generator` (reproducible runs and resumes; the generator
-must live on the same device as the tensor) and never modifies its input in place.
-
-Layout: x is (B, T, F) float in dB, frames past `lengths[b]` are padding at the −100 dB floor. Order on the batch:
-crop/pad (data) → `apply_gain` → `freq_mixstyle` (both via `augment_batch`) → model: bn0 → `spec_augment` → CNN10.
+Why here and not in the cache: they are cheap and random, so they run on the device per batch while the
+expensive, deterministic features stay in immutable shards. Every function is vectorised over the batch, draws
+all randomness from an explicit `torch.Generator` (reproducible runs and resumes) and never modifies its input in
+place. x is (B, T, F), padding after `lengths[b]` at the feature's floor. Semantics and order: docs/training.md.
 """
 from __future__ import annotations
 

@@ -1,19 +1,14 @@
 """Which form of a caption the text encoder sees: the project's normalised caption, or the DCASE 2025 baseline's.
 
-Why a choice: `prep captions` stores every caption twice, verbatim and normalised by pipeline/text.py (NFKC, lower
-case, apostrophes dropped, every other punctuation or symbol character a space, whitespace collapsed). The DCASE
-2025 baseline instead lower-cases the verbatim caption and deletes the characters of Python's
-`string.punctuation` (d25_t6/retrieval_module.py `forward_text` of github.com/CPJKU/dcase2025_task6_baseline):
-"high-pitched" becomes "highpitched", not "high pitched", and a space before a comma stays, which RoBERTa's BPE
-turns into a token of its own. `text_normalisation = "dcase2025"` feeds the model that form, derived from the
-verbatim caption in the cache, in training, validation, evaluation and for queries (`LoadedRun.query_texts`), so
-a run is queried the way it was trained. Back-translations (the baseline has none) keep the cache's normalised
-form.
+Why a choice: `prep captions` stores every caption verbatim and normalised (pipeline/text.py), while the DCASE 2025
+baseline lower-cases the verbatim caption and deletes ASCII punctuation ("high-pitched" → "highpitched").
+`text_normalisation = "dcase2025"` derives that form from the cached verbatim caption in training, evaluation and
+for queries, so a run is queried the way it was trained. Back-translations keep the normalised form.
 """
 from __future__ import annotations
 
 import string
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 TEXT_NORMALISATIONS = ("audioret", "dcase2025")
 _ASCII_PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -33,13 +28,14 @@ def model_texts(style: str, raw: Sequence[str], normalised: Sequence[str]) -> li
     raise ValueError(f"text_normalisation must be one of {', '.join(TEXT_NORMALISATIONS)}, got {style!r}")
 
 
-class Dcase2025Captions:
-    """A caption cache (cache/caption_shards.py CaptionCache) whose `captions` and `all_captions` give the
-    baseline's form of each verbatim caption; everything else (raw, back_translations, ids, key) is the cache's."""
+class DerivedCaptions:
+    """A caption cache (cache/caption_shards.py CaptionCache) whose `captions`, `caption_rows` and `all_captions`
+    give `derive(raw)` of each verbatim caption (`form` names the derivation); everything else (raw,
+    back_translations, ids, key) is the cache's."""
 
-    def __init__(self, cache: Any) -> None:
-        self.cache = cache
-        self._texts = {cid: [dcase2025_text(t) for t in cache.raw(cid)] for cid in cache.clip_ids}
+    def __init__(self, cache: Any, form: str, derive: Callable[[str], str]) -> None:
+        self.cache, self.form = cache, form
+        self._texts = {cid: [derive(t) for t in cache.raw(cid)] for cid in cache.clip_ids}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.cache, name)
@@ -48,7 +44,7 @@ class Dcase2025Captions:
         return self._texts[clip_id]
 
     def caption_rows(self, split: str | None = None) -> tuple[Any, Any, list[str]]:
-        """The cache's columns (clip index, caption index, text) with the baseline's form as the text."""
+        """The cache's columns (clip index, caption index, text) with the derived form as the text."""
         clip, index, _ = self.cache.caption_rows(split)
         ids = self.cache.clip_ids
         return clip, index, [self._texts[ids[c]][i] for c, i in zip(clip.tolist(), index.tolist())]
@@ -61,6 +57,12 @@ class Dcase2025Captions:
 def caption_view(captions: Any, style: str) -> Any:
     """The caption cache as the model should read it under `text_normalisation = style` (idempotent)."""
     model_texts(style, [], [])  # an unknown style fails here
-    if style == "audioret" or isinstance(captions, Dcase2025Captions):
+    if style == "audioret" or (isinstance(captions, DerivedCaptions) and captions.form == style):
         return captions
-    return Dcase2025Captions(captions)
+    return DerivedCaptions(captions, style, dcase2025_text)
+
+
+def verbatim_captions(captions: Any) -> DerivedCaptions:
+    """The caption cache with every caption as its source CSV has it (case, punctuation, spaces): what a
+    pretrained model's own processor is given (zero-shot CLAP: `ClapProcessor(text=caption)`)."""
+    return DerivedCaptions(captions, "verbatim", str)

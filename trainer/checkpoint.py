@@ -1,18 +1,9 @@
 """Checkpoints that load with `torch.load(weights_only=True)` and are published atomically.
 
 Why no pickled objects: a checkpoint from elsewhere must not be able to run code when loaded, so everything in it
-is a tensor, a number, a string, a list or a dict. RNG states are converted accordingly (numpy's MT19937 key and
-Python's Mersenne state become int64 tensors). A distributed run stores every rank's RNG states (`rng_ranks`,
-gathered to rank 0, who alone writes): ranks draw different dropout masks, so restoring rank 0's states on every
-rank would make a resumed run diverge from an uninterrupted one. Written through `cache.publish.publish_file`,
-so a run killed while saving leaves the previous checkpoint intact, never a torn file.
-
-What each file holds, and why (bytes add up: a 110-trial search of BERT-base runs): `last.pt` is everything a
-resume needs (weights, Adam moments, scheduler, RNG states) while the run trains; when the run ends it shrinks to
-the run's end state without weights (`finished`), unless the config says `keep_last`. `best.pt` holds weights
-only (plus config, epoch, metrics): optimiser state is needed to resume, never to evaluate. A text transformer
-trained at `text_lr = 0` that still has the weights `text_model` loads is stored by name, not copied
-(`frozen_text`: the name and a sha256 of those weights, checked when the checkpoint is loaded).
+is a tensor, number, string, list or dict (RNG states converted to tensors; every rank's states in a distributed
+run, so a resume does not diverge). Written through `cache.publish.publish_file`, so a kill while saving keeps the
+previous file. What last.pt and best.pt hold, and why: docs/training.md.
 """
 from __future__ import annotations
 

@@ -1,11 +1,9 @@
 """Training batches from the shard caches: which captions go together, crops, padding, text augmentation.
 
-Why the epoch plan is computed up front in the main process from (seed, epoch): the batch composition (every
-caption exactly once per epoch, never two captions of one clip in a batch, so no true match is a negative), the
-crop offsets and the text-augmentation seeds are then the same whether the features come from a memmap through
-DataLoader workers ("stream") or from one resident tensor in RAM / on the GPU ("ram" / "gpu"), and a resumed run
-replays exactly the epochs an uninterrupted run would have seen. Several caches (Clotho + AudioCaps + WavCaps) feed
-one plan through a global clip index and per-dataset weights: trainer/sources.py.
+Why the epoch plan is computed up front from (seed, epoch): the batch composition (every caption once, never two
+captions of one clip in a batch), the crops and the text-augmentation seeds are then the same whether features are
+streamed from memmaps by DataLoader workers or resident in RAM / on the GPU, and a resumed run replays exactly the
+epochs an uninterrupted run would have seen. Several caches feed one plan through trainer/sources.py.
 """
 from __future__ import annotations
 
@@ -39,7 +37,28 @@ def cache_feature(config: dict) -> str:
 
 def feature_fits(config: dict, encoder: str = "cnn10") -> bool:
     """Whether a cache's recorded feature definition is the one `encoder` needs (numbers checked separately)."""
-    return str(config.get("feature", LEGACY_FEATURE)) == feature_spec(encoder).feature
+    return feature_mismatch(config, encoder) is None
+
+
+def feature_mismatch(config: dict, encoder: str = "cnn10") -> str | None:
+    """None when a cache holds the features `encoder` needs, else what differs (the middle of the error line).
+
+    By name for panns / passt; for an `hf:` encoder by the extractor's class and resolved settings as the cache
+    records them, so a cache prepped with another spelling of the same folder ("clap", "/abs/clap/") fits and a
+    folder of the same name whose extractor computes something else does not."""
+    need = feature_spec(encoder)
+    got = str(config.get("feature", LEGACY_FEATURE))
+    kind = need.extractor["extractor_class"] if need.extractor else None
+    if kind is None or not got.startswith("hf:") or config.get("extractor_class") != kind:
+        return None if got == need.feature else \
+            f"holds {cache_feature(config)} features, the {encoder} encoder needs {need.feature}"
+    theirs, ours = config.get("extractor_settings") or {}, need.extractor["extractor_settings"]
+    differ = [f"{k} {theirs.get(k)!r} ≠ {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
+              if theirs.get(k) != ours.get(k)]
+    if not differ:
+        return None
+    return (f"holds {got} features of other {kind} settings than the {encoder} encoder's (cache ≠ encoder): "
+            f"{', '.join(differ)}")
 
 
 def check_audio_config(config: dict, source: str, encoder: str = "cnn10") -> float:
@@ -48,9 +67,9 @@ def check_audio_config(config: dict, source: str, encoder: str = "cnn10") -> flo
     First the recorded feature definition (a PaSST mel cache has a plausible shape but other numbers), then the
     numbers the encoder's shapes depend on."""
     need = feature_spec(encoder)
-    if not feature_fits(config, encoder):
-        raise DataError(f"{source}: audio cache holds {cache_feature(config)} features, the {encoder} encoder "
-                        f"needs {need.feature} (re-run `audioret prep audio {need.prep}`)")
+    mismatch = feature_mismatch(config, encoder)
+    if mismatch is not None:
+        raise DataError(f"{source}: audio cache {mismatch} (re-run `audioret prep audio {need.prep}`)")
     for key, value in need.numbers().items():
         got = config.get(key)
         if got is None or int(got) != value:

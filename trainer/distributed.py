@@ -1,19 +1,10 @@
 """Optional multi-process (DDP) training support, kept out of the single-process trainer's way.
 
-Why a module of its own: a one-GPU run must not pay for (or be able to break on) process groups, so everything
-here is a no-op when the world size is 1, and the trainer only calls a handful of hooks:
-`init_distributed()`, `wrap_model()`, `ShardedBatchSampler`, `distributed_nt_xent()`, `is_main_process()`,
-`barrier()`, `broadcast_object()`, `cleanup()`.
-
-The contrastive loss is the part that is easy to get wrong (open_clip's gather-with-grad + local loss). Each rank encodes
-its local B pairs, all-gathers the audio and text embeddings *with gradient* (`gather_with_grad`), and computes its
-B local rows against the W·B global columns (labels offset by rank·B), in both directions (open_clip's
-`gather_with_grad` + `local_loss`). Scaling, the other classic bug: rank r's loss is the mean over its B rows, so
-the mean of the W rank losses equals the single-process loss on the W·B global batch. The gather's backward *sums*
-the gradients every rank computed for a slot (all-reduce, then the own slot), so rank r's parameter gradient is
-d(Σ_s loss_s)/dθ along the paths through its own examples; DDP then *averages* over ranks, giving
-(1/W)·d(Σ_s loss_s)/dθ = d(loss on the global batch)/dθ. So: do not divide the loss by W and do not multiply it —
-DDP's average and the gather's sum cancel exactly (tests/trainer/test_distributed.py checks this within 1e-5).
+Why a module of its own: a one-GPU run must not pay for (or be able to break on) process groups, so everything here
+is a no-op when the world size is 1 and the trainer calls only a handful of hooks. The contrastive loss gathers
+embeddings with gradient and scores each rank's local rows against the global batch; why that gradient equals one
+process on the whole batch, and why the loss is neither divided nor multiplied by the world size:
+docs/training.md.
 """
 from __future__ import annotations
 

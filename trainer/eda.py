@@ -1,15 +1,10 @@
 """The paper's EDA and back-translation substitution, applied on the fly to each training caption.
 
-EDA exactly as Primus & Widmer describe it (not jasonwei20/eda_nlp, which changes a fixed number of words):
-with probability p_eda pick ONE of four operations uniformly, then apply it to every word independently with that
-operation's own probability —
-  insert (p_ins): a random word of the training vocabulary after the word (the paper inserts unrelated words);
-  delete (p_del): drop the word (if everything would go, one random word survives: never empty);
-  swap   (p_swp): swap the word with another random position of the caption;
-  synonym (p_syn): replace it with a random WordNet synonym (multi-word lemmas become spaced words; words without
-          a synonym, and stop words, whose WordNet "synonyms" are unrelated abbreviations, stay).
-Speed: per word one `random.Random.random()` call and a dict look-up — ≥ 20k captions/s on one core, so the text
-side never slows training. Synonyms are cached per word; `warm(vocabulary)` fills the cache before workers fork.
+EDA exactly as Primus & Widmer describe it (not jasonwei20/eda_nlp, which changes a fixed number of words): with
+probability p_eda pick ONE of insert / delete / swap / synonym, then apply it to every word independently with
+that operation's own probability. Per word one random draw and a dict look-up, so the text side never slows
+training; synonyms are cached per word, and `warm(vocabulary)` fills the cache before workers fork. The operations:
+docs/training.md.
 """
 from __future__ import annotations
 

@@ -1,16 +1,9 @@
 """Clip-embedding cache of `retrieve`, and where results that are only a cache may be written.
 
-Why validate: a cache file that a crash, a full disk or a copy truncated would otherwise break `retrieve` for
-good ("PytorchStreamReader failed ..." on every call). A file that cannot be loaded (weights-only), lacks the
-expected keys, holds embeddings of another shape or clip list, or non-finite values is discarded with a one-line
-warning naming it, and rebuilt. A file of an older checkpoint (another save token) is stale, not broken: it is
-rebuilt silently.
-
-Why a second place: a run directory may be read-only (a shared results folder, a mounted volume). A cache is
-then written under the user cache directory, `$XDG_CACHE_HOME/audioret` (default `~/.cache/audioret`), in a
-folder keyed by the run directory's absolute path; the save token inside the file still guards staleness.
-Writing is simply tried: permission and read-only-file-system errors choose the fallback (an access() check
-would be wrong for root and for ACLs).
+Why validate: a file that a crash, a full disk or a copy truncated would otherwise break `retrieve` for good, so a
+file that cannot be loaded or does not match is discarded with a one-line warning and rebuilt (one of an older
+checkpoint is stale and rebuilt silently). Why a second place: a run directory may be read-only, so the cache then
+goes under `$XDG_CACHE_HOME/audioret`; writing is simply tried, since an access() check is wrong for root and ACLs.
 """
 from __future__ import annotations
 

@@ -1,11 +1,9 @@
 """Embeddings, retrieval metrics, DCASE submissions and free-text retrieval for a trained run.
 
-Why one module for validation (inside the loop) and evaluation (after it): both must embed clips and captions
-the same way — whole clips, no augmentation, eval mode — or validation mAP@10 would not predict evaluation mAP@10.
-Clip embeddings for `retrieve` are cached in RUN_DIR/embeddings per (audio cache key, split, checkpoint save
-token), so repeated queries only run the text encoder and a stale checkpoint never serves old embeddings; a broken
-cache file is rebuilt and a read-only run directory caches under the user cache dir (trainer/embedding_cache.py).
-Metric definitions, sources and the tie rule: trainer/metrics.py; relevance files: trainer/relevance.py.
+Why one module for validation (inside the loop) and evaluation (after it): both must embed clips and captions the
+same way (whole clips, no augmentation, eval mode), or validation mAP@10 would not predict evaluation mAP@10. Clip
+embeddings for `retrieve` are cached per (audio cache key, split, checkpoint save token), so a newer checkpoint
+never serves old embeddings (trainer/embedding_cache.py). Metrics: trainer/metrics.py, docs/evaluation.md.
 """
 from __future__ import annotations
 

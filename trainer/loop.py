@@ -1,10 +1,8 @@
 """The training loop, readable top to bottom: caches → data → model → epochs of (train, validate, checkpoint).
 
-Why resumes are exact: everything random in an epoch is either derived from (seed, epoch) — batch composition,
-crops, text augmentation, the audio-augmentation generator — or restored from the checkpoint written at the end
-of the previous epoch (torch/CUDA/numpy/Python global RNG states for dropout and DataLoader seeds — every rank's
-own, in a distributed run — Adam moments, the scheduler). A run killed at any point and resumed therefore writes
-the same metrics.csv rows as one that was never interrupted.
+Why resumes are exact: everything random in an epoch is derived from (seed, epoch) or restored from the checkpoint
+written at the end of the previous epoch (RNG states, every rank's own; optimiser moments; the scheduler), so a run
+killed at any point and resumed writes the same metrics.csv rows as one never interrupted.
 """
 from __future__ import annotations
 

@@ -1,11 +1,9 @@
 """NT-Xent (InfoNCE) for audio–caption pairs: symmetric cross-entropy over the cosine-similarity matrix.
 
-Why its own module: the loss is small but has two traps the rest of the trainer must not re-implement. (1) Two
-captions of the same clip in one batch are both true matches, so neither may be a negative of the other
-(`same_clip_mask` removes those cells from the softmax; the diagonal positives are never removed). (2) Under DDP the
-gradient is only right if each rank scores its *local* rows against the *gathered* global columns (open_clip's
-`gather_with_grad` + local loss): `nt_xent` takes optional `audio_all`/`text_all` and the rank's `offset` for that,
-so trainer/distributed.py only gathers and calls it. Without them it is the plain single-process loss.
+Why its own module: the loss has two traps the rest of the trainer must not re-implement. Two captions of the same
+clip in one batch are both true matches, so neither may be the other's negative (`same_clip_mask`); and under DDP
+each rank must score its local rows against the gathered global columns (`audio_all`/`text_all` and `offset`),
+so trainer/distributed.py only gathers and calls `nt_xent`.
 """
 from __future__ import annotations
 

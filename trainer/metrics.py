@@ -1,23 +1,9 @@
 """Retrieval metrics: DCASE 2022 task 6b (one relevant clip per caption) and DCASE 2025 task 6 (several).
 
-Definitions (k a cut-off, ranks 1-based, R the set of items relevant to a query, |R| its size):
-- AP@k = (1/|R|) · Σ over relevant items ranked within the first k of (its position among the relevant items
-  in rank order) / (its rank). With |R| = 1 this is 1/rank if rank ≤ k else 0, the DCASE 2022 definition
-  (official scorer `eval_script.py`, github.com/xieh97/dcase2022-audio-retrieval: precisions i/position summed
-  over the hits of the top 10; one relevant clip per caption). With several relevant items it is exactly what
-  the DCASE 2025 baseline computes (github.com/CPJKU/dcase2025_task6_baseline, d25_t6/retrieval_module.py,
-  `on_validation_epoch_end` → `average_precision_at_k`: sorted 0-based ranks, Σ i/(rank+1) over rank < k,
-  divided by the number of relevant items). mAP@k is its mean over queries; DCASE 2025 ranks by mAP@16.
-- R@k = share of queries with at least one relevant item in the first k (with |R| = 1 the usual recall; for
-  audio-to-text, where a clip's five captions are relevant, the baseline-style "any of them in the top k").
-
-Ties: equal scores happen (identical clips, an untrained or quantised model) and an undefined tie order makes
-metrics flicker between runs. The ranking here is always "score descending, then item index ascending": rank =
-1 + #items scoring strictly higher + #items scoring equal with a smaller index (`rank_of_target`, which
-`relevant_ranks` uses too), and `top_k` (the submission) sorts stably into the same order, so the metrics equal
-what the official scorer computes on the submitted file. In `score_split` the item index of a clip is its
-position in sorted clip-id order, of a caption its row (clip-id order, then caption number). (The 2025
-baseline's `torch.argsort` is not stable: its tie order is undefined.)
+AP@k, mAP@k and R@k follow the official 2022 scorer and the 2025 baseline's code. Ties are ranked by score
+descending, then item index ascending, in the metrics and in `top_k` (the submission) alike, so the metrics equal
+what the official scorer computes on the submitted file and never flicker between runs. Definitions and sources:
+docs/evaluation.md.
 """
 from __future__ import annotations
 

@@ -1,20 +1,9 @@
 """Relevance files for multi-positive evaluation (`audioret eval --relevance FILE.csv`): which clips answer a query.
 
-Why: since DCASE 2025 a text query may have several matching clips, so "each caption's own clip" (DCASE 2022) is
-no longer the whole truth. Two CSV forms are read (UTF-8, BOM tolerated):
-
-- DCASE 2025: `query,audio_filenames`, one row per query, the file names as a Python list literal, e.g.
-  `"A dog barks.","['dog.wav', 'kennel.wav']"` (the baseline's resources/metadata_eval.csv, parsed there with
-  `ast.literal_eval`; here too — literals only, nothing is executed).
-- long: `query,file_name[,score]`, one row per pair. With a score column a pair is relevant when its score is
-  > 0 (an empty score counts as relevant): scores select, they do not weight (AP is binary).
-
-Matching follows the 2025 baseline (d25_t6/retrieval_module.py: `captions.tolist().index(query)` and
-`paths.tolist().index(file)`): a query is the exact text of a caption of the split (first occurrence), a file
-is a clip id. Two tolerances, both reported: a query that matches a caption only after trimming surrounding
-whitespace still counts, and a query whose relevant files are partly missing from the split is scored against
-the ones present (|R| = those). Queries or files the split lacks are counted and listed (first few), never
-silently dropped; a query left with no relevant clip is not scored (AP would divide by zero) and is listed.
+Why: since DCASE 2025 a query may have several matching clips, so "each caption's own clip" is no longer the whole
+truth. Reads the DCASE 2025 form (`query,audio_filenames`, a list literal per row; literals only, nothing is
+executed) and a long form (`query,file_name[,score]`), and matches queries and files as the 2025 baseline does.
+Queries or files the split lacks are counted and listed, never silently dropped. docs/evaluation.md.
 """
 from __future__ import annotations
 

@@ -1,19 +1,9 @@
 """`audioret report`: a static page to look at and listen to what a run retrieves on one split.
 
-RUN_DIR/report/ holds index.html (no server, no JavaScript, opens from disk), the figures as PNG, log-mel images
-of clips whose source recording is gone, report.json (the same numbers for machines) and, with `copy_audio`, the
-linked recordings under audio/. Every link is relative, so the folder can be zipped and moved; audio links then
-break unless the recordings were copied.
-
-Which queries are shown. The margin of a query is the score of its correct clip minus the best score of any other
-clip (positive exactly when the correct clip is first by score). "Worst": highest rank of the correct clip first;
-equal ranks (equal AP@10 too, with one relevant clip) by the lowest margin, i.e. the correct clip furthest below
-the top; then caption order. "Best": lowest rank first (rank 1), equal ranks by the highest margin, chosen among
-the queries not already shown as worst.
-
-Where the recordings are: `prep audio` records the dataset root and each clip's source path in the audio cache's
-manifest (`extra.root`, `extra.sources`); `audio_root` replaces the recorded root when the data has moved. Caches
-prepared before that was recorded show log-mel images only.
+RUN_DIR/report/ holds index.html (no server, no JavaScript), the figures, log-mel images of clips whose recording
+is gone, report.json with the same numbers, and with `copy_audio` the recordings. Every link is relative, so the
+folder can be zipped and moved. Which queries are shown as worst and best (by rank, then margin), and where the
+recordings are found: docs/evaluation.md.
 """
 from __future__ import annotations
 

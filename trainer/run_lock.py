@@ -1,14 +1,9 @@
 """One writer per run directory: the cache's writer lock (cache/locks.py), held for the whole of `train`.
 
-Why: two `train` runs with the same --out would both append to metrics.csv (epochs 1,1,2,2) and overwrite each
-other's checkpoints. The lock is a flock on RUN_DIR/.lock, held from before the run directory is read until the
-run returns (fresh run, --resume, a search or sweep trial alike); the kernel drops it when the holder dies, so
-a killed run never leaves a stale lock and `--resume` just takes it again (the run's forked DataLoader workers
-do not keep it: `owner_only`). Readers (`eval`, `retrieve`) never
-take it: they only read files that are published atomically.
-
-Distributed runs: only rank 0 takes the lock. Its outcome is broadcast, so when the directory is busy every
-rank fails with the same one-line error instead of waiting forever for a rank 0 that gave up.
+Why: two `train` runs with the same --out would both append to metrics.csv and overwrite each other's checkpoints.
+The flock on RUN_DIR/.lock is held from before the run directory is read until the run returns, and dropped by the
+kernel when the holder dies, so `--resume` just takes it again; forked DataLoader workers do not keep it. Readers
+(`eval`, `retrieve`) never take it. Under DDP only rank 0 takes it and broadcasts the outcome.
 """
 from __future__ import annotations
 

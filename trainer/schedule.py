@@ -1,19 +1,10 @@
 """Optimiser and learning-rate schedule: the paper's Adam + step decay, or the DCASE 2025 baseline's AdamW with a
 linear warm-up and a cosine decay.
 
-The cosine curve is the baseline's (d25_t6/retrieval_module.py `lr_scheduler_step` of
-github.com/CPJKU/dcase2025_task6_baseline): before optimiser step k (0-based) the learning rate is
-  warm-up  k < W:          min_lr + (lr − min_lr) · k / W
-  decay    W ≤ k < W + D:  min_lr + (lr − min_lr) · ½ (1 + cos(π (k − W) / D))
-  after    k ≥ W + D:      min_lr
-with W = warmup_epochs and D = decay_epochs (default: the rest of the run) in steps. Both the warm-up and the decay
-are updated every step, not every epoch.
-
-Why the cosine schedule is stepped per batch from a step counter (torch's LambdaLR, whose counter is in the
-checkpoint): a resumed run then continues the exact same curve. The curve is laid out on a nominal number of steps
-per epoch (every caption once per epoch at the global batch size); an epoch whose plan has a batch more or less
-shifts the curve by that step, never more. The curve is a multiplier of each parameter group's base rate, so a
-text transformer trained at its own text_lr follows the same shape (the baseline has one group).
+Why the cosine schedule is stepped per batch from a step counter kept in the checkpoint: a resumed run continues
+the exact same curve. The curve is laid out on a nominal number of steps per epoch and multiplies each parameter
+group's base rate, so a text transformer at its own text_lr follows the same shape. The formula:
+docs/training.md.
 """
 from __future__ import annotations
 

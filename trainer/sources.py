@@ -1,15 +1,9 @@
 """Training on several caches in one run (the DCASE 2025 recipe: Clotho + AudioCaps + WavCaps).
 
-Why one global clip index (`ConcatAudio`): the trainer's batch rules are about clips — never two captions of one
-clip in a batch, and the other captions of a batch's clip masked out of the negatives — and they compare clip
-positions. Putting the caches end to end (clip p of cache i is global position offsets[i] + p) keeps positions of
-different caches apart, so the epoch plan, the resident tensor (RAM/GPU), the memmapped shards read by DataLoader
-workers and the per-rank slices under DDP (trainer/distributed.py) all work on the combined reader unchanged.
-
-Why weights are drawn per (seed, epoch, dataset): a dataset of weight w contributes round(w·n) of its n training
-captions to an epoch (w < 1: a different random subset each epoch; w > 1: whole passes plus a subset), and the
-draw is a function of the run's seed and the epoch alone, like the rest of the epoch plan (trainer/data.py), so a
-resumed run replays the same epochs bit for bit.
+Why one global clip index (`ConcatAudio`): the batch rules compare clip positions, and putting the caches end to
+end keeps positions of different caches apart, so the epoch plan, resident tensors, streamed shards and per-rank
+slices work on the combined reader unchanged. Why per-dataset weights are drawn from (seed, epoch): like the rest
+of the epoch plan, a resumed run then replays the same epochs bit for bit. docs/training.md.
 """
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
 """Offline WordNet for EDA synonyms: Debian's files in an NLTK_DATA layout nltk 3.10 accepts.
 
-Why: no `nltk.download()` at run time (machines are offline), and nltk 3.10 refuses corpus paths outside its data
-path (symlinks that resolve elsewhere included) and needs a `lexnames` file that Debian's `wordnet-base` does not
-ship. So the Debian files (/usr/share/wordnet, or $AUDIORET_WORDNET_SOURCE) are copied once into
-`<data dir>/corpora/wordnet/` next to a project-written `lexnames`; the data dir is $AUDIORET_NLTK_DATA or
-~/.cache/audioret/nltk_data. A WordNet already installed for nltk (nltk_data/corpora/wordnet) is used as is.
+Why: no `nltk.download()` at run time, and nltk 3.10 refuses corpus paths outside its data path and needs a
+`lexnames` file Debian's `wordnet-base` does not ship. So the Debian files (or $AUDIORET_WORDNET_SOURCE) are copied
+once into `<data dir>/corpora/wordnet/` beside a project-written `lexnames`; the data dir is $AUDIORET_NLTK_DATA or
+~/.cache/audioret/nltk_data. A WordNet already installed for nltk is used as is.
 """
 from __future__ import annotations
 

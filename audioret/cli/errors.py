@@ -1,17 +1,9 @@
 """One line per failure, for every command: how an exception becomes `error: <path>: <problem>` and exit 1.
 
-Why one place: each command used to catch its own tuple of exception types, and whatever a command forgot (h5py's
-OSError for a truncated shard, ENOSPC from a prep worker) came out as a 50-line traceback that did not name the
-file. The top-level group (`AudioretGroup` in groups.py) runs every command through `invoke_reporting_errors`,
-so a new command gets the same treatment without code of its own.
-
-- Expected failures print `error: <first line of the message>` and exit 1: OSError of any kind (disk full,
-  permission denied, a `--cache` under a regular file, unreadable HDF5: shown as `<path>: <problem>`), the
-  project's own exception classes (cache, dataset, data, translator, search ...), and ValueError / KeyError /
-  RuntimeError, which the project raises with messages meant for the user.
-- Anything else is a bug: `error: unexpected TypeError: <message> (set AUDIORET_DEBUG=1 for the traceback)`, exit 1.
-- AUDIORET_DEBUG=1 re-raises everything, so the full traceback is one variable away. Ctrl-C, usage errors
-  (exit 2) and a command's own `sys.exit` pass through to Click unchanged.
+Why one place: a command that forgot an exception type used to print a long traceback that did not name the file.
+The top-level group (`AudioretGroup` in groups.py) runs every command through `invoke_reporting_errors`, so a new
+command gets the same treatment without code of its own. Which exceptions are expected, what a bug prints, and
+AUDIORET_DEBUG: docs/reliability.md.
 """
 from __future__ import annotations
 

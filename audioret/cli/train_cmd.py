@@ -1,10 +1,9 @@
 """`audioret train`, `eval`, `retrieve` and `preview audio`: the command-line face of the trainer.
 
-Why `retrieve --audio-dir` reads the folder through `prep audio`'s keyed cache (pipeline/folder.py, shared with
-`predict`): the trainer never decodes audio, new files must get exactly the features `prep audio` caches, and a
-second query over the same folder should decode nothing. The CLI also normalises free-text queries with
-pipeline.text.normalise_caption, as `prep captions` did for training captions, and hands the model the form its
-run was trained on (verbatim + normalised → `LoadedRun.query_texts`).
+`retrieve --audio-dir` reads the folder through `prep audio`'s keyed cache (pipeline/folder.py, shared with
+`predict`): the trainer never decodes audio, new files get exactly the features `prep audio` caches, and a second
+query over the same folder decodes nothing. Queries are normalised as training captions were and handed to the
+model in the form its run was trained on (`LoadedRun.query_texts`).
 """
 from __future__ import annotations
 

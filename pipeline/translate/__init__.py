@@ -1,10 +1,9 @@
 """Back-translation backends (google, marian, none) behind one small interface, plus the resumable driver.
 
 A backend only translates a batch of texts from one language to another. The driver `translate_all` asks the
-persistent `TranslationStore` first, sends only what is missing, and commits each batch as it comes back, so a
-killed or rate-limited run loses nothing. Two error kinds keep partial failure honest:
-`TranslationFailed` (this text could not be translated; listed in failures.jsonl, the run goes on) and
-`TranslatorUnavailable` (the service or model is unusable; the run stops, everything stored so far is kept).
+persistent `TranslationStore` first, sends only what is missing, and commits each batch as it comes back.
+`TranslationFailed` (one text; listed, the run goes on) and `TranslatorUnavailable` (the service or model is
+unusable; the run stops, everything stored is kept) keep partial failure honest.
 """
 from __future__ import annotations
 

@@ -1,11 +1,9 @@
 """Google back-translation through deep-translator's GoogleTranslator (the paper's route), made robust.
 
-deep-translator 1.11.4 is unmaintained: `requests.get` without a timeout (one hung connection stalls a run
-forever), no retries, no rate control, and the endpoint is a hard-coded module constant. `_TimedGoogleTranslator`
-subclasses GoogleTranslator — keeping its language-code validation, URL parameters, HTML element queries and
-exception types — and replaces only the HTTP exchange: a shared keep-alive `requests.Session` with a timeout, and
-`self._base_url` set from our argument (a mirror, or a loopback server in tests). `GoogleBackend` adds a polite
-request rate and retries with exponential backoff and full jitter on 429 / 5xx / timeouts.
+deep-translator 1.11.4 is unmaintained: no request timeout, no retries, no rate control, a hard-coded endpoint.
+`_TimedGoogleTranslator` keeps its language validation, parameters and parsing and replaces only the HTTP exchange
+(a keep-alive session with a timeout, a configurable endpoint); `GoogleBackend` adds a polite request rate and
+retries with exponential backoff and full jitter on 429 / 5xx / timeouts.
 """
 from __future__ import annotations
 

@@ -1,12 +1,9 @@
 """Offline back-translation with MarianMT (Helsinki-NLP opus-mt models), batched, on GPU when present.
 
 Why a second backend: Google cannot be reached from many machines and rate-limits large jobs; opus-mt models run
-offline from the HF cache or a local folder. Model names come from a template with `{src}` and `{tgt}`
-(default `Helsinki-NLP/opus-mt-{src}-{tgt}`), so a local path such as `/models/opus-mt-{src}-{tgt}` works.
-`translate_all` cuts batches from texts sorted by their SentencePiece length (`token_lengths`), so a batch pads
-little; inside a batch texts are sorted again (for direct callers) and returned in the caller's order. Decoding
-follows the model's own generation config (beam search for opus-mt), under `torch.inference_mode`, on
-`--device` (auto: CUDA when torch sees a GPU).
+offline from the HF cache or a local folder, named from a template with `{src}` and `{tgt}`. Batches are cut from
+texts sorted by SentencePiece length (`token_lengths`) so they pad little; decoding follows the model's own
+generation config under `torch.inference_mode`.
 """
 from __future__ import annotations
 

@@ -1,18 +1,10 @@
 """The persistent translation store: SQLite in WAL mode under `CACHE_DIR/translations/`.
 
-Why: back-translation is the slowest and the only rate-limited stage (Google answers 429 after a few thousand
-requests). Every translation is committed as it arrives, keyed by (backend, engine/model, pivot, direction,
-source text), so an interrupted or rate-limited run resumes without asking twice, and a second dataset sharing
-captions (AudioCaps after Clotho) reuses them. WAL lets a reader (preview, another prep) run beside a writer.
-
-Layout: one table `translations` whose primary key is the full lookup key. Stores created since the full recipe
-(Clotho + AudioCaps + WavCaps: ~400k captions × 3 pivots × 2 directions = 2.4M rows) make it a WITHOUT ROWID
-table: the rows live in the primary-key B-tree itself, so a lookup is one B-tree search that already holds the
-target (a covering key) and the file is about 30 % smaller than a rowid table plus its separate key index
-(`python benchmarks/translation_store.py` measures both). Older stores keep their rowid table and work unchanged
-(same columns, same key, same SQL); older code reads and writes the new layout too (SQLite >= 3.8.2), so a cache
-folder shared by two versions stays usable both ways and nothing needs migrating. What this store is for: prep
-only. The trainer reads back-translations from the caption shards (cache/caption_shards.py) and never opens it.
+Why: back-translation is the slowest and the only rate-limited stage. Every translation is committed as it
+arrives, keyed by (backend, engine, pivot, direction, source text), so an interrupted run resumes without asking
+twice and a second dataset reuses shared captions; WAL lets a reader run beside a writer. New stores are WITHOUT
+ROWID tables, older rowid stores work unchanged both ways. Used by `prep` only: training reads the caption shards.
+Layout and numbers: docs/data.md, docs/benchmarks.md.
 """
 from __future__ import annotations
 

@@ -1,18 +1,10 @@
 """Audio and text encoders, one file each, and the registry that picks them by the config's name.
 
-- `cnn10`  (trainer/encoders/cnn10.py): PANNs CNN10 on the 64-bin PANNs log-mel (the 2022 paper).
-- `passt`  (trainer/encoders/passt.py): PaSST-S with patchout on the 128-bin PaSST mel (the DCASE 2025 baseline).
-- `hf:<name or path>` (trainer/encoders/hf.py): a transformers audio model (AST, CLAP's audio tower) on the
-  cached output of its own feature extractor.
-- text (trainer/encoders/text.py): any transformers encoder (BERT, RoBERTa, ...), first-token pooling.
-
-The contract every audio encoder keeps, so the loop, evaluation and the augmentations need not know which one runs:
-`forward(x, lengths, generator=None) -> (B, embed_dim)` on x (B, T, bins) cached features padded after
-`lengths[b]` with the feature's silence value, and the attributes `n_mels` (bins), `embed_dim` and `scale` (the
-`FeatureScale` of its input: what silence is and what 1 dB of gain adds, trainer/augment.py).
-
-Which cached feature an encoder needs (`feature_spec`) is decided here, from its name alone, so a run refuses a
-cache that does not fit before any model is built (trainer/data.py `check_audio_config`).
+The contract every audio encoder keeps, so the loop, evaluation and augmentations need not know which one runs:
+`forward(x, lengths, generator=None) -> (B, embed_dim)` on cached features (B, T, bins) padded after `lengths[b]`
+with the feature's silence value, and the attributes `n_mels`, `embed_dim` and `scale`. The cached feature an
+encoder needs (`feature_spec`) follows from its name alone, so a run refuses a cache that does not fit before any
+model is built. How to add one: docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -41,6 +33,9 @@ class FeatureSpec:
     sample_rate: int
     hop_length: int
     scale: FeatureScale = field(default=DB_SCALE)
+    # hf: encoders: the extractor's class and resolved settings, as `prep audio` records them ("extractor_class",
+    # "extractor_settings"); a cache fits when these match, whatever spelling of the name it was prepped with
+    extractor: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     @property
     def prep(self) -> str:

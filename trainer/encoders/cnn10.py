@@ -1,11 +1,8 @@
 """CNN10 audio encoder (PANNs, Kong et al. 2020), as in Primus & Widmer (DCASE 2022 task 6b).
 
-Why the details matter: attribute names follow the PANNs Cnn10 state dict (`bn0.*`,
-`conv_block1.conv1.weight`, `conv_block1.bn1.*`, ...) so the AudioSet checkpoint `Cnn10_mAP=0.380.pth` loads
-as is; padded frames are zeroed before every convolution (exactly what the convolution's own zero padding does at a
-clip's end) and masked out of the time pooling, so a clip's embedding does not depend on how much padding its batch
-needed (exactly in eval mode; in train mode bn0's batch statistics skip padding too, while the conv blocks'
-BatchNorms still count the zeroed padded frames).
+Attribute names follow the PANNs Cnn10 state dict so the AudioSet checkpoint `Cnn10_mAP=0.380.pth` loads as is.
+Padded frames are zeroed before every convolution and masked out of the time pooling, so a clip's embedding does
+not depend on how much padding its batch needed (exactly in eval mode; docs/training.md).
 """
 from __future__ import annotations
 

@@ -1,18 +1,14 @@
 """Hugging Face audio encoders, `audio_encoder = "hf:<name or path>"`: AST (`ASTModel`) and CLAP's audio tower
-(`ClapAudioModelWithProjection`: HTSAT + CLAP's own audio projection), each on the cached output of its own
-feature extractor, then `projection_head` (trainer/encoders/text.py) to `embed_dim`.
+(`ClapAudioModelWithProjection`), each on the cached output of its own feature extractor, then a projection head.
 
-Why the extractor decides everything: `prep audio --features hf:<name>` caches the extractor's per-clip output
-under the feature name "hf:<name>" (pipeline/hf_features.py); the trainer may not import pipeline/, so
-`hf_feature_spec` derives the same name and numbers from the same extractor config (AutoFeatureExtractor reads
-the model's preprocessor_config.json), and `hf_inputs.py` redoes the extractor's batch-time steps in torch.
-Weights load by name at run time (`from_pretrained`, offline with HF_HUB_OFFLINE=1); the name is the config's
-`audio_encoder`, so it is recorded in the run's config.toml and every checkpoint. A model that cannot be loaded
-is one ModelLoadError line naming it.
+Why the extractor decides everything: the trainer may not import pipeline/, so `hf_feature_spec` derives the
+cached feature's name and numbers from the same extractor config, and hf_inputs.py redoes its batch-time steps.
+Weights load by name at run time (offline with HF_HUB_OFFLINE=1); a model that cannot be loaded is one line.
 """
 from __future__ import annotations
 
 import functools
+import json
 import math
 import warnings
 from typing import Any
@@ -65,7 +61,8 @@ def load_feature_extractor(source: str) -> Any:
 
 def hf_feature_spec(source: str) -> FeatureSpec:
     """The cached feature `hf:<source>` needs: exactly what `prep audio --features hf:<source>` records (name, bins,
-    sample rate, hop; tests/trainer/test_hf_encoders.py checks the two agree), plus the scale of the cached values."""
+    sample rate, hop, extractor class and settings; tests/trainer/test_hf_encoders.py checks the two agree), plus the
+    scale of the cached values."""
     extractor = load_feature_extractor(source)
     kind = type(extractor).__name__
     if kind == "ASTFeatureExtractor":
@@ -73,7 +70,15 @@ def hf_feature_spec(source: str) -> FeatureSpec:
     else:
         bins, hop = int(extractor.feature_size), int(extractor.hop_length)
     name = f"hf:{source}"
-    return FeatureSpec(name, name, bins, int(extractor.sampling_rate), hop, EXTRACTORS[kind])
+    return FeatureSpec(name, name, bins, int(extractor.sampling_rate), hop, EXTRACTORS[kind],
+                       {"extractor_class": kind, "extractor_settings": extractor_settings(extractor)})
+
+
+def extractor_settings(extractor: Any) -> dict[str, Any]:
+    """The extractor's resolved settings as a cache records them (pipeline/hf_features.py: `to_dict()` without the
+    numpy filterbanks and windows, through JSON as the manifest stores it)."""
+    settings = {k: v for k, v in extractor.to_dict().items() if not isinstance(v, np.ndarray)}
+    return json.loads(json.dumps(settings))
 
 
 def load_audio_model(source: str, kind: str) -> nn.Module:

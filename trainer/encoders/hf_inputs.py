@@ -1,27 +1,10 @@
 """What a Hugging Face feature extractor does at batching time, redone in torch on the cached per-clip features.
 
-`prep audio --features hf:<name>` caches what the extractor computes per clip for the whole clip (AST: the kaldi
-log fbank; CLAP: the dB log-mel), before anything that depends on the batch or on chance (pipeline/hf_features.py,
-recorded under "batch_time" in the cache config). The rest runs here, per batch, on the device, from the settings
-of the same extractor (`from_extractor`), so the model sees what the extractor would have handed it:
-
-- AST (`ASTFeatureExtractor.__call__`): zero-pad or truncate the fbank to `max_length` frames, then
-  (x − mean) / (2·std). The zeros are the extractor's padding value in the *log* domain (not silence); they are
-  written over the trainer's own padding after `lengths`, so a clip's input does not depend on its batch. Exact.
-- CLAP (`ClapFeatureExtractor._get_input_mel`), `chunk` = max_length_s · sample_rate // hop + 1 frames:
-  - longer than `chunk`, "fusion": a bilinear shrink of the whole mel to `chunk` frames + three crops, one start
-    drawn from each third of the possible starts (`fusion_thirds`); is_longer = True. Exact for given starts.
-  - longer, "rand_trunc": the extractor crops the *waveform* at a random sample and takes its mel; here a window
-    of the cached mel at a frame boundary (equal but for the frames within n_fft/2 of the crop's edges).
-  - exactly `chunk` frames: the mel itself (four copies for "fusion"), is_longer = False.
-  - shorter: the extractor repeats / pads the *waveform* ("repeatpad", "repeat", "pad") before its mel; here
-    frames are repeated (`repeat_index`), silence at −100 dB after the copies. Frames of the first copy away from
-    its end are exact; later copies are placed to the nearest frame (the clip's length in samples is not cached).
-
-Chance: where the extractor draws (crop starts, and for "fusion" one clip of a batch without a long clip marked
-is_longer, so the fusion layers always get a gradient), training draws from the caller's `torch.Generator` (the
-loop's per-epoch generator: reproducible and resumable); evaluation is deterministic: each crop starts at the
-middle of its range and no clip is marked longer than it is, so a clip's embedding does not depend on its batch.
+`prep audio --features hf:<name>` caches what the extractor computes per clip before anything that depends on the
+batch or on chance; the rest runs here, per batch, from the same extractor's settings, so the model
+sees what the extractor would have handed it: AST's padding and normalisation, CLAP's fusion, truncation and
+repetition. Training draws from the caller's generator; evaluation is deterministic (no random
+is_longer stand-in). Per case and how exact: docs/training.md.
 """
 from __future__ import annotations
 

@@ -1,10 +1,8 @@
 """Loading what encoders start from: weights-only checkpoints (PANNs, PaSST) and transformers models by name.
 
-Why its own module: every file a user did not create is read with `torch.load(..., weights_only=True)`; the
-published checkpoints also hold numpy arrays (PANNs' sampler state), so numpy's plain array globals are allowed,
-and nothing else is unpickled. Models loaded by name (`from_pretrained`: the text encoder, `hf:` audio encoders)
-share `quiet_transformers` and `model_load_error`: transformers' load reports and progress bars are noise in a
-training log, and a failed load is one line naming the model (ModelLoadError), never a hub traceback.
+Every file a user did not create is read with `torch.load(..., weights_only=True)`, numpy's plain array globals
+allowed (PANNs' files hold them) and nothing else unpickled. Models loaded by name share `quiet_transformers` and
+`model_load_error`: load reports are noise in a training log, and a failed load is one line naming the model.
 """
 from __future__ import annotations
 

@@ -1,32 +1,9 @@
 """PaSST-S audio encoder (Koutini et al., Interspeech 2022) as the DCASE 2025 task 6 baseline uses it, in plain torch.
 
-What it reproduces, read from kkoutini/passt_hear21 `hear21passt/models/passt.py` (the model) and the baseline's
-`d25_t6/passt.py` / `d25_t6/retrieval_module.py` (its use), written here so trainer/ needs neither timm nor
-hear21passt (tests/trainer/test_passt_encoder.py checks equality with hear21passt's model on the same weights):
-
-- 16×16 patches of the 128-bin mel at `stride` 10 (`passt_s_swa_p16_128_ap476`, hear21passt's default: 12 × 99
-  patches per 10 s) or 16 (`passt_s_p16_s16_128_ap468`: 8 × 62, the model the d25_t6 baseline code loads), one
-  conv; a learned time embedding per patch column and a frequency embedding per patch row (PaSST's factorised
-  positions), cut to the columns present; a cls and a distillation token with their own position embedding; pre-norm
-  ViT blocks (LayerNorm eps 1e-6, GELU MLP ×4, qkv bias); final LayerNorm. The embedding is the mean of the cls and
-  distillation outputs (hear21passt's `forward` returns it as `features`, the baseline takes that output).
-- Structured patchout in training only: `patchout_t` random patch columns and `patchout_f` random patch rows are
-  dropped after the positions are added, the same ones for the whole batch, drawn time first with `randperm` as
-  hear21passt does — but from the `generator` passed to forward (resumes are bit-exact; trainer/loop.py).
-- Clips longer than one segment (10 s): the baseline pads every clip to 30 s, cuts it into 10-s segments and
-  averages the embeddings of the segments the clip's duration covers (≤ 10 s: the first; ≤ 20 s: two; else three).
-  Here a clip of n frames covers ceil(n / segment_frames) segments (a 10.0-s clip one, 10.01 s two: the same rule on
-  the same frame counts); its last one is padded with the silence value, which is what the baseline's zero
-  waveform padding gives in the PaSST mel. Segments no clip covers are not computed. Differences that come from
-  caching the mel once per clip: the baseline computes each segment's mel separately (its own pre-emphasis and
-  reflect padding at the segment's edges: the first/last 2 frames of inner segments differ), takes a random 30 s
-  of longer clips in evaluation too (here every segment is averaged), and in training shifts the mel filterbank's
-  fmin/fmax at random (pipeline/passt_features.py).
-- SpecAugment: hear21passt's `AugmentMelSTFT` masks the log-mel with 0 before its (x + 4.5) / 5 normalisation, i.e.
-  with 0.9 on the cached mel; the trainer's n_t/w_t/n_f/w_f stripes (trainer/augment.py `spec_augment`) are
-  applied here on the valid frames with that value, in training only, drawn from the `generator`. The DCASE 2025
-  baseline builds its mel with freqm=0, timem=0 (no masking: set n_t=0, n_f=0); hear21passt's AudioSet default is
-  one frequency stripe < 48 and one time stripe < 192 wide (config ranges allow w_f ≤ 32, w_t ≤ 64).
+Written from hear21passt's model and the baseline's use of it, so trainer/ needs neither timm nor hear21passt.
+The embedding is the mean of the cls and distillation outputs; structured patchout and SpecAugment run in training
+only, drawn from the `generator` passed to forward (resumes are exact); a clip longer than a segment is averaged
+over the segments it covers. Details and the differences from the baseline: docs/training.md.
 """
 from __future__ import annotations
 

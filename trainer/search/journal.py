@@ -1,10 +1,9 @@
 """An append-only JSON-lines journal (`trials.jsonl`) that makes searches and sweeps resumable after kill -9.
 
 Why a journal and not a state file: every event (started, finished, failed) is one line appended and fsynced
-before the driver acts on it, so the file is never rewritten and a crash can only lose the line being written.
-A torn last line (no trailing newline) is cut off when the journal is reopened; every complete line is a fact.
-The state of a trial is its last event: `finished`/`failed` trials are ended for good, a trial whose last
-event is `started` was running when the driver died and is re-queued with the same number and parameters.
+before the driver acts on it, so a crash can only lose the line being written, and a torn last line is cut off on
+reopening. A trial's state is its last event: finished and failed trials are ended; one last `started` was
+running when the driver died and is re-queued with the same number and parameters.
 """
 from __future__ import annotations
 

@@ -1,22 +1,10 @@
 """`audioret search`: Bayesian optimisation (scikit-optimize) of training hyperparameters, resumable after kill -9.
 
-Why it is built this way:
-- Every trial is an ordinary run dir (SEARCH_DIR/trials/NNN/) so it can be evaluated or resumed by hand, and the
-  journal SEARCH_DIR/trials.jsonl (trainer/search/journal.py) is the only state: re-running the same command replays
-  finished trials into the optimiser, re-queues trials that were running (same number, same params, the run dir
-  resumed), and never repeats an ended one.
-- `--trials N` counts trials that *ended* (finished or failed). A failed trial is recorded with its error and is
-  NOT told to the optimiser: failures are mostly infrastructure (OOM, lost node), and a fake worst value would
-  put a cliff into the surrogate where the parameters may be fine. Failed trials are not retried automatically;
-  their run dir is kept for a resume by hand.
-- Asynchronous constant liar: when a slot frees, the next point is asked from an optimiser told every finished
-  result plus the lie min(observed objective) for every trial still running — the same steps as skopt's
-  `ask(n_points=N, strategy="cl_min")`, which only lies about points of its own batch and cannot see trials
-  still running from an earlier one. The optimiser for trial k is seeded from (seed, k), so the random-start
-  phase is the same whatever finishes first or wherever it runs (local pool or Dask), and a resumed search never
-  redraws the random points it already tried.
-- The objective is any picklable `objective(params, trial_dir) -> dict` holding "best_map10" (minimised as
-  −best_map10): the CLI passes `TrainObjective` (one real training run), tests pass cheap real functions.
+Every trial is an ordinary run dir and the journal (trainer/search/journal.py) is the only state, so re-running
+the same command replays finished trials and resumes running ones. Failed trials are recorded, not told to the
+optimiser and not retried; parallel trials use an asynchronous constant liar, with the optimiser for trial k seeded
+from (seed, k). The objective is any picklable `objective(params, trial_dir) -> dict` with "best_map10". Why each
+choice: docs/training.md.
 """
 from __future__ import annotations
 

@@ -1,21 +1,8 @@
 """The hyperparameter search space: the paper's Table 4 by default, or a TOML file (`--space space.toml`).
 
-Why a module of its own: the driver, the report (paper's best next to ours) and the CLI all need the same
-dimension list, and the journal stores the space so a resume with a different space is refused instead of
-telling the optimiser results it cannot interpret.
-
-TOML format, one entry per config key (the key names are TrainConfig's):
-
-    p_eda = [0.0, 1.0]                      # two floats → Real (uniform)
-    w_t = [1, 64]                           # two ints   → Integer
-    [lr]                                    # a table for the rest
-    type = "real"                           # real | integer | categorical
-    low = 1e-5
-    high = 1e-3
-    prior = "log-uniform"                   # optional: uniform | log-uniform
-    [resident]
-    type = "categorical"
-    values = ["ram", "gpu"]
+Why a module of its own: the driver, the report (the paper's best next to ours) and the CLI need the same dimension
+list, and the journal stores the space so a resume with another space is refused instead of telling the optimiser
+results it cannot interpret. The TOML format: docs/training.md.
 """
 from __future__ import annotations
 

@@ -1,10 +1,8 @@
-"""`audioret sweep`: the paper's ablation tables in one command — every variant × seed, trained, evaluated, and
-summarised as mean ± std over seeds (R@1, R@5, R@10, mAP@10) in SWEEP_DIR/table.md and table.csv.
+"""`audioret sweep`: the paper's ablation tables in one command: every variant × seed trained, evaluated and
+summarised as mean ± std over seeds in SWEEP_DIR/table.md and table.csv.
 
-Why a journal again (trainer/search/journal.py): a sweep is hours of training; killed at any point, the same command
-continues — finished runs are kept, runs that were in flight are re-queued into their run dir (resumed), and runs
-that failed are retried (a sweep is a fixed list of runs and the table needs all of them; a search instead counts
-failures as ended trials). A job is identified by (variant, seed); reusing a variant name with other settings in
+Resumable through the same journal as the search: finished runs are kept, runs in flight are resumed, failed runs
+are retried (the table needs all of them). A job is (variant, seed); reusing a variant name with other settings in
 the same SWEEP_DIR is refused rather than mixing two definitions into one row.
 """
 from __future__ import annotations

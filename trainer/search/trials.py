@@ -1,10 +1,9 @@
 """What runs on a worker for one trial (search) or one variant × seed (sweep), and the real training objective.
 
 Why separate from the drivers: these functions are pickled to worker processes (local spawn pool or Dask), so
-they must be small, importable top-level objects. The objective contract is `objective(params, trial_dir) ->
-dict` (JSON-able numbers); any picklable callable works, the CLI passes `TrainObjective`, tests pass cheap real
-functions. A trial never raises to the driver: errors come back as {"error": ...} so one bad trial cannot take
-the search down, and nothing un-picklable crosses the process boundary.
+they are small top-level objects. The objective contract is `objective(params, trial_dir) -> dict` of numbers; the
+CLI passes `TrainObjective`. A trial never raises to the driver: errors come back as {"error": ...}, so one bad
+trial cannot take the search down.
 """
 from __future__ import annotations
 
