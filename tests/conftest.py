@@ -2,14 +2,13 @@
 
 The one demo cache: a tiny generated Clotho-layout dataset (pipeline/demo_data.py) prepped by the real CLI into an
 audio + captions cache named "demo", built once per test session. Tests read it as it is; a test that changes a
-cache (damages a shard, adds a cache, gc's it) works on `demo_cache_copy` instead (copying costs milliseconds,
-prepping costs seconds of subprocesses). Training runs register themselves under the cache root's runs/, which no
-test of the shared cache reads.
+cache (damages a shard, adds a cache, gc's it) copies it first (shutil.copytree: milliseconds, where prepping takes
+subprocesses), as tests/cli/test_integrity.py does. Training runs register themselves under the cache root's runs/,
+which no test of the shared cache reads.
 """
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -36,9 +35,3 @@ def demo_cache(tmp_path_factory) -> Path:
     """Cache root holding the session's demo audio (PANNs log-mel) and captions caches, both named "demo";
     the dataset they were made from is `demo_cache.parent / "data"`. Read-only by convention."""
     return build_demo_cache(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture
-def demo_cache_copy(demo_cache, tmp_path) -> Path:
-    """A private copy of the demo cache root, for a test that changes what is in it."""
-    return Path(shutil.copytree(demo_cache, tmp_path / "demo-cache"))
