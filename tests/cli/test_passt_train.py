@@ -94,7 +94,8 @@ def test_passt_run_trains_from_the_checkpoint_and_evaluates(trained, checkpoint)
 
 def test_passt_run_killed_and_resumed_writes_the_same_metrics(trained, passt_cache, checkpoint, roberta, tmp_path):
     """Patchout and SpecAugment draw from the epoch's generator, so the resumed epochs repeat the uninterrupted
-    run's draws exactly (the data path is the encoder-agnostic one tests/cli/test_train_loop.py covers in all modes)."""
+    run's draws exactly (the data path is the encoder-agnostic one: streamed ≡ resident batches in
+    tests/trainer/test_train_data.py, a streamed run killed and resumed in tests/cli/test_multi_cache.py)."""
     run = tmp_path / "b"
     args = [*train_args(passt_cache, run, checkpoint, roberta), "--no-progress"]
     assert kill_after_first_checkpoint(args, run) < EPOCHS

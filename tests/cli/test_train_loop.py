@@ -109,6 +109,11 @@ def test_retrieve_over_split_and_new_files(trained):
     assert len(lines) == 6 and any("dog.mp3" in ln for ln in lines)
 
 
+# CI time: this path runs by default in tests/cli/test_multi_cache.py,
+# test_killed_streamed_run_resumes_to_the_metrics_of_an_uninterrupted_one (CNN10, streamed with a worker, SIGKILL
+# after epoch 1 of 2, the resumed metrics ≡ an uninterrupted resident run's); the refusal without --resume is in the
+# finished-run case below
+@pytest.mark.slow
 def test_resume_after_sigkill_reaches_identical_metrics(demo_cache, tmp_path):
     """Streamed (a DataLoader worker), killed after epoch 1 of 2, resumed: the metrics of an uninterrupted
     resident run. On the small shared demo cache with a reference run of its own: the comparison needs no
@@ -129,6 +134,8 @@ def test_resume_after_sigkill_reaches_identical_metrics(demo_cache, tmp_path):
 
 def test_finished_run_resumes_as_finished_and_says_what_it_no_longer_has(learnable_cache, trained):
     before = (trained / "metrics.csv").read_text()
+    refused = run_cli("train", "--cache", learnable_cache, "--name", "demo", "--out", trained, "--no-progress")
+    assert refused.returncode == 2, refused.stderr  # RUN_DIR holds a run (checkpoints/last.pt): only --resume goes on
     again = run_cli("train", "--cache", learnable_cache, "--name", "demo", "--out", trained, *fast_overrides(EPOCHS),
                     "--resume", check=True)
     assert f"already finished at epoch {EPOCHS}" in again.stderr and "epoch 1/" not in again.stderr
@@ -141,6 +148,9 @@ def test_finished_run_resumes_as_finished_and_says_what_it_no_longer_has(learnab
     assert last.returncode == 1 and "keeps no weights" in last.stderr and "Traceback" not in last.stderr
 
 
+# CI time: tests/trainer/test_train_config.py checks every kind of bad --set value in process, and the exit-2
+# "config key" line of `train` through the CLI
+@pytest.mark.slow
 def test_usage_errors_exit_2(demo_cache, tmp_path):
     for bad in (["--set", "p_syn=0.9"], ["--set", "no_such_key=1"], ["--set", "epochs=two"]):
         proc = run_cli("train", "--cache", demo_cache, "--name", "demo", "--out", tmp_path / "x", *bad)
