@@ -44,7 +44,8 @@ PAPER_BEST = {"p_eda": 0.9936, "p_syn": 0.2962, "p_swp": 0.0085, "p_del": 0.1944
               help="Seconds to wait when another prep holds the cache (0: refuse at once).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar on stderr.")
 def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, cache_root: Path, name: str | None,
-                      splits: str | None, subsets: str | None, exclude: Path | None, translator: str, pivots: str,
+                      splits: str | None, subsets: str | None, exclude: Path | None, encoding: str | None,
+                      translator: str, pivots: str,
                       batch_size: int, device: str, marian_model_template: str | None, google_url: str | None,
                       google_rps: float, google_timeout: float, google_retries: int, google_backoff: float,
                       timeout_total: float, shard_size: int, wait_lock: float, progress: bool) -> None:
@@ -81,7 +82,8 @@ def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, ca
     result = prep_captions(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
                            subsets=subset_list, translator=translator, pivots=pivot_list, batch_size=batch_size,
                            device=device, marian_template=marian_model_template, google=google,
-                           shard_size=shard_size, wait_lock=wait_lock, progress=progress, exclude=exclude)
+                           shard_size=shard_size, wait_lock=wait_lock, progress=progress, exclude=exclude,
+                           encoding=encoding)
     if result.excluded:
         click.echo(result.excluded.summary(), err=True)
     if translator == "none":

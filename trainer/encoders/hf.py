@@ -21,6 +21,7 @@ from audioret.trainer.augment import DB_SCALE, FeatureScale
 from audioret.trainer.encoders import FeatureSpec
 from audioret.trainer.encoders.hf_inputs import ASTBatching, ClapBatching
 from audioret.trainer.encoders.loading import ModelLoadError, model_load_error, quiet_transformers
+from audioret.trainer.encoders.long_clips import LongInputs
 from audioret.trainer.encoders.text import projection_head
 
 AST_HOP = 160  # 10 ms at 16 kHz: both of ASTFeatureExtractor's paths (numpy spectrogram, torchaudio kaldi.fbank)
@@ -115,6 +116,7 @@ class ASTEncoder(nn.Module):
         super().__init__()
         self.source, self.n_mels, self.embed_dim = source, int(extractor.num_mel_bins), embed_dim
         self.batching = ASTBatching.from_extractor(extractor)
+        self.long_inputs = LongInputs(read_frames=self.batching.max_length)  # the rest is never read
         self.model = load_audio_model(source, "ASTFeatureExtractor")
         config = self.model.config
         _check(source, (config.max_length, config.num_mel_bins) == (self.batching.max_length, self.n_mels),
