@@ -60,7 +60,7 @@ def build_demo_cache(base: Path, clips: str = DEMO_CLIPS, seconds: float = DEMO_
 
 def generate_demo(data: Path, clips: str, seconds: float) -> Path:
     """The generated Clotho-layout dataset (pipeline/demo_data.py) in `data`."""
-    subprocess.run([sys.executable, "-m", "audioret.pipeline.demo_data", "--out", str(data), "--clips", clips,
+    subprocess.run([sys.executable, "-m", "audioret.cli.demo_data", "--out", str(data), "--clips", clips,
                     "--seconds", str(seconds)], check=True, env=cli_env(), capture_output=True)
     return data
 
