@@ -13,7 +13,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
-	# hear21passt: the reference PaSST model tests/test_passt_encoder.py compares trainer/encoders/passt.py with.
+	# hear21passt: the reference PaSST model tests/trainer/test_passt_encoder.py compares trainer/encoders/passt.py with.
 	# --no-deps: it requires torchaudio and timm, whose wheels pin other torch builds than the CPU torch above
 	# (timm pulls torchvision, which pulls a CUDA torch); the test imports only hear21passt/models/passt.py,
 	# which needs neither (that file says how).

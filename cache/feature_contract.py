@@ -3,7 +3,7 @@ depend on (mel bins, sample rate, hop) and what its values mean (silence / paddi
 
 Why in cache/: what a shard's float16 frames hold is the cache's business, and pipeline/ (which writes them) and
 trainer/ (which reads them) must agree without importing each other. Name and version enter every audio cache key
-(tests/test_cache_key_pin.py): bump the version when a definition's numbers change, never rename one. How the
+(tests/pipeline/test_cache_key_pin.py): bump the version when a definition's numbers change, never rename one. How the
 numbers are computed stays in pipeline/.
 """
 from __future__ import annotations

@@ -49,7 +49,7 @@ DEFAULT_CONFIG = LogMelConfig()
 def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     """librosa.filters.mel's default filterbank (Slaney mel scale, Slaney area norm), float32 (n_mels, bins).
 
-    Written out here (and checked against librosa in tests/test_features.py) so that `prep audio` workers need
+    Written out here (and checked against librosa in tests/pipeline/test_features.py) so that `prep audio` workers need
     neither librosa nor scipy.signal: importing them cost each spawned worker over a second."""
     def hz_to_mel(f: np.ndarray) -> np.ndarray:
         f = np.asarray(f, dtype=np.float64)
@@ -146,7 +146,7 @@ def power_spectrogram(y: np.ndarray, n_fft: int, hop_length: int, window: np.nda
                       pad_mode: str = "reflect") -> np.ndarray:
     """|STFT|² as (frames, 1 + n_fft/2) float32: librosa.stft's / torch.stft's framing (centred, `pad_mode`
     padding; `window` already zero-padded to n_fft), computed with a strided frame view and scipy's float32 real
-    FFT. It matches librosa.stft within 6e-6 dB after the log (tests/test_features.py) at about half the time,
+    FFT. It matches librosa.stft within 6e-6 dB after the log (tests/pipeline/test_features.py) at about half the time,
     which is most of `prep audio`'s per-clip cost."""
     import scipy.fft
     from numpy.lib.stride_tricks import sliding_window_view

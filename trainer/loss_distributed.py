@@ -3,7 +3,7 @@
 Each rank all-gathers the audio and text embeddings with gradient and scores its local rows against the global
 batch (open_clip's `gather_with_grad` + local loss). The gather's backward sums every rank's gradient for a slot
 and DDP averages over ranks, so the gradient equals one process on the whole batch: the loss is neither divided
-nor multiplied by the world size (docs/training.md, tests/test_distributed.py). With one process it is the plain
+nor multiplied by the world size (docs/training.md, tests/trainer/test_distributed.py). With one process it is the plain
 loss.
 """
 from __future__ import annotations

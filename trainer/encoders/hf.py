@@ -48,7 +48,7 @@ def load_feature_extractor(source: str) -> Any:
 
 def hf_feature_spec(source: str) -> FeatureSpec:
     """The cached feature `hf:<source>` needs: exactly what `prep audio --features hf:<source>` records (name, bins,
-    sample rate, hop, extractor class and settings; tests/test_hf_encoders.py checks the two agree), plus the scale
+    sample rate, hop, extractor class and settings; tests/trainer/test_hf_encoders.py checks the two agree), plus the scale
     of the cached values (both from cache/feature_contract.py `hf_extractor_spec`)."""
     extractor = load_feature_extractor(source)
     kind = type(extractor).__name__
