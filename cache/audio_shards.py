@@ -22,7 +22,8 @@ from audioret.cache.shards import CacheIntegrityError, write_h5_shard
 
 KIND = "audio"
 FD_RESERVE = 256  # descriptors left for everything else (DataLoader queues and shared tensors, logs, sockets)
-__all__ = ["AudioCache", "CacheIntegrityError", "build_audio_cache", "stack_clips", "write_audio_shard"]
+__all__ = ["AudioCache", "CacheIntegrityError", "build_audio_cache", "read_shard_clips", "stack_clips",
+           "write_audio_shard"]
 
 
 def write_audio_shard(
@@ -99,6 +100,20 @@ class _ShardIndex:
         if self.shape[0] == 0 or self.file_offset is None:
             return np.zeros(self.shape, dtype=self.dtype)
         return np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.file_offset, shape=self.shape)
+
+
+def read_shard_clips(path: str | Path, key: str, manifest_sha256: str | None,
+                     clip_ids: Sequence[str]) -> dict[str, tuple[np.ndarray, float]]:
+    """clip id → (float16 features copied out, duration) for the `clip_ids` a shard of cache `key` holds, its
+    payload checked first (always: the copy becomes part of another cache). Raises CacheIntegrityError or
+    ShardReadError (one line naming the shard); ids the shard lacks are left out."""
+    path = Path(path)
+    verify_shard(path, KIND, manifest_sha256, enabled=True)
+    shard = _ShardIndex(path, key, manifest_sha256)
+    index = {c: i for i, c in enumerate(shard.clip_ids)}
+    rows = shard.memmap()
+    return {c: (np.array(rows[shard.offsets[index[c]]:shard.offsets[index[c] + 1]]), float(shard.durations[index[c]]))
+            for c in clip_ids if c in index}
 
 
 class AudioCache:

@@ -7,12 +7,11 @@ layouts found under --root: docs/data.md.
 """
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 from pathlib import Path
 
 from audioret.pipeline.datasets import (AUDIO_EXTENSIONS, DATASET_KINDS, MISSING_AUDIO, ClipRecord, DatasetError, Problems,
-                               check_not_empty, problem, register_dataset)
+                               problem, read_table, register_dataset)
 
 AUDIOCAPS_SPLITS = ("train", "val", "test")
 #: The roles the trainer gives these splits (Clotho names); documentation and the CLI's summary use it.
@@ -67,46 +66,36 @@ def _find_audio(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _read_split(csv_path: Path, split: str, problems: Problems) -> dict[str, list[tuple[int, str]]]:
+def _read_split(csv_path: Path, split: str, problems: Problems,
+                encoding: str | None = None) -> dict[str, list[tuple[int, str]]]:
     """stem → [(audiocap_id, caption)] for one split CSV; malformed rows become problems."""
-    try:
-        with open(csv_path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            check_not_empty(csv_path, header, n_rows=1)  # the header first; the row count once read
-            missing = [c for c in COLUMNS if c not in header]
-            if missing:
-                raise DatasetError(f"{csv_path}: missing column(s) {', '.join(missing)} "
-                                   f"(header: {', '.join(header)})")
-            clips: dict[str, list[tuple[int, str]]] = defaultdict(list)
-            n_rows = 0
-            for n_rows, row in enumerate(reader, 1):
-                where = f"{csv_path}:{reader.line_num}"
-                yt, start = (row.get("youtube_id") or "").strip(), (row.get("start_time") or "").strip()
-                caption = row.get("caption") or ""  # verbatim, as pipeline/datasets.py _captions_of keeps it
-                if not yt or not start:
-                    problems.append(problem(where, split, "row needs youtube_id and start_time"))
-                    continue
-                try:
-                    cap_id = int((row.get("audiocap_id") or "").strip())
-                except ValueError:
-                    cap_id = 10**12 + reader.line_num  # keep file order after numbered rows
-                entry = clips[clip_stem(yt, start)]  # a clip with only blank captions is still a clip
-                if caption.strip():
-                    entry.append((cap_id, caption))
-            check_not_empty(csv_path, header, n_rows)
-            return clips
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{csv_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise DatasetError(f"{csv_path}: cannot read ({exc.strerror})") from None
+    header, rows = read_table(csv_path, encoding=encoding)
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise DatasetError(f"{csv_path}: missing column(s) {', '.join(missing)} (header: {', '.join(header)})")
+    clips: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for line, row in rows:
+        where = f"{csv_path}:{line}"
+        yt, start = (row.get("youtube_id") or "").strip(), (row.get("start_time") or "").strip()
+        caption = row.get("caption") or ""  # verbatim, as pipeline/datasets.py _captions_of keeps it
+        if not yt or not start:
+            problems.append(problem(where, split, "row needs youtube_id and start_time"))
+            continue
+        try:
+            cap_id = int((row.get("audiocap_id") or "").strip())
+        except ValueError:
+            cap_id = 10**12 + line  # keep file order after numbered rows
+        entry = clips[clip_stem(yt, start)]  # a clip with only blank captions is still a clip
+        if caption.strip():
+            entry.append((cap_id, caption))
+    return clips
 
 
-def load_audiocaps(root: Path, manifest: Path | None = None,
-                   splits: list[str] | None = None) -> tuple[list[ClipRecord], Problems]:
+def load_audiocaps(root: Path, manifest: Path | None = None, splits: list[str] | None = None,
+                   encoding: str | None = None) -> tuple[list[ClipRecord], Problems]:
     """AudioCaps records (one per clip, captions grouped) and one problem per clip whose audio is missing."""
     if manifest is not None:
-        return DATASET_KINDS["manifest"](root, manifest, splits)
+        return DATASET_KINDS["manifest"](root, manifest, splits, encoding=encoding)
     unknown = [s for s in splits or [] if s not in AUDIOCAPS_SPLITS]
     if unknown:
         raise DatasetError(f"{root}: unknown AudioCaps split(s) {', '.join(unknown)}; "
@@ -121,7 +110,7 @@ def load_audiocaps(root: Path, manifest: Path | None = None,
     records: list[ClipRecord] = []
     problems: Problems = []
     for split in wanted:
-        for stem, captions in sorted(_read_split(csv_dir / f"{split}.csv", split, problems).items()):
+        for stem, captions in sorted(_read_split(csv_dir / f"{split}.csv", split, problems, encoding).items()):
             path = _find_audio(audio_dirs[split], stem)
             if path is None:
                 problems.append(problem(audio_dirs[split] / f"{stem}.flac", split,

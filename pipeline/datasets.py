@@ -7,8 +7,6 @@ a 6,000-clip dataset must not stop the other 5,999. Readers for further datasets
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -17,10 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from audioret.cache.text_files import TextFileError, check_encoding, read_csv, read_text
+
 CLOTHO_SPLITS = ("development", "validation", "evaluation")
 #: Extensions a reader that knows only a clip's stem (AudioCaps, WavCaps) tries, in this order.
 AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".mp3")
-_CAPTION_COLUMN = re.compile(r"^caption_(\d+)$")
+#: Caption columns, any case: caption_1..caption_N, and the spellings people write for them (caption1,
+#: "Caption 1", caption-1) or for a single caption (caption, captions); see `_captions_of`.
+_CAPTION_COLUMN = re.compile(r"^captions?[ _-]?(\d*)$", re.IGNORECASE)
+CAPTION_COLUMNS_HELP = "caption_1..caption_N (or caption, caption1, Caption_1: any case)"
 
 
 class DatasetError(Exception):
@@ -48,7 +51,8 @@ def register_dataset(name: str, loader: Loader, subsets: tuple[str, ...] = ()) -
     """Make `load_records(name, ...)` call `loader(root, manifest, splits) -> (records, problems)`.
 
     A kind made of parts a user may pick (WavCaps' sources) names them in `subsets`; its loader is then also
-    called with `subsets=[...]` when the user picked some.
+    called with `subsets=[...]` when the user picked some, and every loader with `encoding=NAME` when the user
+    named the text files' encoding (`--encoding`; the built-in readers all take it).
     """
     DATASET_KINDS[name] = loader
     DATASET_SUBSETS[name] = tuple(subsets)
@@ -80,20 +84,27 @@ def problem(file: str | Path, split: str | None, error: str, clip_id: str | None
 
 
 def load_records(dataset: str, root: str | Path, manifest: str | Path | None = None,
-                 splits: list[str] | None = None,
-                 subsets: list[str] | None = None) -> tuple[list[ClipRecord], Problems]:
+                 splits: list[str] | None = None, subsets: list[str] | None = None,
+                 encoding: str | None = None) -> tuple[list[ClipRecord], Problems]:
     """Records of `dataset` sorted by clip id, plus problem entries for rows that cannot be used.
 
     Duplicate clip ids are reported (the first row wins) because shard membership and caption lookup both key on
     the id; duplicates are judged before the `splits` filter so a clip id never changes meaning with the filter.
     `splits` (None: all) filters after loading so every reader honours it the same way; `subsets` (None: the
-    reader's default) is handed to the reader, which alone knows which files make a subset.
+    reader's default) is handed to the reader, which alone knows which files make a subset. `encoding` (None:
+    UTF-8) is the text encoding of the dataset's CSV / JSON files.
     """
     if dataset not in DATASET_KINDS:
         raise DatasetError(f"unknown dataset kind {dataset!r}; known: {', '.join(sorted(DATASET_KINDS))}")
     check_subsets(dataset, subsets)
     _LISTINGS.clear()  # folder listings are trusted for one read only
-    extra = {"subsets": list(subsets)} if subsets else {}
+    extra: dict = {"subsets": list(subsets)} if subsets else {}
+    try:
+        encoding = check_encoding(encoding)
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
+    if encoding:
+        extra["encoding"] = encoding
     records, problems = DATASET_KINDS[dataset](Path(root), Path(manifest) if manifest else None, splits, **extra)
     wanted = set(splits) if splits else None
     seen: dict[str, ClipRecord] = {}
@@ -110,30 +121,30 @@ def load_records(dataset: str, root: str | Path, manifest: str | Path | None = N
 def _captions_of(row: dict) -> list[str]:
     """caption_1..caption_N in numeric order (not string order: caption_10 after caption_9), blanks dropped.
 
-    Kept verbatim, surrounding spaces included: they are the caption's identity in the DCASE submission (the
-    official scorer looks captions up by exact text; some of Clotho's evaluation captions end in a space).
-    Normalisation for the model happens later (pipeline/text.py).
+    Any case and the usual spellings (`_CAPTION_COLUMN`): `caption1`, `Caption_1`, and a lone `caption` (the
+    WavCaps / DCASE query form, read as caption 1; with numbered columns beside it, it comes first). Kept
+    verbatim, surrounding spaces included: they are the caption's identity in the DCASE submission (the official
+    scorer looks captions up by exact text; some of Clotho's evaluation captions end in a space). Normalisation
+    for the model happens later (pipeline/text.py).
     """
     numbered = []
     for key, value in row.items():
         m = _CAPTION_COLUMN.match(str(key or "").strip())
-        if m and value is not None and str(value).strip():
-            numbered.append((int(m.group(1)), str(value)))
+        if m and value is not None and not isinstance(value, (list, dict)) and str(value).strip():
+            numbered.append((int(m.group(1) or 0), str(value)))
     if isinstance(row.get("captions"), list):  # JSONL may also carry a plain list
         numbered += [(10**6 + i, str(c)) for i, c in enumerate(row["captions"]) if str(c).strip()]
     return [text for _, text in sorted(numbered)]
 
 
-def _read_text(path: Path, what: str | None = None) -> str:
-    """A whole UTF-8 text file (BOM tolerated) or a one-line DatasetError naming the file (and `what` it is, e.g.
-    "exclusion list", when the file's role is not obvious from the command)."""
+def _read_text(path: Path, what: str | None = None, encoding: str | None = None) -> str:
+    """A whole text file (UTF-8 with a BOM tolerated, or `encoding`) or a one-line DatasetError naming the file,
+    and for a byte that does not decode its line, column and `--encoding` (cache/text_files.py); `what` the file
+    is (e.g. "exclusion list") when its role is not obvious from the command."""
     try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        is_not = f"{what} is not" if what else "not"
-        raise DatasetError(f"{path}: {is_not} UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read{' ' + what if what else ''} ({exc.strerror})") from None
+        return read_text(path, encoding, what)
+    except TextFileError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def check_not_empty(path: Path, header: list[str] | None, n_rows: int, row: str = "clip") -> None:
@@ -148,14 +159,22 @@ def check_not_empty(path: Path, header: list[str] | None, n_rows: int, row: str 
                            "to read")
 
 
-def _read_csv(path: Path, text: str | None = None, row: str = "clip") -> tuple[list[str], list[tuple[int, dict]]]:
-    """(header, [(line number, row)]) of a UTF-8 CSV; quoted commas/newlines in names handled by csv.
-    An empty or header-only file is a DatasetError saying so (`row`: what one row is, for that message)."""
-    reader = csv.DictReader(io.StringIO(_read_text(path) if text is None else text, newline=""))
-    rows = [(reader.line_num, row) for row in reader]
-    header = [h.strip() for h in (reader.fieldnames or [])]
+def _read_csv(path: Path, text: str | None = None, row: str = "clip",
+              encoding: str | None = None) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(header, [(line number, row)]) of a CSV (UTF-8 unless `encoding`); a field spanning lines or a quote left
+    open is a DatasetError naming the row (cache/text_files.py), and so is an empty or header-only file (`row`:
+    what one row is, for that message)."""
+    try:
+        header, rows = read_csv(path, _read_text(path, encoding=encoding) if text is None else text)
+    except TextFileError as exc:
+        raise DatasetError(str(exc)) from None
+    header = [h.strip() for h in header]
     check_not_empty(path, header, len(rows), row)
     return header, rows
+
+
+# The same readers for the dataset kinds defined in other modules (AudioCaps, WavCaps).
+read_table, read_dataset_text = _read_csv, _read_text
 
 
 def _nfc_names(folder: Path) -> dict[str, str]:
@@ -197,8 +216,8 @@ def _check_audio(path: Path, split: str | None, problems: Problems) -> bool:
     return False
 
 
-def load_clotho(root: Path, manifest: Path | None = None,
-                splits: list[str] | None = None) -> tuple[list[ClipRecord], Problems]:
+def load_clotho(root: Path, manifest: Path | None = None, splits: list[str] | None = None,
+                encoding: str | None = None) -> tuple[list[ClipRecord], Problems]:
     """Clotho v2.1: `clotho_captions_<split>.csv` (file_name, caption_1..5) + audio in `<split>/`.
 
     Without `splits`, every split whose captions CSV exists is read; a requested split without its CSV is an error.
@@ -215,7 +234,7 @@ def load_clotho(root: Path, manifest: Path | None = None,
     problems: Problems = []
     for split in wanted:
         csv_path = root / f"clotho_captions_{split}.csv"
-        header, rows = _read_csv(csv_path)
+        header, rows = _read_csv(csv_path, encoding=encoding)
         if "file_name" not in header:
             raise DatasetError(f"{csv_path}: no file_name column (header: {', '.join(header)})")
         for line, row in rows:
@@ -229,9 +248,9 @@ def load_clotho(root: Path, manifest: Path | None = None,
     return records, problems
 
 
-def _manifest_rows(path: Path) -> list[tuple[str, dict]]:
+def _manifest_rows(path: Path, encoding: str | None = None) -> list[tuple[str, dict]]:
     """(location, row) of a CSV or JSONL manifest; JSONL when the suffix says so or the first byte is `{`."""
-    text = _read_text(path)
+    text = _read_text(path, encoding=encoding)
     if path.suffix.lower() not in {".jsonl", ".ndjson"} and not text.lstrip().startswith("{"):
         header, rows = _read_csv(path, text)
         for col in ("split", "file_name"):
@@ -254,6 +273,26 @@ def _manifest_rows(path: Path) -> list[tuple[str, dict]]:
     return out
 
 
+def table_columns(path: Path, encoding: str | None = None) -> list[str]:
+    """The columns of a CSV manifest (its header) or a JSONL one (every key its rows use), for messages."""
+    keys: dict[str, None] = {}
+    for _, row in _manifest_rows(path, encoding):
+        keys.update((str(k), None) for k in row if k is not None and k != "__error__")
+    return list(keys)
+
+
+def no_captions_error(dataset: str, root: Path, manifest: Path | None, n_clips: int,
+                      encoding: str | None = None) -> DatasetError:
+    """The error of a dataset whose clips have no caption at all (`prep captions` would cache nothing): it names
+    the columns captions are read from and, for a manifest, the columns the file has."""
+    source, found = Path(manifest or root), ""
+    if dataset == "manifest":
+        source = Path(manifest) if manifest else _default_manifest(Path(root))
+        found = f"; its columns are: {', '.join(table_columns(source, encoding)) or 'none'}"
+    return DatasetError(f"{source}: none of the {n_clips} clip(s) has a caption; captions are read from the "
+                        f"columns {CAPTION_COLUMNS_HELP}{found}")
+
+
 def _default_manifest(root: Path) -> Path:
     for name in ("manifest.csv", "manifest.jsonl"):
         if (root / name).is_file():
@@ -261,8 +300,8 @@ def _default_manifest(root: Path) -> Path:
     raise DatasetError(f"{root}: no --manifest given and no manifest.csv / manifest.jsonl in the root")
 
 
-def load_manifest(root: Path, manifest: Path | None = None,
-                  splits: list[str] | None = None) -> tuple[list[ClipRecord], Problems]:
+def load_manifest(root: Path, manifest: Path | None = None, splits: list[str] | None = None,
+                  encoding: str | None = None) -> tuple[list[ClipRecord], Problems]:
     """Generic manifest (CSV or JSONL): `split`, `file_name` (relative to the manifest or absolute),
     `caption_1..caption_N` with any N ≥ 1. The clip id is `file_name` exactly as written."""
     manifest = manifest or _default_manifest(root)
@@ -271,7 +310,7 @@ def load_manifest(root: Path, manifest: Path | None = None,
     base = manifest.resolve().parent
     records: list[ClipRecord] = []
     problems: Problems = []
-    for where, row in _manifest_rows(manifest):
+    for where, row in _manifest_rows(manifest, encoding):
         if "__error__" in row:
             problems.append(problem(where, None, row["__error__"]))
             continue

@@ -29,6 +29,7 @@ class FeatureDefinition:
     config: dict  # n_mels (bins), sample_rate, hop_length, resampler, and everything else that decides the numbers
     compute: Callable[[np.ndarray], np.ndarray] = field(compare=False, repr=False)  # mono waveform → (frames, bins)
     versions: dict = field(default_factory=dict)  # library versions beyond the decoder's (part of the key)
+    unkeyed: tuple[str, ...] = ()  # config entries recorded but left out of the key (hf: how its name was typed)
 
     @property
     def sample_rate(self) -> int:
@@ -50,6 +51,10 @@ class FeatureDefinition:
     def cache_config(self) -> dict:
         """The config a cache records (manifest, shard attributes, key): the feature's name and version first."""
         return {"feature": self.name, "feature_version": self.version, **self.config}
+
+    def key_config(self) -> dict:
+        """The part of `cache_config` the cache key covers: all of it but `unkeyed` (panns, passt: all of it)."""
+        return {k: v for k, v in self.cache_config().items() if k not in self.unkeyed}
 
 
 def _panns() -> FeatureDefinition:

@@ -38,9 +38,10 @@ def audio_files(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def load_folder(root: Path, manifest: Path | None = None,
-                splits: list[str] | None = None) -> tuple[list[ClipRecord], Problems]:
-    """Records of every audio file under `root` (see the module docstring); `manifest` is not used."""
+def load_folder(root: Path, manifest: Path | None = None, splits: list[str] | None = None,
+                encoding: str | None = None) -> tuple[list[ClipRecord], Problems]:
+    """Records of every audio file under `root` (see the module docstring); `manifest` is not used, nor
+    `encoding` (a folder has no text file to read)."""
     if manifest is not None:
         raise DatasetError(f"{manifest}: the folder kind reads no manifest; give the folder as --root")
     if not root.is_dir():

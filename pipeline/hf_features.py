@@ -3,7 +3,8 @@
 The extractors of AST and CLAP are deterministic numpy code, so their per-clip output is computed once and cached
 like the log-mels: exactly what the extractor's own per-clip function returns for the whole clip, before anything
 that depends on the batch or on chance. The cache config's "batch_time" records what remains, which the trainer
-redoes in torch without importing the extractors. Details: docs/data.md.
+redoes in torch without importing the extractors. The key covers the extractor's class and settings, not the
+name typed. Details: docs/data.md.
 """
 from __future__ import annotations
 
@@ -95,4 +96,7 @@ def hf_definition(source: str) -> FeatureDefinition:
               "extractor_settings": _drop_arrays(extractor.to_dict())}
     # torchaudio present → AST takes its kaldi.fbank path instead of numpy: other numbers, so part of the key
     versions = {"transformers": transformers.__version__, "torchaudio_path": bool(is_speech_available())}
-    return FeatureDefinition(f"hf:{source}", HF_CODE_VERSION, config, compute, versions)
+    # Keyed by what the extractor does (class + settings), not by how its name was typed: "/abs/clap", "/abs/clap/"
+    # and "clap" from /abs are one cache; the name stays recorded (messages, `cache ls`).
+    return FeatureDefinition(f"hf:{source}", HF_CODE_VERSION, config, compute, versions,
+                             unkeyed=("feature", "extractor"))

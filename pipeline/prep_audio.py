@@ -2,9 +2,9 @@
 fixed, immutable HDF5 shards.
 
 Why it is shaped this way: the cache key covers everything that made the features, so a changed input lands in a
-new directory; shard membership comes from the sorted clip ids and the shard size only, so a killed run is
-finished by a re-run that redoes just the missing shards, bit-identical; each task is one whole shard a worker
-publishes itself; an undecodable file is a failure line, not a crash. docs/data.md.
+new directory (unchanged files' features are copied over: pipeline/feature_reuse.py); shard membership comes from
+the sorted clip ids and the shard size only, so a killed run is finished by a re-run that redoes just the missing
+shards, bit-identical; each task is one whole shard; an undecodable file is a failure line. docs/data.md.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from audioret.cache.manifest import Manifest, ShardEntry, cache_dir_for, finishe
 from audioret.cache.publish import disk_full_error, is_disk_full, stale_temp_files
 from audioret.pipeline.datasets import CLOTHO_SPLITS, ClipRecord, DatasetError, load_records
 from audioret.pipeline.exclude import ExclusionReport, exclude_from
+from audioret.pipeline.feature_reuse import FINGERPRINTS, copied_features, fingerprint_row, reusable_clips
 
 KIND = "audio"
 
@@ -40,6 +41,7 @@ class PrepResult:
     decoder_warnings: int = 0  # lines the decoder printed (each shown as `warning: <path>: ...`)
     excluded: ExclusionReport | None = None  # what --exclude removed (None: no list given)
     n_decoded: int = 0  # clips decoded into the cache by this run (0 when every shard was already cached)
+    n_reused: int = 0  # clips whose features this run copied from an older cache (pipeline/feature_reuse.py)
 
 
 def _definition(features: str):
@@ -56,21 +58,24 @@ def _versions(defn) -> dict:
 
 
 def compute_key(records: list[ClipRecord], root: Path, dataset: str, name: str, content_hash: bool = False,
-                features: str = "panns", exclude_sha256: str | None = None) -> str:
-    """sha256 over the feature definition (name, version, config), decoder versions and the source fingerprints.
+                features: str = "panns", exclude_sha256: str | None = None,
+                fingerprints: list[dict] | None = None) -> str:
+    """sha256 over the feature definition (name, version, config: `key_config`), decoder versions and the source
+    fingerprints.
 
     Each fingerprint also carries its clip id and split (they are stored in the shards, so a manifest that moves a
     clip to another split must not reuse the old cache), and the dataset kind + name join as one more entry so two
     names for the same files get separate caches that `resolve_cache(name=...)` can each find. An exclusion list's
     content hash joins as one more entry (only when a list is given, so existing keys stay as they were).
+    `fingerprints`: the records' `source_fingerprint`s when the caller has them already.
     """
-    sources = [{**source_fingerprint(r.path, root, content_hash), "clip_id": r.clip_id, "split": r.split}
-               for r in records]
+    fingerprints = fingerprints or [source_fingerprint(r.path, root, content_hash) for r in records]
+    sources = [{**fp, "clip_id": r.clip_id, "split": r.split} for r, fp in zip(records, fingerprints)]
     sources.append({"dataset": dataset, "name": name})
     if exclude_sha256:
         sources.append({"exclude_sha256": exclude_sha256})
     defn = _definition(features)
-    return cache_key(KIND, defn.cache_config(), defn.version, _versions(defn), sources)
+    return cache_key(KIND, defn.key_config(), defn.version, _versions(defn), sources)
 
 
 def _one_blas_thread() -> None:
@@ -100,7 +105,15 @@ def process_shard(task: dict) -> dict:
     _one_blas_thread()
     defn = _definition(task.get("features", "panns"))
     ids, splits, feats, durations, failures, messages = [], [], [], [], [], []
+    copied = copied_features(task.get("reuse", {}))
     for clip_id, split, path in zip(task["clip_ids"], task["splits"], task["paths"]):
+        if clip_id in copied:  # unchanged since an older cache: its features as decoding would give them
+            feats.append(copied[clip_id][0])
+            ids.append(clip_id)
+            splits.append(split)
+            durations.append(copied[clip_id][1])
+            continue
+
         def to_parent(message: str, path: str = path) -> None:  # printed by the parent, above its progress bar
             messages.append({"file": path, "message": message})
 
@@ -119,7 +132,8 @@ def process_shard(task: dict) -> dict:
     sha, n_frames = write_audio_shard(task["path"], ids, splits, feats, np.asarray(durations, dtype=np.float64),
                                       task["key"], task["config"])
     return {"file": Path(task["path"]).name, "sha256": sha, "n_frames": int(n_frames), "failures": failures,
-            "durations": dict(zip(ids, durations)), "n_clips": len(task["clip_ids"]), "decoder_warnings": messages}
+            "durations": dict(zip(ids, durations)), "n_clips": len(task["clip_ids"]), "decoder_warnings": messages,
+            "n_reused": sum(c in copied for c in ids)}
 
 
 def _shard_on_disk_ok(cache_dir: Path, entry: ShardEntry, planned_ids: list[str]) -> dict | None:
@@ -179,24 +193,28 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
                subsets: list[str] | None = None,
                wait_lock: float | None = 0.0, content_hash: bool = False, progress: bool = True,
                report: Callable[[str], None] | None = None, scheduler: str | None = None,
-               features: str = "panns", exclude: str | Path | None = None) -> PrepResult:
+               features: str = "panns", exclude: str | Path | None = None,
+               encoding: str | None = None) -> PrepResult:
     """Fill (or finish) the audio cache of `dataset` under `cache_root` with the `features` definition
     (pipeline/feature_defs.py: "panns", "passt" or "hf:<extractor>"); return what happened.
 
     Raises `DatasetError` when the dataset cannot be read and `CacheLockedError` when another writer holds the
     cache. `report` receives one `path: problem` line per failed file (default: stderr, above the progress bar).
     `exclude`: an exclusion list (pipeline/exclude.py) whose clips are removed before anything is cached.
+    `encoding`: of the dataset's text files (None: UTF-8); not a key entry of its own: what it changes (clip ids,
+    file paths) is in the key already.
     """
     root = Path(root)
     name = name or dataset
-    records, problems = load_records(dataset, root, manifest, splits, subsets)
+    records, problems = load_records(dataset, root, manifest, splits, subsets, encoding)
     records, problems, excluded = exclude_from(records, problems, exclude)
     if not records:
         for p in problems:
             (report or _stderr)(f"{p['file']}: {p['error']}")
         raise DatasetError(f"{manifest or root}: no usable audio clips ({len(problems)} problem rows)")
+    fingerprints = [source_fingerprint(r.path, root, content_hash) for r in records]
     key = compute_key(records, root, dataset, name, content_hash, features,
-                      excluded.sha256 if excluded else None)
+                      excluded.sha256 if excluded else None, fingerprints)
     cache_dir = cache_dir_for(cache_root, KIND, key)
 
     done = finished_manifest(cache_dir)  # fast path: no lock needed to see a finished cache
@@ -206,7 +224,8 @@ def prep_audio(dataset: str, root: Path, cache_root: Path, manifest: Path | None
 
     try:
         return _prep_locked(cache_dir, key, name, dataset, records, problems, shard_size, wait_lock, workers,
-                            progress, report, scheduler, features, Path(manifest or root), excluded, root)
+                            progress, report, scheduler, features, Path(manifest or root), excluded, root,
+                            fingerprints)
     except OSError as exc:
         if is_disk_full(exc, cache_dir):
             need = space_needed(records, shard_size, cache_dir, features)
@@ -237,7 +256,8 @@ def space_needed(records: list[ClipRecord], shard_size: int, cache_dir: Path, fe
 def _prep_locked(cache_dir: Path, key: str, name: str, dataset: str, records: list[ClipRecord], problems: list,
                  shard_size: int, wait_lock: float | None, workers: int | None, progress: bool,
                  report: Callable[[str], None] | None, scheduler: str | None, features: str,
-                 source: Path, excluded: ExclusionReport | None, root: Path) -> PrepResult:
+                 source: Path, excluded: ExclusionReport | None, root: Path,
+                 fingerprints: list[dict]) -> PrepResult:
     cache_dir.mkdir(parents=True, exist_ok=True)
     with CacheLock(cache_dir, wait=wait_lock):
         done = finished_manifest(cache_dir)  # another writer may have finished while we waited
@@ -258,6 +278,7 @@ def _prep_locked(cache_dir: Path, key: str, name: str, dataset: str, records: li
         # Where each clip came from (`audioret report` links the recordings); not part of the key.
         m.extra["root"] = str(root.resolve())
         m.extra["sources"] = {r.clip_id: source_relpath(r.path, root) for r in records}
+        m.extra[FINGERPRINTS] = {r.clip_id: fingerprint_row(fp) for r, fp in zip(records, fingerprints)}
         m.complete = False
         m.write(cache_dir)
         for p in problems:
@@ -306,6 +327,11 @@ def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers
         m.write(cache_dir)
     if not todo:
         return result
+    reuse = reusable_clips(cache_dir, m, [c for t in todo for c in t["clip_ids"]], _definition(features).unkeyed)
+    for task in todo:
+        ids = set(task["clip_ids"])
+        task["reuse"] = {p: {**d, "clips": [c for c in d["clips"] if c in ids]} for p, d in reuse.items()
+                         if ids.intersection(d["clips"])}
     entries = {e.file: e for e in m.shards}
     bar = tqdm(total=sum(len(t["clip_ids"]) for t in todo), unit="clip", desc="prep audio", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
@@ -328,7 +354,8 @@ def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers
                 say(f"{fail['file']}: {fail['error']}")
             m.write(cache_dir)
             result.shards_done += 1
-            result.n_decoded += out["n_clips"] - len(out["failures"])
+            result.n_decoded += out["n_clips"] - len(out["failures"]) - out["n_reused"]
+            result.n_reused += out["n_reused"]
             audio_s += sum(out["durations"].values())
             bar.update(out["n_clips"])
             bar.set_postfix_str(f"{audio_s / max(time.monotonic() - t0, 1e-9):.1f} audio-s/s", refresh=False)

@@ -23,7 +23,7 @@ from audioret.cache.keys import cache_key, canonical_json
 from audioret.cache.locks import CacheLock
 from audioret.cache.manifest import Manifest, cache_dir_for, finished_manifest, plan_shards, publish_failures
 from audioret.cache.publish import disk_full_error, is_disk_full
-from audioret.pipeline.datasets import ClipRecord, DatasetError, load_records, problem
+from audioret.pipeline.datasets import ClipRecord, DatasetError, load_records, no_captions_error, problem
 from audioret.pipeline.exclude import ExclusionReport, exclude_from
 from audioret.pipeline.text import NORMALISATION, normalise_caption
 from audioret.pipeline.translate import SOURCE_LANG, Backend, TranslationResult, make_backend, translate_all
@@ -168,7 +168,7 @@ def _disk_full_reported(fn):
             if not is_disk_full(exc, root):
                 raise
             records, _ = load_records(a.arguments["dataset"], a.arguments["root"], a.arguments["manifest"],
-                                      a.arguments["splits"], a.arguments["subsets"])
+                                      a.arguments["splits"], a.arguments["subsets"], a.arguments["encoding"])
             pivots = 0 if a.arguments["translator"] == "none" else len(a.arguments["pivots"])
             raise disk_full_error(root, "the caption shards and translations", caption_space_needed(records, pivots),
                                   "finished shards and translations") from exc
@@ -181,16 +181,21 @@ def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | N
                   pivots: Sequence[str] = DEFAULT_PIVOTS, batch_size: int = 64, device: str = "auto",
                   marian_template: str | None = None, google: dict | None = None, shard_size: int = 1000,
                   wait_lock: float | None = 0.0, progress: bool = True,
-                  subsets: list[str] | None = None, exclude: str | Path | None = None) -> CaptionPrepResult:
+                  subsets: list[str] | None = None, exclude: str | Path | None = None,
+                  encoding: str | None = None) -> CaptionPrepResult:
     """Build (or finish) the captions cache of `dataset`; raises TranslatorUnavailable / DatasetError.
 
     `exclude`: an exclusion list (pipeline/exclude.py); its clips are removed exactly as `prep audio` removes them
-    and its content hash joins the key."""
-    records, problems = load_records(dataset, root, manifest, splits, subsets)
+    and its content hash joins the key. `encoding`: of the dataset's text files (None: UTF-8); it is not a key
+    entry of its own, the decoded captions are (`records_fingerprint`): the same text is the same cache.
+    """
+    records, problems = load_records(dataset, root, manifest, splits, subsets, encoding)
     records, problems, excluded = exclude_from(records, problems, exclude)
     if not records:  # a 0-clip caption cache would be "complete" and useless
         example = f"; e.g. {problems[0]['file']}: {problems[0]['error']}" if problems else ""
         raise DatasetError(f"{manifest or root}: no usable clips ({len(problems)} problem rows{example})")
+    if not any(r.captions for r in records):  # e.g. a manifest whose caption column is spelled another way
+        raise no_captions_error(dataset, root, manifest, len(records), encoding)
     records, dropped = drop_empty_captions(records)
     problems += dropped
     name = name or dataset

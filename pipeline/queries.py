@@ -23,10 +23,11 @@ class Query:
     where: str  # FILE:LINE, for messages
 
 
-def read_queries(path: str | Path) -> list[Query]:
-    """Every query of `path` in file order; DatasetError (one line, naming file and row) on a bad file or row."""
+def read_queries(path: str | Path, encoding: str | None = None) -> list[Query]:
+    """Every query of `path` in file order (UTF-8 unless `encoding`); DatasetError (one line, naming file and row)
+    on a bad file or row, a quote left open included (it would swallow the queries after it)."""
     path = Path(path)
-    header, rows = _read_csv(path, row="query")
+    header, rows = _read_csv(path, row="query", encoding=encoding)
     if QUERY_COLUMN not in [h.lower() for h in header]:
         raise DatasetError(f"{path}: no {QUERY_COLUMN} column (header: {', '.join(header) or 'none'}); expected "
                            "a CSV with a caption column, one query per row")

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from audioret.pipeline.datasets import (AUDIO_EXTENSIONS, DATASET_KINDS, MISSING_AUDIO, ClipRecord, DatasetError, Problems,
-                               problem, register_dataset)
+                               problem, read_dataset_text, register_dataset)
 
 WAVCAPS_SPLIT = "train"
 #: The role the trainer gives WavCaps' one split (Clotho names), as pipeline/audiocaps.py's table does.
@@ -42,14 +42,11 @@ def metadata_path(base: Path, subset: str) -> Path:
     return base / "json_files" / folder / file
 
 
-def read_entries(path: Path) -> list:
+def read_entries(path: Path, encoding: str | None = None) -> list:
     """The entry list of one metadata file, or a one-line DatasetError naming the file."""
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            data = json.load(f)
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read ({exc.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(read_dataset_text(path, encoding=encoding))
+    except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: not a WavCaps metadata file (invalid JSON: {exc})") from None
     entries = data.get("data") if isinstance(data, dict) else data
     if not isinstance(entries, list):
@@ -65,10 +62,11 @@ def audio_stem(entry_id: str) -> str:
     return entry_id
 
 
-def _read_source(base: Path, subset: str, explicit: bool, records: list[ClipRecord], problems: Problems) -> None:
+def _read_source(base: Path, subset: str, explicit: bool, records: list[ClipRecord], problems: Problems,
+                 encoding: str | None = None) -> None:
     folder, _ = SOURCES[subset]
     json_path = metadata_path(base, subset)
-    entries = read_entries(json_path)
+    entries = read_entries(json_path, encoding)
     audio_dir = base / "Audio" / folder
     if not audio_dir.is_dir():
         hint = "" if explicit else ", or leave the source out with --subsets"
@@ -94,10 +92,10 @@ def _read_source(base: Path, subset: str, explicit: bool, records: list[ClipReco
 
 
 def load_wavcaps(root: Path, manifest: Path | None = None, splits: list[str] | None = None,
-                 subsets: list[str] | None = None) -> tuple[list[ClipRecord], Problems]:
+                 subsets: list[str] | None = None, encoding: str | None = None) -> tuple[list[ClipRecord], Problems]:
     """WavCaps records of the chosen sources (default: every source whose metadata file exists)."""
     if manifest is not None:
-        return DATASET_KINDS["manifest"](root, manifest, splits)
+        return DATASET_KINDS["manifest"](root, manifest, splits, encoding=encoding)
     unknown = [s for s in splits or [] if s != WAVCAPS_SPLIT]
     if unknown:
         raise DatasetError(f"{root}: WavCaps has only the split {WAVCAPS_SPLIT!r} (asked for {', '.join(unknown)})")
@@ -111,7 +109,7 @@ def load_wavcaps(root: Path, manifest: Path | None = None, splits: list[str] | N
     for subset in chosen:
         if not metadata_path(base, subset).is_file():
             raise DatasetError(f"{metadata_path(base, subset)}: metadata file of --subsets {subset} not found")
-        _read_source(base, subset, bool(subsets), records, problems)
+        _read_source(base, subset, bool(subsets), records, problems, encoding)
     return records, problems
 
 

@@ -39,9 +39,10 @@ def byte_level_tokenizer():
     return RobertaTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=[])
 
 
-def tiny_clap(folder: Path, fused: bool = True, max_length_s: int = 1, seed: int = 0) -> Path:
+def tiny_clap(folder: Path, fused: bool = True, max_length_s: int = 1, seed: int = 0, **extractor: object) -> Path:
     """A tiny ClapModel (HTSAT 2 stages of width 8 / 16, 1-layer text model, projection 16) with its processor
-    (ClapFeatureExtractor with `max_length_s`, truncation fusion or rand_trunc); returns the folder."""
+    (ClapFeatureExtractor with `max_length_s`, truncation fusion or rand_trunc, and any other `extractor`
+    settings, e.g. frequency_min); returns the folder."""
     from transformers import (ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor,
                               ClapTextConfig)
 
@@ -55,9 +56,10 @@ def tiny_clap(folder: Path, fused: bool = True, max_length_s: int = 1, seed: int
                           intermediate_size=32, projection_dim=16, max_position_embeddings=258)
     ClapModel(ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=16)) \
         .save_pretrained(folder)
-    extractor = ClapFeatureExtractor(max_length_s=max_length_s, truncation="fusion" if fused else "rand_trunc")
-    ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
-    extractor.save_pretrained(folder)  # preprocessor_config.json, as the published checkpoints have
+    features = ClapFeatureExtractor(max_length_s=max_length_s, truncation="fusion" if fused else "rand_trunc",
+                                    **extractor)
+    ClapProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(folder)
+    features.save_pretrained(folder)  # preprocessor_config.json, as the published checkpoints have
     return folder
 
 

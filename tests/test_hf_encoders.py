@@ -70,6 +70,7 @@ def test_feature_spec_is_what_prep_audio_records(models, kind: str) -> None:
     recorded = feature_definition(f"hf:{models[kind]}").cache_config()
     assert spec.feature == spec.features_option == recorded["feature"] == f"hf:{models[kind]}"
     assert spec.numbers() == {k: recorded[k] for k in ("n_mels", "sample_rate", "hop_length")}
+    assert spec.extractor == {k: recorded[k] for k in ("extractor_class", "extractor_settings")}
     assert check_audio_config(recorded, "cache", f"hf:{models[kind]}") == 100.0  # frames per second
 
 
@@ -159,6 +160,39 @@ def test_clap_eval_is_deterministic_and_training_draws_from_the_generator(models
     marked = {tuple(drawn(seed, [2, 3])[1].flatten().tolist()) for seed in range(12)}
     assert marked == {(True, False), (False, True)}
     assert not enc.batching(x[[2, 3]], lengths[[2, 3]])[1].any()
+
+
+def test_clap_is_longer_at_10_s_follows_the_extractor(tmp_path: Path) -> None:
+    """The extractor's rule, in samples: "longer" needs more than max_length_s · rate samples and, with fusion, a
+    mel longer than its chunk (1 + n // hop > 1 + max // hop frames), so clips of 10.000–10.009 s at 48 kHz are their
+    own mel four times, not longer; 10.010 s is. In one batch with a 12-s clip (the extractor then draws no
+    stand-in) input, is_longer and embedding equal the extractor's. Alone, the extractor marks such a clip longer
+    at random and evaluation does not (docs/training.md): that is the one difference, and it moves the embedding."""
+    model = tiny_clap(tmp_path / "clap-10s", max_length_s=10)
+    enc, ext = encoder(model), load_feature_extractor(str(model))
+    defn = feature_definition(f"hf:{model}")
+    real = load_mono(CLIPS[0], defn)  # a real 6-s clip, repeated to the lengths under test
+    seconds = [10.000, 10.002, 10.004, 10.010, 12.0]
+    waves = [np.tile(real, 3)[:round(s * 48000)] for s in seconds]
+    features = [defn.compute(w) for w in waves]
+    assert [len(f) for f in features] == [1001, 1001, 1001, 1002, 1201] and enc.batching.chunk == 1001
+    np.random.seed(3)
+    out = ext([w.astype(np.float64) for w in waves], sampling_rate=48000, return_tensors="pt")
+    np.random.seed(3)
+    draws = numpy_fusion_draws(features, enc.batching.chunk)
+    x, lengths = batch(features, enc.scale.floor)
+    ours, is_longer = enc.batching(x, lengths, draws=draws)
+    assert is_longer.flatten().tolist() == out["is_longer"].flatten().tolist() == [False, False, False, True, True]
+    assert (ours - out["input_features"].float()).abs().max() < 1e-4
+    with torch.no_grad():
+        mine = enc.model(input_features=ours, is_longer=is_longer).audio_embeds
+        theirs = enc.model(input_features=out["input_features"].float(), is_longer=out["is_longer"]).audio_embeds
+        assert (mine - theirs).abs().max() < 1e-5
+        for i in range(3):  # alone: the extractor's stand-in marks the clip longer, evaluation keeps it as it is
+            alone = ext([waves[i].astype(np.float64)], sampling_rate=48000, return_tensors="pt")
+            assert alone["is_longer"].tolist() == [[True]] and not enc.batching(x[i:i + 1], lengths[i:i + 1])[1].any()
+            fused = enc.model(input_features=alone["input_features"].float(), is_longer=alone["is_longer"]).audio_embeds
+            assert (fused - mine[i]).norm() > 0.1 * mine[i].norm()
 
 
 def test_clap_rand_trunc_crops_the_cached_mel_at_a_frame(models) -> None:

@@ -5,6 +5,7 @@ Extractors are built from their classes and saved to a temp folder (no hub), the
 load `hf:<name>`."""
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from audioret.cache.audio_shards import AudioCache
-from conftest import AUDIO
+from conftest import AUDIO, run_cli
 from audioret.pipeline.audio_io import load_mono
 from audioret.pipeline.feature_defs import FeatureSpecError, feature_definition
 from audioret.pipeline.prep_audio import prep_audio
@@ -124,6 +125,51 @@ def test_prep_audio_caches_the_extractor_output_under_its_own_key(saved, tmp_pat
         want = f16(ext._extract_fbank_features(y, max_length=1 + (len(y) - 400) // 160))
         assert np.array_equal(np.asarray(cache.get(path.name)), want), path.name
         assert cache.durations[cache.index_of(path.name)] == pytest.approx(len(y) / 16000)
+
+
+def test_the_cache_key_is_the_extractor_not_how_its_name_was_typed(saved, tmp_path: Path) -> None:
+    """`prep audio --features hf:<folder>` keys its cache by the extractor's class and resolved settings: a trailing
+    slash or a relative spelling of the folder finds the same cache (nothing decoded again), a folder whose
+    extractor keeps only 2–6 kHz gets its own. The first spelling stays recorded as the feature's name."""
+    from transformers import ClapFeatureExtractor
+
+    shutil.copy(CLIPS[2], tmp_path / CLIPS[2].name)
+    man = write_manifest(tmp_path / "clips.csv", [tmp_path / CLIPS[2].name])
+    prep = ("prep", "audio", "--dataset", "manifest", "--manifest", man, "--cache", tmp_path / "cache",
+            "--workers", "1", "--no-progress", "--features")
+    clap = saved["clap"]
+    first = run_cli(*prep, f"hf:{clap}", check=True)
+    for spelling, cwd in ((f"hf:{clap}/", None), (f"hf:{clap.name}", clap.parent), (f"hf:./{clap.name}/", clap.parent)):
+        again = run_cli(*prep, spelling, cwd=cwd, check=True)
+        assert again.stdout == first.stdout and "nothing to do" in again.stderr, spelling
+    assert AudioCache(first.stdout.strip()).config["feature"] == f"hf:{clap}"
+    ClapFeatureExtractor(max_length_s=1, frequency_min=2000, frequency_max=6000).save_pretrained(tmp_path / "clap")
+    narrow = run_cli(*prep, "hf:clap", cwd=tmp_path, check=True)
+    assert narrow.stdout != first.stdout and "nothing to do" not in narrow.stderr
+
+
+@pytest.mark.parametrize("features, key", [
+    ("panns", "281ba8eb5ba934102bf9952d9054ba9a08707751aed898a7b0adad0d8df5fa11"),
+    ("passt", "663ebd9ed84a4e798b546d050311432e23b6191be98a4e08194d0efe4fb4ac21"),
+])
+def test_panns_and_passt_cache_keys_are_unchanged(features: str, key: str, tmp_path: Path) -> None:
+    """The hf: key change leaves every other definition's key as it was: the key of a fixed source list under
+    the same decoder versions, pinned, and equal to the formula over the whole cache config."""
+    from audioret.cache.keys import cache_key
+    from audioret.pipeline import prep_audio as prep
+    from audioret.pipeline.datasets import ClipRecord
+
+    defn = feature_definition(features)
+    assert defn.key_config() == defn.cache_config()
+    assert cache_key("audio", defn.key_config(), defn.version, {}, [{"clip": "a.wav"}]) == key
+    clip = tmp_path / "a.wav"
+    shutil.copy(CLIPS[2], clip)
+    os.utime(clip, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+    records = [ClipRecord("a.wav", "development", clip)]
+    sources = [{**prep.source_fingerprint(clip, tmp_path), "clip_id": "a.wav", "split": "development"},
+               {"dataset": "manifest", "name": "x"}]
+    assert prep.compute_key(records, tmp_path, "manifest", "x", features=features) == \
+        cache_key("audio", defn.cache_config(), defn.version, prep._versions(defn), sources)
 
 
 def test_unusable_extractors_are_refused_in_one_line(tmp_path: Path) -> None:

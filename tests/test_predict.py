@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -111,12 +112,36 @@ def test_retrieve_shares_the_folder_cache_and_a_clean_folder_exits_0(run: Path, 
     assert _shard_mtimes(cache) == before
 
     # Once the corrupt file is gone the folder is another cache (its key covers the file list), the exit is 0 and
-    # the stale failure report of this --out is removed.
+    # the stale failure report of this --out is removed; the 7 good files' features are copied, not decoded.
     (folder / "broken.wav").unlink()
     clean = run_cli("predict", run, "--audio-dir", folder, "--queries", queries, "--out", out, "--cache", cache,
                     "--workers", "1", "--no-progress")
     assert clean.returncode == 0, clean.stderr
-    assert "(7 decoded now, 0 failed)" in clean.stderr and not report.exists()
+    assert "(0 decoded now, 7 unchanged ones copied from an older cache, 0 failed)" in clean.stderr
+    assert not report.exists()
+
+
+def test_predict_after_one_file_changed_decodes_it_alone_and_embeds_long_clips_in_pieces(
+        run: Path, folder: Path, tmp_path: Path) -> None:
+    """A 40-s recording (real clips one after another) is embedded in two pieces whatever --batch-size says;
+    touching one file of the folder decodes that file only (pipeline/feature_reuse.py)."""
+    import soundfile as sf
+
+    from audioret.pipeline.audio_io import load_mono
+
+    mp3s = sorted((AUDIO / "animals_cc0").glob("*.mp3"))
+    y = np.concatenate([load_mono(p, on_message=lambda m: None) for p in mp3s])
+    sf.write(folder / "long.wav", np.tile(y, int(np.ceil(40 * 32000 / len(y))))[:40 * 32000], 32000)
+    queries, cache = _queries(tmp_path / "queries.csv", QUERIES), tmp_path / "cache"
+    args = ("predict", run, "--audio-dir", folder, "--queries", queries, "--cache", cache, "--no-progress")
+    first = run_cli(*args, "--out", tmp_path / "a.csv", "--workers", "1")
+    assert first.returncode == 3 and "(8 decoded now, 1 failed)" in first.stderr, first.stderr
+    st = (folder / "cow.mp3").stat()
+    os.utime(folder / "cow.mp3", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    second = run_cli(*args, "--out", tmp_path / "b.csv", "--batch-size", "1")
+    assert second.returncode == 3, second.stderr
+    assert "(1 decoded now, 7 unchanged ones copied from an older cache, 1 failed)" in second.stderr
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
 
 
 @pytest.mark.parametrize("rows,header,message", [

@@ -139,3 +139,35 @@ def test_prep_captions_usage_errors(tmp_path: Path, argv: tuple, message: str) -
     root = make_clotho(tmp_path / "clotho")
     proc = run_cli("prep", "captions", "--dataset", "clotho", "--root", root, "--cache", tmp_path / "c", *argv)
     assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_preview_captions_shows_the_form_the_config_trains_on(tmp_path: Path) -> None:
+    """`preview captions --config` (or `--set text_normalisation=`) shows the caption as that config's model reads
+    it: the cache's normalised form for audioret, the DCASE 2025 baseline's form for dcase2025 (which keeps
+    "highpitched" in one piece and the spaces around a deleted comma)."""
+    from audioret.trainer.caption_text import dcase2025_text
+    from conftest import REPO, write_csv
+
+    shutil.copyfile(AUDIO / "animals_cc0" / "dog.mp3", tmp_path / "dog.mp3")
+    raw = ["A high-pitched whistle, then a dog's bark!", "Rain falls , hard."]
+    manifest = write_csv(tmp_path / "clips.csv", ["split", "file_name", "caption_1", "caption_2"],
+                         [["development", "dog.mp3", *raw]])
+    cache = tmp_path / "cache"
+    run_cli("prep", "captions", "--dataset", "manifest", "--manifest", manifest, "--cache", cache,
+            "--translator", "none", check=True)
+    d25 = [dcase2025_text(t) for t in raw]
+    assert d25 == ["a highpitched whistle then a dogs bark", "rain falls  hard"]
+    assert all(normalise_caption(t) != d for t, d in zip(raw, d25))
+    preview = ("preview", "captions", "--cache", cache, "--draws", "1")
+    default = run_cli(*preview, "--set", "p_eda=0", check=True).stdout
+    assert "text_normalisation=audioret" in default and "dcase2025:" not in default
+    assert [f"norm: {normalise_caption(t)}" in default for t in raw] == [True, True]
+    recipe = run_cli(*preview, "--config", REPO / "configs" / "dcase2025_baseline.toml", check=True).stdout
+    assert "text_normalisation=dcase2025" in recipe and "norm:" not in recipe
+    for form in d25:  # the recipe has no text augmentation: the draw is the form itself
+        assert f"dcase2025: {form}\n" in recipe and f"aug:  {form}\n" in recipe
+    assert run_cli(*preview, "--set", "text_normalisation=dcase2025", check=True).stdout.count("dcase2025: ") == 2
+    bad = run_cli(*preview, "--set", "text_normalisation=lower")
+    assert bad.returncode == 2 and "text_normalisation is one of audioret, dcase2025" in bad.stderr
+    missing = run_cli(*preview, "--config", tmp_path / "none.toml")
+    assert missing.returncode == 2 and "none.toml" in missing.stderr

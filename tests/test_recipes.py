@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -45,6 +46,25 @@ def test_both_recipes_load_validate_and_say_what_they_are() -> None:
     help_text = run_cli("train", "--help", check=True).stdout
     assert "configs/paper2022.toml" in help_text and "configs/dcase2025_baseline.toml" in help_text
     assert "COPY configs ./configs" in (REPO / "Dockerfile").read_text()
+
+
+BASELINE_MAP = re.compile(r"(?<![\d.])(32\.82|34\.59|32\.8–34\.6|35\.21|40\.59|40\.6)(?![\d])")
+
+
+def test_the_baselines_map16_numbers_are_never_quoted_as_mAP_at_16() -> None:
+    """The DCASE 2025 baseline's README labels a column mAP@16 whose numbers its code computes with k = 10
+    (d25_t6/retrieval_module.py, `average_precision_at_k(ranks, 10)`). Every page that quotes those numbers beside
+    this project's metrics says so, quotes the label, and points at mAP@10 under --relevance."""
+    pages = [REPO / "README.md", *sorted(CONFIGS.glob("*.toml")), *sorted((REPO / "docs").rglob("*.md"))]
+    quoting = [p for p in pages if BASELINE_MAP.search(p.read_text(encoding="utf-8"))]
+    assert REPO / "README.md" in quoting and CONFIGS / "dcase2025_baseline.toml" in quoting
+    for page in quoting:
+        text = page.read_text(encoding="utf-8")
+        assert "k = 10" in text and "--relevance" in text, page
+        for line in text.splitlines():
+            if BASELINE_MAP.search(line) and "mAP@16" in line:
+                assert '"mAP@16"' in line, f"{page}: {line}"  # the label as theirs, not a claim of k = 16
+    assert "mAP@16 as the baseline reports it" not in (CONFIGS / "dcase2025_baseline.toml").read_text()
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,8 @@ def test_malformed_files_name_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(RelevanceError, match=r"d\.csv:2: score 'high' is not a number"):
         read_relevance(write(tmp_path / "d.csv", ["query", "file_name", "score"], [["q", "a.wav", "high"]]))
     (tmp_path / "e.csv").write_bytes(b"query,file_name\n\xff\xfe,a.wav\n")
-    with pytest.raises(RelevanceError, match=r"e\.csv: not UTF-8"):
+    with pytest.raises(RelevanceError,
+                       match=r"e\.csv:2: not UTF-8 text \(invalid start byte: byte 16, column 1\); .*--encoding"):
         read_relevance(tmp_path / "e.csv")
 
 

@@ -23,9 +23,10 @@ def clap_cache(tmp_path_factory):
     return demo_cache(base, "24,8,8", 1.0, features=f"hf:{model}"), model
 
 
-def clap_similarity(model, cache) -> tuple[torch.Tensor, list[str], list[tuple[str, int, str]]]:
+def clap_similarity(model, cache, verbatim: bool = True) -> tuple[torch.Tensor, list[str], list[tuple[str, int, str]]]:
     """(captions × clips) cosine similarities by CLAP's own towers on its processor's output for the decoded
-    evaluation clips (the decoder `prep audio` uses) and the cached captions."""
+    evaluation clips (the decoder `prep audio` uses) and the captions verbatim (`ClapProcessor(text=raw)`; with
+    `verbatim=False` the cache's normalised captions instead)."""
     from transformers import ClapModel, ClapProcessor
 
     from audioret.cache.audio_shards import AudioCache
@@ -35,15 +36,20 @@ def clap_similarity(model, cache) -> tuple[torch.Tensor, list[str], list[tuple[s
 
     clap, processor = ClapModel.from_pretrained(model).eval(), ClapProcessor.from_pretrained(model)
     clips = AudioCache.open(cache, name="demo").ids_for_split("evaluation")
-    rows = CaptionCache.open(cache, name="demo").all_captions("evaluation")
+    captions = CaptionCache.open(cache, name="demo")
+    rows = [(c, i, captions.raw(c)[i] if verbatim else t) for c, i, t in captions.all_captions("evaluation")]
+    # The generated captions are written as people write them ("A quiet beep repeats while noise hums."): the
+    # cache's normalised form differs from every one of them, so a model fed that form ranks differently.
+    assert all(captions.raw(c)[i] != t for c, i, t in captions.all_captions("evaluation"))
     defn = feature_definition(f"hf:{model}")
     waves = [load_mono(cache.parent / "data" / "evaluation" / c, defn) for c in clips]
     audio = processor.feature_extractor(waves, sampling_rate=48000, return_tensors="pt")
     assert audio["input_features"].shape == (len(clips), 4, 101, 64)
-    # No clip is longer than 1 s; the extractor marks one at random as longer anyway (LAION-CLAP's stand-in for
-    # training), which evaluation does not do: every clip is embedded as what it is.
+    # No clip is longer than 1 s; the extractor marks one at random as longer anyway (LAION-CLAP's HTSAT does so in
+    # any batch without a long clip), which evaluation does not do: every clip is embedded as what it is
+    # (docs/training.md).
     not_longer = torch.zeros(len(clips), 1, dtype=torch.bool)
-    text = processor.tokenizer([t for _, _, t in rows], padding=True, return_tensors="pt")
+    text = processor(text=[t for _, _, t in rows], padding=True, return_tensors="pt")
     with torch.no_grad():
         a = clap.get_audio_features(input_features=audio["input_features"], is_longer=not_longer).pooler_output
         t = clap.get_text_features(input_ids=text["input_ids"], attention_mask=text["attention_mask"]).pooler_output
@@ -68,6 +74,21 @@ def test_zero_shot_ranks_as_clap_itself_does(clap_cache, tmp_path) -> None:
     assert f"{result['map10']:.4f}" in proc.stdout
 
 
+def test_clap_reads_each_caption_verbatim_as_its_processor_does(clap_cache) -> None:
+    """The similarities themselves, not only the ranks: the text tower gets `ClapProcessor(text=raw)`'s ids. Fed
+    the cache's normalised captions instead (lower case, no punctuation), every similarity moves."""
+    from audioret.trainer.zero_shot import score_zero_shot
+
+    cache, model = clap_cache
+    split, scores = score_zero_shot(str(model), cache, "demo", device="cpu")
+    sim, clips, rows = clap_similarity(model, cache)
+    assert split == "evaluation" and scores.clip_ids == clips
+    assert scores.caption_raw == [t for _, _, t in rows]
+    assert (scores.similarity - sim).abs().max() < 1e-5  # the float16 cache only
+    normalised = clap_similarity(model, cache, verbatim=False)[0]
+    assert (normalised - sim).abs().max() > 1e-3
+
+
 def test_a_cache_of_other_features_is_refused_naming_both(clap_cache, tmp_path) -> None:
     from audioret.cache.audio_shards import build_audio_cache
     from audioret.pipeline.feature_defs import feature_definition
@@ -79,6 +100,25 @@ def test_a_cache_of_other_features_is_refused_naming_both(clap_cache, tmp_path) 
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     assert "panns-logmel" in lines[0] and f"needs hf:{model}" in lines[0] and f"--features hf:{model}" in lines[0]
+
+
+def test_a_cache_fits_by_its_extractor_settings_not_by_how_the_name_was_typed(clap_cache, tmp_path) -> None:
+    """The cache was prepped with `--features hf:/abs/zero-shot-clap`: a trailing slash or a relative spelling of
+    that folder is the same extractor (accepted); another folder of that relative name whose extractor keeps only
+    2–6 kHz (the same model weights) is not, and the refusal names the settings that differ."""
+    cache, model = clap_cache
+    args = ("--cache", cache, "--name", "demo", "--out", tmp_path / "o")
+    reference = run_cli("eval", "--zero-shot", model, *args, check=True).stdout.splitlines()[-2:]
+    for spelling, cwd in ((f"{model}/", None), (model.name, model.parent), (f"./{model.name}/", model.parent)):
+        proc = run_cli("eval", "--zero-shot", spelling, *args, cwd=cwd, check=True)
+        assert proc.stdout.splitlines()[-2:] == reference, spelling  # the same scores
+    tiny_clap(tmp_path / model.name, frequency_min=2000, frequency_max=6000)
+    proc = run_cli("eval", "--zero-shot", model.name, *args, cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert "settings than the hf:zero-shot-clap encoder's (cache ≠ encoder): frequency_max 14000 ≠ 6000, " \
+           "frequency_min 0 ≠ 2000 (re-run" in lines[0]
+    assert f"--features hf:{model.name}" in lines[0]
 
 
 @pytest.mark.parametrize("args, says", [

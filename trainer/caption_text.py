@@ -8,7 +8,7 @@ for queries, so a run is queried the way it was trained. Back-translations keep 
 from __future__ import annotations
 
 import string
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 TEXT_NORMALISATIONS = ("audioret", "dcase2025")
 _ASCII_PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -28,13 +28,14 @@ def model_texts(style: str, raw: Sequence[str], normalised: Sequence[str]) -> li
     raise ValueError(f"text_normalisation must be one of {', '.join(TEXT_NORMALISATIONS)}, got {style!r}")
 
 
-class Dcase2025Captions:
-    """A caption cache (cache/caption_shards.py CaptionCache) whose `captions` and `all_captions` give the
-    baseline's form of each verbatim caption; everything else (raw, back_translations, ids, key) is the cache's."""
+class DerivedCaptions:
+    """A caption cache (cache/caption_shards.py CaptionCache) whose `captions`, `caption_rows` and `all_captions`
+    give `derive(raw)` of each verbatim caption (`form` names the derivation); everything else (raw,
+    back_translations, ids, key) is the cache's."""
 
-    def __init__(self, cache: Any) -> None:
-        self.cache = cache
-        self._texts = {cid: [dcase2025_text(t) for t in cache.raw(cid)] for cid in cache.clip_ids}
+    def __init__(self, cache: Any, form: str, derive: Callable[[str], str]) -> None:
+        self.cache, self.form = cache, form
+        self._texts = {cid: [derive(t) for t in cache.raw(cid)] for cid in cache.clip_ids}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.cache, name)
@@ -43,7 +44,7 @@ class Dcase2025Captions:
         return self._texts[clip_id]
 
     def caption_rows(self, split: str | None = None) -> tuple[Any, Any, list[str]]:
-        """The cache's columns (clip index, caption index, text) with the baseline's form as the text."""
+        """The cache's columns (clip index, caption index, text) with the derived form as the text."""
         clip, index, _ = self.cache.caption_rows(split)
         ids = self.cache.clip_ids
         return clip, index, [self._texts[ids[c]][i] for c, i in zip(clip.tolist(), index.tolist())]
@@ -56,6 +57,12 @@ class Dcase2025Captions:
 def caption_view(captions: Any, style: str) -> Any:
     """The caption cache as the model should read it under `text_normalisation = style` (idempotent)."""
     model_texts(style, [], [])  # an unknown style fails here
-    if style == "audioret" or isinstance(captions, Dcase2025Captions):
+    if style == "audioret" or (isinstance(captions, DerivedCaptions) and captions.form == style):
         return captions
-    return Dcase2025Captions(captions)
+    return DerivedCaptions(captions, style, dcase2025_text)
+
+
+def verbatim_captions(captions: Any) -> DerivedCaptions:
+    """The caption cache with every caption as its source CSV has it (case, punctuation, spaces): what a
+    pretrained model's own processor is given (zero-shot CLAP: `ClapProcessor(text=caption)`)."""
+    return DerivedCaptions(captions, "verbatim", str)

@@ -37,7 +37,28 @@ def cache_feature(config: dict) -> str:
 
 def feature_fits(config: dict, encoder: str = "cnn10") -> bool:
     """Whether a cache's recorded feature definition is the one `encoder` needs (numbers checked separately)."""
-    return str(config.get("feature", LEGACY_FEATURE)) == feature_spec(encoder).feature
+    return feature_mismatch(config, encoder) is None
+
+
+def feature_mismatch(config: dict, encoder: str = "cnn10") -> str | None:
+    """None when a cache holds the features `encoder` needs, else what differs (the middle of the error line).
+
+    By name for panns / passt; for an `hf:` encoder by the extractor's class and resolved settings as the cache
+    records them, so a cache prepped with another spelling of the same folder ("clap", "/abs/clap/") fits and a
+    folder of the same name whose extractor computes something else does not."""
+    need = feature_spec(encoder)
+    got = str(config.get("feature", LEGACY_FEATURE))
+    kind = need.extractor["extractor_class"] if need.extractor else None
+    if kind is None or not got.startswith("hf:") or config.get("extractor_class") != kind:
+        return None if got == need.feature else \
+            f"holds {cache_feature(config)} features, the {encoder} encoder needs {need.feature}"
+    theirs, ours = config.get("extractor_settings") or {}, need.extractor["extractor_settings"]
+    differ = [f"{k} {theirs.get(k)!r} ≠ {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
+              if theirs.get(k) != ours.get(k)]
+    if not differ:
+        return None
+    return (f"holds {got} features of other {kind} settings than the {encoder} encoder's (cache ≠ encoder): "
+            f"{', '.join(differ)}")
 
 
 def check_audio_config(config: dict, source: str, encoder: str = "cnn10") -> float:
@@ -46,9 +67,9 @@ def check_audio_config(config: dict, source: str, encoder: str = "cnn10") -> flo
     First the recorded feature definition (a PaSST mel cache has a plausible shape but other numbers), then the
     numbers the encoder's shapes depend on."""
     need = feature_spec(encoder)
-    if not feature_fits(config, encoder):
-        raise DataError(f"{source}: audio cache holds {cache_feature(config)} features, the {encoder} encoder "
-                        f"needs {need.feature} (re-run `audioret prep audio {need.prep}`)")
+    mismatch = feature_mismatch(config, encoder)
+    if mismatch is not None:
+        raise DataError(f"{source}: audio cache {mismatch} (re-run `audioret prep audio {need.prep}`)")
     for key, value in need.numbers().items():
         got = config.get(key)
         if got is None or int(got) != value:

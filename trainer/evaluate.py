@@ -58,18 +58,19 @@ def build_model(cfg: TrainConfig, n_mels: int = 64):
 
 @torch.no_grad()
 def embed_arrays(model, arrays: Sequence[np.ndarray], device: torch.device, batch_size: int = 64) -> torch.Tensor:
-    """(n, D) float32 CPU embeddings of whole log-mel clips (T_i, 64), in input order (batched by length)."""
+    """(n, D) float32 CPU embeddings of whole log-mel clips (T_i, bins), in input order: batched by length, a
+    clip longer than the audio encoder's chunk embedded in pieces (trainer/encoders/long_clips.py), so memory
+    is bounded by `batch_size`, not by the longest clip."""
+    from audioret.trainer.encoders.long_clips import embed_clips
+
     model.eval()
-    order = np.argsort([-a.shape[0] for a in arrays], kind="stable")
-    out = torch.empty(len(arrays), model.audio.embed_dim)
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        x, lengths = pad_arrays([np.asarray(arrays[i], dtype=np.float32) for i in idx], model.audio.n_mels,
-                                floor=model.audio.scale.floor)
-        with autocast(device):
-            emb = model.encode_audio(torch.from_numpy(x).to(device), torch.from_numpy(lengths).to(device))
-        out[torch.from_numpy(idx)] = emb.float().cpu()
-    return out
+    audio = model.audio
+
+    def pad(clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return pad_arrays(clips, audio.n_mels, floor=audio.scale.floor)
+
+    emb = embed_clips(audio, arrays, device, batch_size, pad, lambda: autocast(device))
+    return torch.nn.functional.normalize(emb, dim=-1)
 
 
 @torch.no_grad()
@@ -158,12 +159,13 @@ class LoadedRun:
         check_audio_config(audio.config, str(audio.directory), self.cfg.audio_encoder)
         return audio, caption_view(CaptionCache.open(root, key=self.info["caption_key"]), self.cfg.text_normalisation)
 
-    def embed_features(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
-        """Embeddings of log-mels computed elsewhere (e.g. `retrieve --audio-dir`): list of (T, 64) arrays."""
+    def embed_features(self, arrays: Sequence[np.ndarray], batch_size: int | None = None) -> torch.Tensor:
+        """Embeddings of log-mels computed elsewhere (e.g. `retrieve --audio-dir`): list of (T, 64) arrays;
+        `batch_size` clips or pieces per batch (None: the run's eval_batch_size)."""
         for i, a in enumerate(arrays):
             if a.ndim != 2 or a.shape[1] != self.model.audio.n_mels:
                 raise ValueError(f"array {i}: expected (frames, {self.model.audio.n_mels}) log-mels, got {a.shape}")
-        return embed_arrays(self.model, arrays, self.device, self.cfg.eval_batch_size)
+        return embed_arrays(self.model, arrays, self.device, batch_size or self.cfg.eval_batch_size)
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         return embed_texts(self.model, texts, self.device)
@@ -173,7 +175,7 @@ class LoadedRun:
         its training captions had (config key text_normalisation, trainer/caption_text.py)."""
         return model_texts(self.cfg.text_normalisation, raw, normalised)
 
-    def clip_embeddings(self, split: str) -> tuple[list[str], torch.Tensor]:
+    def clip_embeddings(self, split: str, batch_size: int | None = None) -> tuple[list[str], torch.Tensor]:
         """(clip ids, embeddings) of a split's audio, cached per audio key + split + checkpoint token.
 
         The cache lives in RUN_DIR/embeddings, or under the user cache dir when the run directory is read-only;
@@ -189,7 +191,7 @@ class LoadedRun:
             cached = load_embeddings(path, self.token, ids, self.model.audio.embed_dim)
             if cached is not None:
                 return ids, cached
-        emb = self.embed_features([audio.get(int(i)) for i in idx])
+        emb = self.embed_features([audio.get(int(i)) for i in idx], batch_size)
         save_embeddings(primary, fallback, self.token, ids, emb)
         return ids, emb
 

@@ -2,17 +2,17 @@
 
 Why: since DCASE 2025 a query may have several matching clips, so "each caption's own clip" is no longer the whole
 truth. Reads the DCASE 2025 form (`query,audio_filenames`, a list literal per row; literals only, nothing is
-executed) and a long form (`query,file_name[,score]`), and matches queries and files as the 2025 baseline does.
-Queries or files the split lacks are counted and listed, never silently dropped. docs/evaluation.md.
+executed) and a long form (`query,file_name[,score]`) through cache/text_files.py, and matches queries and files
+as the 2025 baseline does. Queries or files the split lacks are counted and listed, never dropped. docs/evaluation.md.
 """
 from __future__ import annotations
 
 import ast
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
+from audioret.cache.text_files import TextFileError, read_csv
 
 WIDE_COLUMN = "audio_filenames"
 SHOWN = 5  # names listed per problem in reports
@@ -34,16 +34,13 @@ class Relevance:
         known.extend(n for n in names if n not in known)
 
 
-def _rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+def _rows(path: Path, encoding: str | None = None) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(header, [(line, row)]) under the rules of cache/text_files.py (encoding, no field spanning lines)."""
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise RelevanceError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise RelevanceError(f"{path}: cannot read ({exc.strerror})") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    rows = [(reader.line_num, row) for row in reader]
-    return [h.strip() for h in reader.fieldnames or []], rows
+        header, rows = read_csv(path, encoding=encoding)
+    except TextFileError as exc:
+        raise RelevanceError(str(exc)) from None
+    return [h.strip() for h in header], rows
 
 
 def _file_list(path: Path, line: int, value: str | None) -> list[str]:
@@ -67,10 +64,11 @@ def _is_relevant(path: Path, line: int, score: str | None) -> bool:
         raise RelevanceError(f"{path}:{line}: score {score!r} is not a number") from None
 
 
-def read_relevance(path: str | Path) -> Relevance:
-    """Read either form (chosen by the header); raises RelevanceError naming the file (and line)."""
+def read_relevance(path: str | Path, encoding: str | None = None) -> Relevance:
+    """Read either form (chosen by the header; UTF-8 unless `encoding`); raises RelevanceError naming the file
+    (and line)."""
     path = Path(path)
-    header, rows = _rows(path)
+    header, rows = _rows(path, encoding)
     rows = [(line, {k.strip() if isinstance(k, str) else k: v for k, v in row.items()}) for line, row in rows]
     if "query" not in header or (WIDE_COLUMN not in header and "file_name" not in header):
         raise RelevanceError(f"{path}: a relevance file needs the columns query,{WIDE_COLUMN} (DCASE 2025) or "

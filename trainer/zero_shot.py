@@ -3,7 +3,8 @@ is compared against.
 
 Why through the same code as a trained run: clips from a cache prepped with `--features hf:<same name>`, captions
 from the same caption cache, and the same scoring and report writing, so the numbers compare. Both towers are
-CLAP's own, untouched, on inputs rebuilt deterministically from the cache (trainer/encoders/hf_inputs.py).
+CLAP's own, untouched, on inputs rebuilt deterministically from the cache (trainer/encoders/hf_inputs.py) and on
+each caption verbatim, as `ClapProcessor(text=caption)` tokenises it.
 """
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from audioret.trainer.caption_text import verbatim_captions
 from audioret.trainer.config import resolve_split
 from audioret.trainer.encoders import FeatureSpec
 from audioret.trainer.encoders.hf import check_clap_pair, hf_feature_spec, load_feature_extractor
 from audioret.trainer.encoders.hf_inputs import ClapBatching
 from audioret.trainer.encoders.loading import ModelLoadError, model_load_error, quiet_transformers
-from audioret.trainer.evaluate import check_writable, resolve_device, score_split, write_eval_reports
+from audioret.trainer.evaluate import (SplitScores, check_writable, resolve_device, score_split,
+                                        write_eval_reports)
 from audioret.trainer.models import BiEncoder
 from audioret.trainer.relevance import Relevance
 
@@ -85,19 +88,29 @@ def load_zero_shot_clap(source: str) -> BiEncoder:
     return BiEncoder(ClapAudioTower(clap, spec, batching), ClapTextTower(clap, tokenizer)).eval()
 
 
-def evaluate_zero_shot(model: str, cache_root: str | Path, name: str | None, out_dir: str | Path,
-                       split: str = "evaluation", device: str = "auto", relevance: Relevance | None = None,
-                       batch_size: int = 64) -> dict[str, Any]:
-    """Score the pretrained CLAP `model` ("<name or path>" or "hf:<...>") on the caches named `name` under
-    `cache_root`; writes eval-<split>.json and submission-<split>.csv into `out_dir` and returns the metrics."""
+def score_zero_shot(model: str, cache_root: str | Path, name: str | None, split: str = "evaluation",
+                    device: str = "auto", relevance: Relevance | None = None,
+                    batch_size: int = 64) -> tuple[str, SplitScores]:
+    """(the cache's split name, its scores) of the pretrained CLAP `model` ("<name or path>" or "hf:<...>") on
+    the caches named `name` under `cache_root`: the audio cache must hold `hf:<model>` features."""
     from audioret.trainer.loop import open_caches
 
     source = model.strip().removeprefix("hf:").strip()
-    out = Path(out_dir)
-    check_writable(out, "choose another --out DIR", create=True)
     audio, captions = open_caches(Path(cache_root), name, None, None, f"hf:{source}")  # refuses other features
+    captions = verbatim_captions(captions)  # CLAP's tokenizer reads the caption as written
     split_name = resolve_split(split, set(audio.splits))
     torch_device = resolve_device(device)
     bi_encoder = load_zero_shot_clap(source).to(torch_device)
-    scores = score_split(bi_encoder, audio, captions, split_name, torch_device, batch_size, relevance)
+    return split_name, score_split(bi_encoder, audio, captions, split_name, torch_device, batch_size, relevance)
+
+
+def evaluate_zero_shot(model: str, cache_root: str | Path, name: str | None, out_dir: str | Path,
+                       split: str = "evaluation", device: str = "auto", relevance: Relevance | None = None,
+                       batch_size: int = 64) -> dict[str, Any]:
+    """Score the pretrained CLAP `model` (`score_zero_shot`); writes eval-<split>.json and submission-<split>.csv
+    into `out_dir` and returns the metrics."""
+    source = model.strip().removeprefix("hf:").strip()
+    out = Path(out_dir)
+    check_writable(out, "choose another --out DIR", create=True)
+    split_name, scores = score_zero_shot(source, cache_root, name, split, device, relevance, batch_size)
     return write_eval_reports(out, split, split_name, scores, checkpoint="zero-shot", model=f"hf:{source}")

@@ -86,8 +86,9 @@ def verify_cmd(cache_dir: Path, key: str | None) -> None:
 @click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--yes", is_flag=True, help="Delete; without it, only list what would be deleted.")
 def gc_cmd(cache_dir: Path, yes: bool) -> None:
-    """Remove temp files of dead writers, incomplete caches nobody is writing, and the records of runs whose
-    directory is gone. A cache a registered run still uses is never removed (listed as "in use").
+    """Remove temp files of dead writers, incomplete caches nobody is writing, folder caches superseded by a newer
+    cache of the same folder (`predict` / `retrieve --audio-dir` after files changed), and the records of runs
+    whose directory is gone. A cache a registered run still uses is never removed (listed as "in use").
 
     Only what this tool wrote is deleted: folders under audio/ and captions/ not named like a cache key, and
     files inside an incomplete cache that the tool does not write, are listed as "not ours" and left alone.
@@ -106,9 +107,10 @@ def gc_cmd(cache_dir: Path, yes: bool) -> None:
         click.echo("nothing to remove")
         return
     for p in plan.remove:
-        click.echo(("removing " if yes else "would remove ") + str(p))
+        newer = f" (superseded by {plan.superseded[p].name}, the folder's newer cache)" if p in plan.superseded else ""
+        click.echo(("removing " if yes else "would remove ") + str(p) + newer)
     if yes:
-        for p, why in remove(plan.remove):
+        for p, why in remove(plan.remove, plan.superseded):
             click.echo(f"kept {p}: {why}")
     else:
         click.echo("re-run with --yes to delete")

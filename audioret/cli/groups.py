@@ -135,6 +135,22 @@ def dataset_subsets(dataset: str, text: str | None) -> list[str] | None:
     return subsets
 
 
+def encoding_option(what: str):
+    """`--encoding NAME` for commands that read CSVs (`what`: which ones, for the help): checked up front (a usage
+    error, exit 2, for an unknown codec), passed on as the codec's canonical name (None: UTF-8)."""
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        from audioret.cache.text_files import check_encoding
+
+        try:
+            return check_encoding(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return click.option("--encoding", default=None, metavar="NAME", callback=check,
+                        help=f"Text encoding of {what} (default UTF-8, a BOM tolerated), e.g. cp949 for the Korean "
+                             "Windows copies of Clotho's CSVs.")
+
+
 def dataset_options(cache_help: str):
     """The options every `prep` stage takes to find a dataset and its cache (one definition, same spelling)."""
     from pathlib import Path
@@ -159,6 +175,7 @@ def dataset_options(cache_help: str):
                      metavar="FILE", help="Clips to leave out (e.g. the DCASE list of sounds overlapping the "
                                           "evaluation data): names or Freesound ids, one per line, a CSV column "
                                           "(sound_id/file_name/fname/id) or JSON; part of the cache key."),
+        encoding_option("the dataset's CSV / JSON files"),
     ]
 
     def decorate(fn):

@@ -37,7 +37,7 @@ def _check_features(ctx: click.Context, param: click.Parameter, value: str) -> s
                    "extractor by hub name or local folder (AST, CLAP).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar on stderr.")
 def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache_root: Path, name: str | None,
-                   splits: str | None, subsets: str | None, exclude: Path | None,
+                   splits: str | None, subsets: str | None, exclude: Path | None, encoding: str | None,
                    workers: int | None, shard_size: int, wait_lock: float,
                    content_hash: bool, scheduler: str | None, features: str, progress: bool) -> None:
     """Decode every clip once and cache its features as float16 HDF5 shards: by default the 64-bin PANNs log-mel
@@ -67,13 +67,16 @@ def prep_audio_cmd(dataset: str, root: Path | None, manifest: Path | None, cache
     result = prep_audio(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
                         subsets=subset_list, workers=workers, shard_size=shard_size, wait_lock=wait_lock,
                         content_hash=content_hash, progress=progress, scheduler=scheduler, features=features,
-                        exclude=exclude)
+                        exclude=exclude, encoding=encoding)
     if result.excluded:
         click.echo(result.excluded.summary(), err=True)
     if result.noop:
         click.echo(f"cache complete, nothing to do ({result.n_clips} clips)", err=True)
     else:
         click.echo(f"{result.shards_done} shards written, {result.shards_skipped} already present", err=True)
+        if result.n_reused:
+            click.echo(f"{result.n_decoded} clip(s) decoded, {result.n_reused} unchanged ones copied from an older "
+                       "cache", err=True)
     if result.decoder_warnings:
         click.echo(f"{result.decoder_warnings} decoder warning(s) (the `warning: <file>: ...` lines above)", err=True)
     if result.failures:

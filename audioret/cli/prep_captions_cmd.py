@@ -44,7 +44,8 @@ PAPER_BEST = {"p_eda": 0.9936, "p_syn": 0.2962, "p_swp": 0.0085, "p_del": 0.1944
               help="Seconds to wait when another prep holds the cache (0: refuse at once).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar on stderr.")
 def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, cache_root: Path, name: str | None,
-                      splits: str | None, subsets: str | None, exclude: Path | None, translator: str, pivots: str,
+                      splits: str | None, subsets: str | None, exclude: Path | None, encoding: str | None,
+                      translator: str, pivots: str,
                       batch_size: int, device: str, marian_model_template: str | None, google_url: str | None,
                       google_rps: float, google_timeout: float, google_retries: int, google_backoff: float,
                       timeout_total: float, shard_size: int, wait_lock: float, progress: bool) -> None:
@@ -81,7 +82,8 @@ def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, ca
     result = prep_captions(dataset, root, cache_root, manifest=manifest, name=name, splits=split_list(splits),
                            subsets=subset_list, translator=translator, pivots=pivot_list, batch_size=batch_size,
                            device=device, marian_template=marian_model_template, google=google,
-                           shard_size=shard_size, wait_lock=wait_lock, progress=progress, exclude=exclude)
+                           shard_size=shard_size, wait_lock=wait_lock, progress=progress, exclude=exclude,
+                           encoding=encoding)
     if result.excluded:
         click.echo(result.excluded.summary(), err=True)
     if translator == "none":
@@ -108,22 +110,46 @@ def prep_captions_cmd(dataset: str, root: Path | None, manifest: Path | None, ca
     sys.exit(EXIT_PARTIAL if result.failures or result.problems else EXIT_OK)
 
 
-def parse_sets(items: tuple[str, ...]) -> dict[str, float]:
-    """`k=v` overrides of PAPER_BEST; unknown keys or values outside [0, 1] are usage errors."""
-    out = dict(PAPER_BEST)
+def parse_sets(items: tuple[str, ...], base: dict[str, float] | None = None,
+               style: str = "audioret") -> tuple[dict[str, float], str]:
+    """(text-augmentation probabilities, text_normalisation): `base` (default PAPER_BEST) and `style` with the
+    `k=v` overrides applied; unknown keys, values outside [0, 1] or an unknown normalisation are usage errors."""
+    from audioret.trainer.caption_text import TEXT_NORMALISATIONS
+
+    out = dict(base or PAPER_BEST)
     for item in items:
         k, sep, v = item.partition("=")
         k = k.strip().lower()
+        if sep and k == "text_normalisation":
+            style = v.strip()
+            if style not in TEXT_NORMALISATIONS:
+                raise click.BadParameter(f"{item!r}: text_normalisation is one of {', '.join(TEXT_NORMALISATIONS)}",
+                                         param_hint="--set")
+            continue
         if not sep or k not in PAPER_BEST:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE with KEY in {', '.join(PAPER_BEST)}",
-                                     param_hint="--set")
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE with KEY in {', '.join(PAPER_BEST)} or "
+                                     "text_normalisation", param_hint="--set")
         try:
             out[k] = float(v)
         except ValueError:
             raise click.BadParameter(f"{item!r}: {v!r} is not a number", param_hint="--set") from None
         if not 0.0 <= out[k] <= 1.0:
             raise click.BadParameter(f"{item!r}: probabilities lie in [0, 1]", param_hint="--set")
-    return out
+    return out, style
+
+
+def config_text_settings(config_file: Path | None) -> tuple[dict[str, float] | None, str]:
+    """The text-augmentation probabilities and text_normalisation of a training config file (None, "audioret":
+    no file); a bad file is a usage error naming it."""
+    if config_file is None:
+        return None, "audioret"
+    from audioret.trainer.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config_file)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from None
+    return {k: float(getattr(cfg, k)) for k in PAPER_BEST}, cfg.text_normalisation
 
 
 @preview.command("captions", context_settings=CONTEXT)
@@ -135,49 +161,60 @@ def parse_sets(items: tuple[str, ...]) -> dict[str, float]:
 @click.option("-n", "n_clips", type=click.IntRange(min=1), default=5, show_default=True, help="Clips to show.")
 @click.option("--draws", type=click.IntRange(min=0), default=3, show_default=True,
               help="Augmented draws per caption.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A training config (configs/*.toml, RUN_DIR/config.toml): show the caption form its "
+                   "text_normalisation trains on, with its text-augmentation probabilities.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override p_eda, p_syn, p_swp, p_del, p_ins, p_bt (default: the paper's best setting).")
+              help="Override p_eda, p_syn, p_swp, p_del, p_ins, p_bt or text_normalisation (default: the "
+                   "--config file's, else the paper's best setting and audioret).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the clip choice and the draws.")
 def preview_captions_cmd(cache_root: Path, name: str | None, key: str | None, n_clips: int, draws: int,
-                         sets: tuple[str, ...], seed: int) -> None:
-    """Print clips with their raw and normalised captions, back-translations and augmented draws.
+                         config_file: Path | None, sets: tuple[str, ...], seed: int) -> None:
+    """Print clips with their raw captions, the form the model trains on, back-translations and augmented draws.
 
-    The draws come from the trainer's own TextAugmenter (back-translation with p_bt, then EDA), with the
-    insertion vocabulary of the training captions, so what you see is what training sees.
+    The form is the one the config's text_normalisation gives (`norm:` the cache's normalised caption for
+    audioret, `dcase2025:` the DCASE 2025 baseline's for dcase2025). The draws come from the trainer's own
+    TextAugmenter (back-translation with p_bt, then EDA) on that form, with the insertion vocabulary of the
+    training captions, so what you see is what training sees.
 
     \b
     Examples:
       audioret preview captions --cache caches/ --name clotho -n 3
       audioret preview captions --cache caches/ --set p_eda=1 --set p_syn=0.5 --seed 7
+      audioret preview captions --cache caches/ --name clotho --config configs/dcase2025_baseline.toml
     """
     from audioret.cache.caption_shards import CaptionCache
     from audioret.cache.manifest import CacheNotFoundError
+    from audioret.trainer.caption_text import caption_view
     from audioret.trainer.eda import EDA, TextAugmenter, vocabulary_of
     from audioret.trainer.wordnet import WordNetMissingError
 
-    p = parse_sets(sets)
+    p, style = parse_sets(sets, *config_text_settings(config_file))
     try:
         cc = CaptionCache.open(cache_root, name=name, key=key)
     except (CacheNotFoundError, OSError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILURE)
+    seen = caption_view(cc, style)  # what the text encoder trains on (trainer/caption_text.py)
     train_ids = cc.ids_for_split("development") or cc.ids_for_split("train") or cc.clip_ids
-    vocab = vocabulary_of(c for cid in train_ids for c in cc.captions(cid))
+    vocab = vocabulary_of(c for cid in train_ids for c in seen.captions(cid))
     try:
         eda = EDA(vocab, p["p_eda"], p["p_syn"], p["p_swp"], p["p_del"], p["p_ins"], seed=seed)
     except WordNetMissingError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILURE)
     rng = random.Random(seed)
-    aug = TextAugmenter(cc, p["p_bt"] if cc.backend != "none" else 0.0, eda)
+    aug = TextAugmenter(seen, p["p_bt"] if cc.backend != "none" else 0.0, eda)
     settings = " ".join(f"{k}={v:g}" for k, v in p.items())
-    click.echo(f"# {cc.directory}  backend={cc.backend} pivots={','.join(cc.pivots) or '-'}  {settings}")
+    click.echo(f"# {cc.directory}  backend={cc.backend} pivots={','.join(cc.pivots) or '-'}  "
+               f"text_normalisation={style}  {settings}")
+    label = "norm:" if style == "audioret" else f"{style}:"
     for cid in sorted(rng.sample(cc.clip_ids, min(n_clips, len(cc.clip_ids)))):
         click.echo(f"\n{cid}  [{cc.splits[cc.index_of(cid)]}]")
         bts = cc.back_translations(cid)
-        for i, (raw, cap) in enumerate(zip(cc.raw(cid), cc.captions(cid))):
+        for i, (raw, cap) in enumerate(zip(cc.raw(cid), seen.captions(cid))):
             click.echo(f"  {i + 1}. raw:  {raw}")
-            click.echo(f"     norm: {cap}")
+            click.echo(f"     {label} {cap}")
             for pivot in cc.pivots:
                 click.echo(f"     bt {pivot}: {bts[pivot][i]}")
             for _ in range(draws):

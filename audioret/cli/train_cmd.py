@@ -14,8 +14,9 @@ from pathlib import Path
 
 import click
 
-from audioret.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE, main, no_verify_option, preview
-from audioret.cli.predict_cmd import folder_cache_option
+from audioret.cli.groups import (CONTEXT, EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE, encoding_option, main,
+                                 no_verify_option, preview)
+from audioret.cli.predict_cmd import batch_size_option, folder_cache_option
 
 
 def _fail(msg: str, code: int = EXIT_FAILURE) -> None:
@@ -117,6 +118,7 @@ def train_command(cache_root: Path, name: str | None, extras: tuple[str, ...], r
 @click.option("--relevance", "relevance_file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               default=None, help="Relevant clips per query (DCASE 2025 `query,audio_filenames` or long "
                                  "`query,file_name[,score]`); default: each caption's own clip (DCASE 2022).")
+@encoding_option("the --relevance file")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Write eval-SPLIT.json and submission-SPLIT.csv here instead of RUN_DIR (e.g. read-only runs).")
 @click.option("--zero-shot", "zero_shot", metavar="CLAP", default=None,
@@ -126,8 +128,8 @@ def train_command(cache_root: Path, name: str | None, extras: tuple[str, ...], r
               help="--zero-shot: cache root holding the audio and caption caches.")
 @click.option("--name", default=None, help="--zero-shot: dataset name given at prep (default: the newest caches).")
 def eval_command(run_dir: Path | None, split: str, checkpoint: str | None, device: str | None,
-                 relevance_file: Path | None, out_dir: Path | None, zero_shot: str | None, cache_root: Path | None,
-                 name: str | None) -> None:
+                 relevance_file: Path | None, encoding: str | None, out_dir: Path | None, zero_shot: str | None,
+                 cache_root: Path | None, name: str | None) -> None:
     """Score a run, or a pretrained CLAP (--zero-shot): text-to-audio mAP@10, mAP@16, R@1/5/10 and audio-to-text
     mAP@10, R@1/5/10; writes eval-SPLIT.json and the DCASE submission-SPLIT.csv (captions verbatim) into RUN_DIR
     or --out.
@@ -158,7 +160,7 @@ def eval_command(run_dir: Path | None, split: str, checkpoint: str | None, devic
     checkpoint = checkpoint or "best"
     _one_line_warnings()
     try:
-        relevance = read_relevance(relevance_file) if relevance_file is not None else None
+        relevance = read_relevance(relevance_file, encoding) if relevance_file is not None else None
         if zero_shot is not None:
             from audioret.trainer.zero_shot import evaluate_zero_shot
 
@@ -200,9 +202,11 @@ def eval_command(run_dir: Path | None, split: str, checkpoint: str | None, devic
 @folder_cache_option
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--device", default=None, help="Override the run's device (cpu, cuda, ...).")
+@batch_size_option
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str, audio_dir: Path | None,
-                     cache_root: Path | None, checkpoint: str, device: str | None, as_json: bool) -> None:
+                     cache_root: Path | None, checkpoint: str, device: str | None, batch_size: int | None,
+                     as_json: bool) -> None:
     """Rank clips for free-text queries, best first, with cosine scores.
 
     \b
@@ -223,9 +227,9 @@ def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str
     failed: list[dict] = []
     run = LoadedRun(run_dir, checkpoint, device)
     if audio_dir is not None:
-        names, emb, failed = folder_embeddings(run, audio_dir, cache_root, progress=False)
+        names, emb, failed = folder_embeddings(run, audio_dir, cache_root, progress=False, batch_size=batch_size)
     else:
-        names, emb = run.clip_embeddings(split)
+        names, emb = run.clip_embeddings(split, batch_size)
     results = run.retrieve(run.query_texts(queries, normalised), names, emb, k)
     if as_json:
         click.echo(json.dumps([{"query": q, "results": [{"clip": n, "score": s} for n, s in r]}

@@ -33,6 +33,9 @@ class FeatureSpec:
     sample_rate: int
     hop_length: int
     scale: FeatureScale = field(default=DB_SCALE)
+    # hf: encoders: the extractor's class and resolved settings, as `prep audio` records them ("extractor_class",
+    # "extractor_settings"); a cache fits when these match, whatever spelling of the name it was prepped with
+    extractor: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     @property
     def prep(self) -> str:

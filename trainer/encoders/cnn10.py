@@ -15,10 +15,12 @@ from torch import nn
 
 from audioret.trainer.augment import DB_SCALE, spec_augment, valid_mask
 from audioret.trainer.encoders.loading import copy_matching, read_state_dict
+from audioret.trainer.encoders.long_clips import LongInputs
 
 CNN10_CHANNELS = (64, 128, 256, 512)
 N_POOLS = len(CNN10_CHANNELS)  # each block halves time and frequency
 PANNS_PREFIXES = ("bn0.",) + tuple(f"conv_block{i}." for i in range(1, N_POOLS + 1))
+CHUNK_FRAMES = 3001  # 30 s at 100 frames/s plus the centred STFT's last frame: every Clotho clip in one piece
 
 
 class ConvBlock(nn.Module):
@@ -47,6 +49,7 @@ class AudioEncoder(nn.Module):
     """
 
     scale = DB_SCALE  # input: PANNs log-mel in dB, padding at the −100 dB floor
+    long_inputs = LongInputs(chunk_frames=CHUNK_FRAMES)  # clips > 30 s: embedded in pieces (long_clips.py)
 
     def __init__(self, n_mels: int = 64, width: float = 1.0, embed_dim: int = 1024, n_t: int = 0, w_t: int = 0,
                  n_f: int = 0, w_f: int = 0, hidden: int = 2048, block_dropout: float = 0.2,
@@ -78,6 +81,12 @@ class AudioEncoder(nn.Module):
 
         `generator` drives SpecAugment (train mode only); None uses torch's global RNG.
         """
+        return self.head(self.pooled(x, lengths, generator))
+
+    def pooled(self, x: torch.Tensor, lengths: torch.Tensor,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, channels) max + mean time pooling of the last block: what `head` projects, and what a clip
+        longer than `long_inputs.chunk_frames` averages over its pieces (trainer/encoders/long_clips.py)."""
         if x.dim() != 3 or x.shape[-1] != self.n_mels:
             raise ValueError(f"expected (batch, frames, {self.n_mels}) log-mels, got {tuple(x.shape)}")
         lengths = lengths.to(x.device).clamp(min=1, max=x.shape[1])
@@ -96,7 +105,11 @@ class AudioEncoder(nn.Module):
         keep = valid_mask(lengths.clamp(min=1), x.shape[2]).unsqueeze(1)  # < 16 frames: first frame only
         x_max = x.masked_fill(~keep, float("-inf")).amax(dim=2)
         x_mean = (x * keep).sum(dim=2) / keep.sum(dim=2)
-        x = F.dropout(x_max + x_mean, p=self.head_dropout, training=self.training)
+        return x_max + x_mean
+
+    def head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, channels) pooled features → (B, embed_dim): dropout, then FC 2048 ReLU FC (or one FC)."""
+        x = F.dropout(pooled, p=self.head_dropout, training=self.training)
         return self.fc2(F.relu(self.fc1(x)) if self.fc1 is not None else x)
 
     def _bn0(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

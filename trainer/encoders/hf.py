@@ -8,6 +8,7 @@ Weights load by name at run time (offline with HF_HUB_OFFLINE=1); a model that c
 from __future__ import annotations
 
 import functools
+import json
 import math
 import warnings
 from typing import Any
@@ -20,6 +21,7 @@ from audioret.trainer.augment import DB_SCALE, FeatureScale
 from audioret.trainer.encoders import FeatureSpec
 from audioret.trainer.encoders.hf_inputs import ASTBatching, ClapBatching
 from audioret.trainer.encoders.loading import ModelLoadError, model_load_error, quiet_transformers
+from audioret.trainer.encoders.long_clips import LongInputs
 from audioret.trainer.encoders.text import projection_head
 
 AST_HOP = 160  # 10 ms at 16 kHz: both of ASTFeatureExtractor's paths (numpy spectrogram, torchaudio kaldi.fbank)
@@ -60,7 +62,8 @@ def load_feature_extractor(source: str) -> Any:
 
 def hf_feature_spec(source: str) -> FeatureSpec:
     """The cached feature `hf:<source>` needs: exactly what `prep audio --features hf:<source>` records (name, bins,
-    sample rate, hop; tests/test_hf_encoders.py checks the two agree), plus the scale of the cached values."""
+    sample rate, hop, extractor class and settings; tests/test_hf_encoders.py checks the two agree), plus the scale
+    of the cached values."""
     extractor = load_feature_extractor(source)
     kind = type(extractor).__name__
     if kind == "ASTFeatureExtractor":
@@ -68,7 +71,15 @@ def hf_feature_spec(source: str) -> FeatureSpec:
     else:
         bins, hop = int(extractor.feature_size), int(extractor.hop_length)
     name = f"hf:{source}"
-    return FeatureSpec(name, name, bins, int(extractor.sampling_rate), hop, EXTRACTORS[kind])
+    return FeatureSpec(name, name, bins, int(extractor.sampling_rate), hop, EXTRACTORS[kind],
+                       {"extractor_class": kind, "extractor_settings": extractor_settings(extractor)})
+
+
+def extractor_settings(extractor: Any) -> dict[str, Any]:
+    """The extractor's resolved settings as a cache records them (pipeline/hf_features.py: `to_dict()` without the
+    numpy filterbanks and windows, through JSON as the manifest stores it)."""
+    settings = {k: v for k, v in extractor.to_dict().items() if not isinstance(v, np.ndarray)}
+    return json.loads(json.dumps(settings))
 
 
 def load_audio_model(source: str, kind: str) -> nn.Module:
@@ -105,6 +116,7 @@ class ASTEncoder(nn.Module):
         super().__init__()
         self.source, self.n_mels, self.embed_dim = source, int(extractor.num_mel_bins), embed_dim
         self.batching = ASTBatching.from_extractor(extractor)
+        self.long_inputs = LongInputs(read_frames=self.batching.max_length)  # the rest is never read
         self.model = load_audio_model(source, "ASTFeatureExtractor")
         config = self.model.config
         _check(source, (config.max_length, config.num_mel_bins) == (self.batching.max_length, self.n_mels),

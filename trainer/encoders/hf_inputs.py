@@ -1,10 +1,10 @@
 """What a Hugging Face feature extractor does at batching time, redone in torch on the cached per-clip features.
 
 `prep audio --features hf:<name>` caches what the extractor computes per clip before anything that depends on the
-batch or on chance; the rest runs here, per batch, on the device, from the same extractor's settings, so the model
+batch or on chance; the rest runs here, per batch, from the same extractor's settings, so the model
 sees what the extractor would have handed it: AST's padding and normalisation, CLAP's fusion, truncation and
-repetition. Training draws from the caller's generator; evaluation is deterministic. Per case, and how exact:
-docs/training.md.
+repetition. Training draws from the caller's generator; evaluation is deterministic (no random
+is_longer stand-in). Per case and how exact: docs/training.md.
 """
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 Written from hear21passt's model and the baseline's use of it, so trainer/ needs neither timm nor hear21passt.
 The embedding is the mean of the cls and distillation outputs; structured patchout and SpecAugment run in training
 only, drawn from the `generator` passed to forward (resumes are exact); a clip longer than a segment is averaged
-over the segments it covers. Details and the differences from the baseline: docs/training.md.
+over the segments it covers (long clips in 30-s pieces: long_clips.py). Details, differences from the baseline:
+docs/training.md.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from torch import nn
 from audioret.trainer.augment import spec_augment, valid_mask
 from audioret.trainer.encoders import PASST_SCALE, feature_spec
 from audioret.trainer.encoders.loading import copy_matching, read_state_dict
+from audioret.trainer.encoders.long_clips import LongInputs
 from audioret.trainer.encoders.text import projection_head
 
 PATCH = 16
@@ -24,6 +26,7 @@ HEAD_WIDTH = 64  # channels per attention head: PaSST-S has 768 / 12
 STRIDES = (10, 16)  # 10: passt-s-f128-p16-s10-ap.476-swa.pt; 16: passt-s-f128-p16-s16-ap.468.pt
 POSITION_FRAMES = 1000  # 10 s at 100 frames/s: the time positions PaSST-S was trained with (99 or 62 columns)
 MASK_VALUE = (0.0 + 4.5) / 5.0  # AugmentMelSTFT's mask (log-mel 0) after its normalisation
+CHUNK_SEGMENTS = 3  # segments per piece of a long clip: the baseline's 30 s (the same embedding for any length)
 
 
 def patch_grid(n_bins: int, frames: int, stride: int) -> tuple[int, int]:
@@ -164,6 +167,7 @@ class PasstEncoder(nn.Module):
     """
 
     scale = PASST_SCALE  # input: the PaSST mel, padding at its silence value (ln 1e-5 + 4.5) / 5
+    long_inputs: LongInputs  # pieces of CHUNK_SEGMENTS segments for long clips (trainer/encoders/long_clips.py)
 
     def __init__(self, n_mels: int = 128, width: int = 768, depth: int = 12, stride: int = 10,
                  embed_dim: int = 1024, projection: str = "linear", segment_frames: int = POSITION_FRAMES,
@@ -174,6 +178,7 @@ class PasstEncoder(nn.Module):
         self.patchout_t, self.patchout_f = patchout_t, patchout_f
         self.n_t, self.w_t, self.n_f, self.w_f = n_t, w_t, n_f, w_f
         self.passt = PaSST(n_mels, width, depth, stride)
+        self.long_inputs = LongInputs(chunk_frames=CHUNK_SEGMENTS * segment_frames, align=segment_frames)
         self.proj = projection_head(projection, width, embed_dim)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor,
@@ -184,6 +189,12 @@ class PasstEncoder(nn.Module):
         """
         if x.dim() != 3 or x.shape[-1] != self.n_mels:
             raise ValueError(f"expected (batch, frames, {self.n_mels}) PaSST mels, got {tuple(x.shape)}")
+        return self.head(self.pooled(x, lengths, generator))
+
+    def pooled(self, x: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, width) mean of the PaSST outputs of the segments each clip covers: what `head` projects, and what
+        a clip longer than `long_inputs.chunk_frames` averages over its pieces, weighted by their segments
+        (trainer/encoders/long_clips.py)."""
         lengths = lengths.to(x.device).clamp(min=1, max=x.shape[1])
         if self.training:
             x = spec_augment(x, self.n_t, self.w_t, self.n_f, self.w_f, generator, lengths=lengths,
@@ -196,7 +207,10 @@ class PasstEncoder(nn.Module):
         # every slot is written once, then summed in a fixed order.
         slots = emb.new_zeros(*covered.shape, emb.shape[-1])
         slots[covered] = emb
-        pooled = slots.sum(dim=1) / covered.sum(dim=1, keepdim=True).to(emb.dtype)
+        return slots.sum(dim=1) / covered.sum(dim=1, keepdim=True).to(emb.dtype)
+
+    def head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, width) pooled segments → (B, embed_dim): the projection."""
         return self.proj(pooled)
 
     def _segments(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
