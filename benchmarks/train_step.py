@@ -42,7 +42,7 @@ def generated_cache(root: Path, clips: int, seconds: float) -> Path:
         return cache
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
     run = lambda *a: subprocess.run([sys.executable, *a], check=True, env=env, capture_output=True)  # noqa: E731
-    run("-m", "audioret.pipeline.demo_data", "--out", str(root / "data"), "--clips", f"{clips},8,8", "--seconds", str(seconds))
+    run("-m", "audioret.cli.demo_data", "--out", str(root / "data"), "--clips", f"{clips},8,8", "--seconds", str(seconds))
     for stage in (["audio"], ["captions", "--translator", "none"]):
         run("-m", "audioret", "prep", *stage, "--dataset", "clotho", "--root", str(root / "data"), "--cache",
             str(cache), "--name", "bench", *(["--no-progress"] if stage == ["audio"] else []))

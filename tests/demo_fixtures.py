@@ -43,7 +43,7 @@ def demo_cache(base: Path, clips: str = "48,16,16", seconds: float = 1.5, featur
 
 def generate_demo(data: Path, clips: str, seconds: float) -> Path:
     """The generated Clotho-layout dataset (pipeline/demo_data.py) in `data`."""
-    subprocess.run([sys.executable, "-m", "audioret.pipeline.demo_data", "--out", str(data), "--clips", clips,
+    subprocess.run([sys.executable, "-m", "audioret.cli.demo_data", "--out", str(data), "--clips", clips,
                     "--seconds", str(seconds)], check=True, env=cli_env(), capture_output=True)
     return data
 

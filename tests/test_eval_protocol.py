@@ -34,7 +34,7 @@ def world():
     root = Path(tempfile.mkdtemp(prefix="audioret-eval-"))
     os.chmod(root, 0o755)
     data, cache, run = root / "data", root / "cache", root / "run"
-    subprocess.run([sys.executable, "-m", "audioret.pipeline.demo_data", "--out", str(data), "--clips", "16,8,8",
+    subprocess.run([sys.executable, "-m", "audioret.cli.demo_data", "--out", str(data), "--clips", "16,8,8",
                     "--seconds", "1.0"], check=True, env=cli_env(), capture_output=True)
     gt = data / "clotho_captions_evaluation.csv"
     rows = list(csv.reader(gt.open(newline="", encoding="utf-8")))

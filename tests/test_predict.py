@@ -144,6 +144,31 @@ def test_predict_after_one_file_changed_decodes_it_alone_and_embeds_long_clips_i
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
 
 
+def test_the_library_returns_data_and_reports_through_its_callback(run: Path, folder: Path, tmp_path: Path,
+                                                                   capfd) -> None:
+    """audioret/retrieval.py (what `predict` and `retrieve` call) prints nothing itself: the progress lines reach
+    the caller's `report`, the ranking and the failures come back as data."""
+    from audioret.retrieval import EmptyQueryError, predict, retrieve
+
+    lines: list[str] = []
+    queries, cache = _queries(tmp_path / "queries.csv", QUERIES), tmp_path / "cache"
+    done = predict(run, folder, queries, tmp_path / "sub.csv", top=3, cache_root=cache, workers=1, progress=False,
+                   report=lines.append)
+    assert (done.n_queries, done.n_files, done.top) == (3, 7, 3)
+    assert [f["file"] for f in done.failures] == [str(folder / "broken.wav")]
+    assert done.failure_report == tmp_path / "sub.failures.jsonl" and done.failure_report.exists()
+    assert "features of 7 file(s)" in lines[0] and "(7 decoded now, 1 failed)" in lines[0]
+    assert lines[1].startswith(f"{folder / 'broken.wav'}: cannot decode") and len(lines) == 2
+
+    found = retrieve(run, ["A dog barks."], k=7, audio_dir=folder, cache_root=cache, report=lines.append)
+    assert [n for n, _ in found.results[0]] == _expected_top(run, folder, NAMES, ["A dog barks."], 7)[0]
+    assert "(0 decoded now, 1 failed)" in lines[2] and len(found.failures) == 1
+    with pytest.raises(EmptyQueryError, match="empty after normalisation"):
+        retrieve(tmp_path / "not-a-run", ["a dog", "?!"])  # checked before the run is read
+    printed = capfd.readouterr()
+    assert printed.out == "" and "decoded now" not in printed.err and "cannot decode" not in printed.err
+
+
 @pytest.mark.parametrize("rows,header,message", [
     (["a dog barks", "   ", "rain"], "caption", "queries.csv:3: empty caption"),
     (["a dog barks", "?!"], "caption", "queries.csv:3: caption '?!' has no words"),

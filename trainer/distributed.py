@@ -4,7 +4,7 @@ Why a module of its own: a one-GPU run must not pay for (or be able to break on)
 is a no-op when the world size is 1 and the trainer calls only a handful of hooks. The contrastive loss gathers
 embeddings with gradient and scores each rank's local rows against the global batch; why that gradient equals one
 process on the whole batch, and why the loss is neither divided nor multiplied by the world size:
-docs/training.md.
+docs/training.md. Starting ranks: audioret/cli/launch.py.
 """
 from __future__ import annotations
 
@@ -162,52 +162,6 @@ def cleanup() -> None:
     """Leave the process group so the launcher sees a clean exit."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-LAUNCHER_OPTIONS = ("--nproc", "--nnodes", "--rdzv-endpoint")
-
-
-def _without_launcher_options(argv: Sequence[str]) -> list[str]:
-    """The CLI arguments minus the launcher's own (`--nproc 2`, `--nnodes=1`, ...): the ranks do not need them."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in LAUNCHER_OPTIONS:
-            skip = True
-        elif not arg.startswith(tuple(o + "=" for o in LAUNCHER_OPTIONS)):
-            out.append(arg)
-    return out
-
-
-def launch_local(nproc: int, argv: Sequence[str], module: str = "audioret", nnodes: str = "1",
-                 rdzv_endpoint: str = "", max_restarts: int = 0) -> int:
-    """Re-run `python -m MODULE ARGV` as `nproc` ranks through torch's elastic launcher (what `torchrun` does).
-
-    Why in-process instead of exec'ing `torchrun`: the console script may not be on PATH (tests, `python -m`),
-    and the same interpreter is guaranteed. Single node uses `--standalone` (rendezvous on a free port, so two
-    jobs on one machine never collide); multi-node passes `nnodes` and `rdzv_endpoint` (c10d rendezvous).
-    The children find RANK/WORLD_SIZE in their environment, so `launched_distributed()` stops recursion.
-    Returns the exit status to use (0 ok, 1 when any rank failed).
-    """
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser, run
-
-    opts = [f"--nproc-per-node={nproc}", f"--nnodes={nnodes}", f"--max-restarts={max_restarts}"]
-    if rdzv_endpoint:
-        opts += ["--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}"]
-    else:
-        opts += ["--standalone"]
-    parser = get_args_parser()
-    parser.allow_abbrev = False  # our own options (e.g. --nproc) must never be read as torchrun's abbreviations
-    args = parser.parse_args([*opts, "--module", module, *_without_launcher_options(argv)])
-    try:
-        run(args)
-    except ChildFailedError as exc:
-        first = next(iter(exc.failures.values()), None)
-        code = getattr(first, "exitcode", 1) if first is not None else 1
-        return code if isinstance(code, int) and code > 0 else 1
-    return 0
 
 
 class _GatherWithGrad(torch.autograd.Function):
