@@ -141,7 +141,7 @@ run_demo() {
     run --entrypoint python audioret -c "open('/opt/audioret/x', 'w')" || true
     expect "Read-only file system" "$out"
     step "run: the demo data into /data"
-    run --entrypoint python audioret -m audioret.pipeline.demo_data --out /data/demo --clips 120,30,30 --seconds 3 \
+    run --entrypoint python audioret -m audioret.cli.demo_data --out /data/demo --clips 120,30,30 --seconds 3 \
         --seed 0
     step "run: prep audio, prep captions"
     run audioret prep audio --dataset clotho --root /data/demo --cache /cache --name demo --no-progress
