@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow docs venv wordnet browser lint clean
+.PHONY: demo test test-slow docs venv wordnet browser lint docker-test clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -52,6 +52,11 @@ docs: $(STAMP)
 
 lint: venv
 	$(BIN)/hadolint --failure-threshold warning Dockerfile
+
+# The Dockerfile built with buildah on a debootstrapped Debian + CPU torch base and run with podman as the docs
+# tell users (slow, minutes; as root; not in `make test`). The base and layers are kept in .docker-test/.
+docker-test:
+	bash scripts/docker_test.sh
 
 clean:
 	rm -rf $(VENV) demo site

@@ -1,8 +1,12 @@
-"""The Dockerfile without a Docker engine: hadolint clean at warning level, and the promises the README makes
-(entrypoint, non-root user, volumes, HF cache location, WordNet step, pinned base) are actually in the file."""
+"""The Dockerfile without a Docker engine: hadolint clean at warning level, and the promises the docs make
+(entrypoint, non-root user, volumes, HF cache location, WordNet step, pinned base, the sources it copies) are in
+the file. `make docker-test` builds and runs the image for real (scripts/docker_test.sh)."""
 from __future__ import annotations
 
+import configparser
 import json
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -93,10 +97,13 @@ def test_wordnet_installed_and_prepared_for_nltk() -> None:
 
 
 def test_base_image_is_a_pinned_cuda_pytorch_runtime() -> None:
-    (base,) = _args("FROM")
-    image, _, tag = base.partition(":")
+    """FROM ${BASE}, whose default is the pinned CUDA image (make docker-test passes a bootstrapped stand-in)."""
+    assert _args("FROM") == ["${BASE}"]
+    (arg,) = [a for a in _args("ARG") if a.startswith("BASE=")]
+    image, _, tag = arg.removeprefix("BASE=").partition(":")
     assert image == "pytorch/pytorch" and tag and tag != "latest"
     assert "cuda" in tag and "runtime" in tag
+    assert instructions()[0] == ("ARG", arg), "ARG BASE must come before FROM to be usable in it"
     # pip must not replace the image's torch: the install is constrained to it.
     assert "-c /tmp/torch-constraint.txt" in " ".join(_args("RUN"))
 
@@ -108,3 +115,39 @@ def test_dockerignore_keeps_local_state_out_but_sources_in() -> None:
     copied = [a.split()[0] for a in _args("COPY")]
     for src in copied:
         assert src not in patterns, f"{src} is COPYed but excluded by .dockerignore"
+
+
+def test_copies_every_source_folder_setup_cfg_packages() -> None:
+    """The install in the image sees the same layout as a checkout: each package_dir source and the recipes."""
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    package_dirs = {line.split("=")[1].strip() for line in cfg["options"]["package_dir"].splitlines() if "=" in line}
+    copies = {tuple(a.split()[:-1]): a.split()[-1] for a in _args("COPY")}
+    copied = {src for sources in copies for src in sources}
+    assert package_dirs | {"configs", "setup.cfg", "pyproject.toml", "README.md"} <= copied
+    for sources, dest in copies.items():
+        for src in sources:
+            assert (REPO / src).exists(), f"COPY {src}: no such path in the repository"
+        if len(sources) == 1 and (REPO / sources[0]).is_dir():
+            assert dest == f"./{sources[0]}", f"COPY {sources[0]} {dest}: package_dir expects ./{sources[0]}"
+
+
+def _docker_run_options(text: str, indent: str = "") -> list[str]:
+    """The words of the `DOCKER_RUN="..."` assignments in TEXT, in order (`$DOCKER_RUN` extends the last one)."""
+    words: list[str] = []
+    for value in re.findall(rf'^{indent}DOCKER_RUN="([^"]+)"', text, flags=re.M):
+        words += [w for w in shlex.split(value) if w != "$DOCKER_RUN"]
+    return words
+
+
+def test_docs_run_the_image_the_way_docker_test_did() -> None:
+    """docs/docker.md and the README run the image with the options scripts/docker_test.sh ran it with (+ --gpus)."""
+    tested = _docker_run_options((REPO / "scripts" / "docker_test.sh").read_text(), indent=r"\s*")
+    assert tested[:2] == ["docker", "run"] and {"--read-only", "1000:1000", "$PWD/caches:/cache"} <= set(tested)
+    assert "--gpus" not in tested  # this machine has no GPU (and podman 4.3 no --gpus)
+    for doc in ("README.md", "docs/docker.md"):
+        documented = _docker_run_options((REPO / doc).read_text())
+        assert documented, f"{doc}: no DOCKER_RUN= line"
+        gpus = documented.index("--gpus")
+        assert documented[gpus + 1] == "all"
+        assert documented[:gpus] + documented[gpus + 2:] == tested, doc

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import random
+import stat
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,11 @@ def test_wordnet_layout_and_missing_wordnet_message(tmp_path: Path) -> None:
     with pytest.raises(WordNetMissingError, match="apt-get install wordnet-base wordnet-sense-index") as exc:
         setup_wordnet(tmp_path / "other", tmp_path / "no-wordnet")
     assert "\n" not in str(exc.value)
+
+
+def test_wordnet_corpus_is_readable_by_other_users(tmp_path: Path) -> None:
+    """Built once by root at image build time, read by the image's uid 1000: the corpus dir gets a mkdir's mode,
+    not mkdtemp's 0700 (which made `train` fail in the container with 'No such file or directory: .../lexnames')."""
+    (tmp_path / "plain").mkdir()
+    corpus = setup_wordnet(tmp_path / "nltk", Path("/usr/share/wordnet")) / "corpora" / "wordnet"
+    assert stat.S_IMODE(corpus.stat().st_mode) == stat.S_IMODE((tmp_path / "plain").stat().st_mode)
