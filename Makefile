@@ -6,14 +6,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow docs venv wordnet browser lint clean
+.PHONY: demo test test-slow docs venv wordnet browser lint docker-test clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
-	# hear21passt: the reference PaSST model tests/test_passt_encoder.py compares trainer/encoders/passt.py with.
+	# hear21passt: the reference PaSST model tests/trainer/test_passt_encoder.py compares trainer/encoders/passt.py with.
 	# --no-deps: it requires torchaudio and timm, whose wheels pin other torch builds than the CPU torch above
 	# (timm pulls torchvision, which pulls a CUDA torch); the test imports only hear21passt/models/passt.py,
 	# which needs neither (that file says how).
@@ -52,6 +52,11 @@ docs: $(STAMP)
 
 lint: venv
 	$(BIN)/hadolint --failure-threshold warning Dockerfile
+
+# The Dockerfile built with buildah on a debootstrapped Debian + CPU torch base and run with podman as the docs
+# tell users (slow, minutes; as root; not in `make test`). The base and layers are kept in .docker-test/.
+docker-test:
+	bash scripts/docker_test.sh
 
 clean:
 	rm -rf $(VENV) demo site

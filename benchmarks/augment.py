@@ -18,7 +18,8 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from audioret.trainer.augment import FLOOR_DB, augment_batch, spec_augment  # noqa: E402
+from audioret.cache.feature_contract import FLOOR_DB  # noqa: E402
+from audioret.trainer.augment import augment_batch, spec_augment  # noqa: E402
 from audioret.trainer.encoders.cnn10 import AudioEncoder  # noqa: E402
 
 BEST = SimpleNamespace(n_f=1, w_f=4, n_t=7, w_t=58, g_max=3.0, p_ms=0.1045, ms_alpha=0.8286)  # paper, Table 4

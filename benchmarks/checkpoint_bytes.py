@@ -30,8 +30,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from audioret.trainer.checkpoint import (finished_state, frozen_text_record, gather_rank_rng, model_weights,  # noqa: E402
                                 weights_sha256)
 from audioret.trainer.config import TrainConfig  # noqa: E402
-from audioret.trainer.evaluate import build_model  # noqa: E402
-from audioret.trainer.schedule import make_optimizer  # noqa: E402
+from audioret.trainer.models import build_model  # noqa: E402
+from audioret.trainer.schedule import make_torch_optimizer  # noqa: E402
 
 SEARCH_TRIALS, KEEP_BEST = 110, 3
 
@@ -78,7 +78,7 @@ def bert_base_model(cfg: TrainConfig):
 def measure(label: str, cfg: TrainConfig, model) -> dict:
     """Bytes per finished run: old layout (best + last, each full) vs new (best weights-only + finished last)."""
     pretrained = weights_sha256(model.text.transformer) if cfg.effective_text_lr() == 0 else None
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_torch_optimizer(model, cfg)
     for p in model.parameters():  # one Adam step creates its moments, as after the first training step
         if p.requires_grad:
             p.grad = torch.zeros_like(p)

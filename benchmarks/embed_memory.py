@@ -1,7 +1,7 @@
 """Peak memory of `predict` / `retrieve --audio-dir` on a folder of 10-s clips, and on the same folder with one
 10-minute recording added (trainer/encoders/long_clips.py: long clips are embedded in pieces).
 
-Each folder is measured in a fresh process doing what `folder_embeddings` does: the folder's features through
+Each folder is measured in a fresh process doing what `audioret.retrieval.folder_embeddings` does: the features through
 the keyed folder cache (`pipeline.folder.folder_features`: decoding runs in pool workers, reported as their peak
 RSS), then every clip through the trainer's embedding function (`trainer.evaluate.embed_arrays`) with a CNN10 of
 --width (0.25: the width of the demo run the issue was found with) and --batch-size. Printed per folder: the

@@ -34,10 +34,11 @@ from benchmarks.augment import sync  # noqa: E402
 from benchmarks.random_models import random_ast_model, random_text_model  # noqa: E402
 from audioret.trainer.config import load_config  # noqa: E402
 from audioret.trainer.data import Batch  # noqa: E402
+from audioret.trainer.device import resolve_device  # noqa: E402
 from audioret.trainer.encoders import feature_spec  # noqa: E402
-from audioret.trainer.evaluate import build_model, resolve_device  # noqa: E402
 from audioret.trainer.loop import train_step  # noqa: E402
-from audioret.trainer.schedule import Schedule, make_optimizer  # noqa: E402
+from audioret.trainer.models import build_model  # noqa: E402
+from audioret.trainer.schedule import Schedule, make_torch_optimizer  # noqa: E402
 
 CAPTIONS = ["a dog barks while rain falls on a tin roof", "birds chirp in the forest as the wind blows",
             "a car engine idles and then drives past", "people talk and laugh in a crowded room",
@@ -68,7 +69,7 @@ def measure(encoder: str, text_model: str, compiled: bool, args, device: torch.d
     frames = max(1, round(args.seconds * spec.sample_rate / spec.hop_length))
     torch.manual_seed(0)
     model = build_model(cfg, spec.n_mels).to(device).train()
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_torch_optimizer(model, cfg)
     schedule = Schedule(optimizer, cfg, steps_per_epoch=1000)
     row = {"encoder": encoder, "compile": "on" if compiled else "off", "audio_M": params_m(model.audio),
            "text_M": params_m(model.text)}

@@ -3,7 +3,8 @@ with MarianMT, and a short training run scored on the accelerator and on the CPU
 
 Why offline fixtures: the GPU machine reaches no hub and may lack the audio decoders, so everything is built here
 from configs and random numbers: a feature cache written by the project's own shard writer
-(`cache.audio_shards.build_audio_cache`), a tiny random text model and a tiny MarianMT (tests/translate_servers.py).
+(`cache.audio_shards.build_audio_cache`), a tiny random text model and a tiny MarianMT
+(tests/support/translate_servers.py).
 
     python benchmarks/gpu_check_parts.py fixtures --out /tmp/gc [--seconds 2]
     python benchmarks/gpu_check_parts.py marian --model /tmp/gc/marian --device cuda
@@ -56,7 +57,7 @@ def synthetic_caches(root: Path, seconds: float, seed: int = 0) -> Path:
 
 def fixtures(args) -> None:
     from benchmarks.random_models import random_text_model
-    from translate_servers import build_tiny_marian
+    from support.translate_servers import build_tiny_marian
 
     out = Path(args.out)
     t0 = time.perf_counter()
@@ -71,7 +72,7 @@ def marian(args) -> int:
     """Back-translate test sentences through the tiny MarianMT on `device` and on the CPU; the outputs must agree
     (greedy decoding of the same weights) — a CUDA translation path that silently differs is a failure."""
     from audioret.pipeline.translate.marian import MarianBackend
-    from translate_servers import SENTENCES
+    from support.translate_servers import SENTENCES
 
     texts = list(SENTENCES) * max(1, args.repeat)
     out = {}

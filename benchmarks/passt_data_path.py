@@ -3,8 +3,8 @@ training step) against reading the cached PaSST mels (`prep audio --features pas
 
 Clips are Clotho-length (44.1 kHz 16-bit WAV, 15–30 s) built from the bundled real recordings. The baseline side
 is the fast version of it, on one core: soundfile decode + soxr_hq resample to 32 kHz (pipeline/audio_io.py), then
-hear21passt's `AugmentMelSTFT` in eval mode transcribed op by op in torch (tests/test_passt_features.py). The
-cached side reads each clip's mel from the shards in random order into a float32 array, as the trainer's streaming
+hear21passt's `AugmentMelSTFT` in eval mode transcribed op by op in torch (tests/pipeline/test_passt_features.py).
+The cached side reads each clip's mel from the shards in random order into a float32 array, as the trainer's streaming
 mode does. Building the cache is a one-off and is timed separately. Target (issue 12): ≥ 100× on CPU.
 
     python benchmarks/passt_data_path.py --clips 200
@@ -88,5 +88,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]
+    sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "pipeline"), str(REPO / "benchmarks")]
     main()

@@ -184,7 +184,7 @@ def stream_epoch(cache: Path, args) -> dict:
 
     from audioret.trainer.config import load_config
     from audioret.trainer.data import TrainData
-    from audioret.trainer.loop import open_caches
+    from audioret.trainer.sources import open_caches
 
     t0 = time.perf_counter()
     audio, captions = open_caches(cache, NAME, None, None)
@@ -227,11 +227,11 @@ def stream_epoch(cache: Path, args) -> dict:
 
 
 def open_steps(root: Path) -> dict:
-    """Seconds of each step of opening the caches as `train` does (trainer/loop.py open_caches, then TrainData's
+    """Seconds of each step of opening the caches as `train` does (trainer/sources.py open_caches, then TrainData's
     caption join and parent-side payload check), in this process; only calls that exist in older revisions too."""
     from audioret.cache.caption_shards import CaptionCache
     from audioret.trainer.data import caption_table
-    from audioret.trainer.loop import open_audio_cache
+    from audioret.trainer.sources import open_audio_cache
 
     t0 = time.perf_counter()
     audio = open_audio_cache(root, NAME)

@@ -24,7 +24,7 @@ from skopt.space import Space
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audioret.trainer.search.journal import TrialState  # noqa: E402
-from audioret.trainer.search.smbo import make_optimizer, propose  # noqa: E402
+from audioret.trainer.search.smbo import make_skopt_optimizer, propose  # noqa: E402
 from audioret.trainer.search.space import default_space, point_to_params  # noqa: E402
 
 
@@ -44,10 +44,13 @@ def first_step(cache_root: Path, name: str | None, cfg) -> dict[str, float]:
     """One trial's start-up as train() does it, timed per phase (seconds)."""
     import torch
 
+    from audioret.trainer.config import resolve_split
     from audioret.trainer.data import TrainData
-    from audioret.trainer.evaluate import build_model, resolve_device
-    from audioret.trainer.schedule import make_optimizer as make_torch_optimizer
-    from audioret.trainer.loop import open_caches, resolve_split, train_step
+    from audioret.trainer.device import resolve_device
+    from audioret.trainer.loop import train_step
+    from audioret.trainer.models import build_model
+    from audioret.trainer.schedule import make_torch_optimizer
+    from audioret.trainer.sources import open_caches
 
     t = {"start": time.perf_counter()}
     torch.manual_seed(cfg.seed)
@@ -117,7 +120,7 @@ def main() -> None:
             propose(space, settings, finished, pending, args.finished + args.pending + r, [])
             times.append(time.perf_counter() - t0)
         # skopt's own way: one long-lived optimiser, tell the newest result, ask (no lies for running trials)
-        opt = make_optimizer(space, est, 10, "gp_hedge", 0, 0)
+        opt = make_skopt_optimizer(space, est, 10, "gp_hedge", 0, 0)
         opt.tell([[t.params[d.name] for d in space] for t in finished[:-1]], [t.objective for t in finished[:-1]])
         t0 = time.perf_counter()
         opt.tell([finished[-1].params[d.name] for d in space], finished[-1].objective)

@@ -25,9 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from audioret.trainer.augment import augment_batch, spec_augment  # noqa: E402
 from audioret.trainer.config import load_config  # noqa: E402
-from audioret.trainer.evaluate import build_model, resolve_device  # noqa: E402
-from audioret.trainer.loop import open_caches, train_step  # noqa: E402
-from audioret.trainer.schedule import make_optimizer  # noqa: E402
+from audioret.trainer.device import resolve_device  # noqa: E402
+from audioret.trainer.loop import train_step  # noqa: E402
+from audioret.trainer.models import build_model  # noqa: E402
+from audioret.trainer.schedule import make_torch_optimizer  # noqa: E402
+from audioret.trainer.sources import open_caches  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -42,7 +44,7 @@ def generated_cache(root: Path, clips: int, seconds: float) -> Path:
         return cache
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
     run = lambda *a: subprocess.run([sys.executable, *a], check=True, env=env, capture_output=True)  # noqa: E731
-    run("-m", "audioret.pipeline.demo_data", "--out", str(root / "data"), "--clips", f"{clips},8,8", "--seconds", str(seconds))
+    run("-m", "audioret.cli.demo_data", "--out", str(root / "data"), "--clips", f"{clips},8,8", "--seconds", str(seconds))
     for stage in (["audio"], ["captions", "--translator", "none"]):
         run("-m", "audioret", "prep", *stage, "--dataset", "clotho", "--root", str(root / "data"), "--cache",
             str(cache), "--name", "bench", *(["--no-progress"] if stage == ["audio"] else []))
@@ -60,7 +62,7 @@ def measure(mode: str, workers: int, args, audio, captions, device) -> dict[str,
     data = TrainData(audio, captions, "development", cfg, device)
     model = build_model(cfg).to(device)
     model.train()
-    opt = make_optimizer(model, cfg)
+    opt = make_torch_optimizer(model, cfg)
     gen = torch.Generator(device=device).manual_seed(0)
     wait = aug = step = 0.0
     n = 0

@@ -114,6 +114,13 @@ def features_of(m: Manifest) -> str:
     return str(config.get("feature", "unrecorded"))
 
 
+def caches_matching(cache_root: str | Path, key: str | None = None) -> list[Path]:
+    """The cache directories under `cache_root` (every one, or those whose directory name or manifest key starts
+    with `key`), as `cache verify` checks them."""
+    return [d for d, m in iter_caches(Path(cache_root))
+            if key is None or d.name.startswith(key) or (m is not None and m.key.startswith(key))]
+
+
 def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 

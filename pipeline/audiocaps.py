@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from audioret.cache.splits import split_role
 from audioret.pipeline.datasets import (AUDIO_EXTENSIONS, DATASET_KINDS, MISSING_AUDIO, ClipRecord, DatasetError, Problems,
                                problem, read_table, register_dataset)
 
 AUDIOCAPS_SPLITS = ("train", "val", "test")
-#: The roles the trainer gives these splits (Clotho names); documentation and the CLI's summary use it.
-SPLIT_ROLES = {"train": "development", "val": "validation", "test": "evaluation"}
+#: The roles the trainer gives these splits (Clotho names, cache/splits.py); documentation and the CLI's summary use it.
+SPLIT_ROLES = {split: split_role(split) for split in AUDIOCAPS_SPLITS}
 COLUMNS = ("audiocap_id", "youtube_id", "start_time", "caption")
 
 

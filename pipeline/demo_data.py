@@ -5,17 +5,18 @@ something real. Each clip mixes two sound events (beep, chirp, noise, clicks) wi
 loudness, and its five captions describe both in varied words, so retrieval is compositional and beating chance
 is earned. Deterministic by seed:
 
-    python -m audioret.pipeline.demo_data --out demo/data --seed 0
+    python -m audioret.cli.demo_data --out demo/data --seed 0
 """
 from __future__ import annotations
 
-import argparse
 import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from audioret.pipeline.datasets import CLOTHO_SPLITS
 
 SR = 32000
 KINDS = ("beep", "chirp", "noise", "clicks")
@@ -34,7 +35,6 @@ VERBS = {  # rhythm → phrases; "pulsed" repeats in bursts, "steady" goes on wi
 PITCH = {"high": ("high", "high pitched", "shrill"), "low": ("low", "deep", "low pitched")}
 LOUD = {"loud": ("loud", "strong"), "quiet": ("quiet", "soft", "faint")}
 JOINS = ("while", "as", "and", "and meanwhile")
-SPLITS = ("development", "validation", "evaluation")
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def generate(out: str | Path, n_clips: tuple[int, int, int] = (240, 60, 60), sec
     rng = np.random.default_rng(seed)
     n = int(seconds * SR)
     counts = {}
-    for split, count in zip(SPLITS, n_clips):
+    for split, count in zip(CLOTHO_SPLITS, n_clips):
         (out / split).mkdir(parents=True, exist_ok=True)
         rows = []
         for i in range(count):
@@ -150,24 +150,3 @@ def generate(out: str | Path, n_clips: tuple[int, int, int] = (240, 60, 60), sec
             w.writerows(rows)
         counts[split] = count
     return counts
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="example: python -m audioret.pipeline.demo_data --out demo/data --clips 240,60,60")
-    p.add_argument("--out", required=True, type=Path, help="dataset root (Clotho layout) to write")
-    p.add_argument("--clips", default="240,60,60", help="clips per split: development,validation,evaluation")
-    p.add_argument("--seconds", type=float, default=3.0, help="clip length in seconds")
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    try:
-        counts = tuple(int(c) for c in a.clips.split(","))
-        assert len(counts) == 3 and min(counts) > 0
-    except (ValueError, AssertionError):
-        p.error(f"--clips {a.clips!r}: expected three positive integers like 240,60,60")
-    done = generate(a.out, counts, a.seconds, a.seed)
-    print(f"wrote {sum(done.values())} clips ({', '.join(f'{k} {v}' for k, v in done.items())}) to {a.out}")
-
-
-if __name__ == "__main__":
-    main()

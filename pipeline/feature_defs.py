@@ -1,9 +1,9 @@
 """The registry of cacheable audio features: `prep audio --features panns|passt|hf:<extractor>`.
 
-Each definition lives once in pipeline/ and is described here by one `FeatureDefinition`: its name and code
-version (recorded in the cache config, hence in the key), the config that decides its numbers, the rate the
-decoder resamples to, and the function waveform → (frames, bins). The trainer refuses a cache whose recorded
-feature does not fit its encoder. How to add one: docs/architecture.md.
+Each definition's computation lives once in pipeline/ and is described here by one `FeatureDefinition`: its name
+and code version (from cache/feature_contract.py; recorded in the cache config, hence in the key), the config
+that decides its numbers, the rate the decoder resamples to, and the function waveform → (frames, bins). The
+trainer refuses a cache whose recorded feature does not fit its encoder. How to add one: docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
+from audioret.cache.feature_contract import PANNS, PASST
 
 FEATURE_CHOICES = ("panns", "passt", "hf:<extractor name or path>")
 
@@ -58,16 +60,16 @@ class FeatureDefinition:
 
 
 def _panns() -> FeatureDefinition:
-    from audioret.pipeline.features import DEFAULT_CONFIG, FEATURE_CODE_VERSION, NAME, log_mel_chunked
+    from audioret.pipeline.features import DEFAULT_CONFIG, log_mel_chunked
 
-    return FeatureDefinition(NAME, FEATURE_CODE_VERSION, DEFAULT_CONFIG.to_dict(),
+    return FeatureDefinition(PANNS.feature, PANNS.version, DEFAULT_CONFIG.to_dict(),
                              lambda y: log_mel_chunked(y, DEFAULT_CONFIG))
 
 
 def _passt() -> FeatureDefinition:
-    from audioret.pipeline.passt_features import DEFAULT_PASST_CONFIG, NAME, PASST_CODE_VERSION, passt_mel
+    from audioret.pipeline.passt_features import DEFAULT_PASST_CONFIG, passt_mel
 
-    return FeatureDefinition(NAME, PASST_CODE_VERSION, DEFAULT_PASST_CONFIG.to_dict(),
+    return FeatureDefinition(PASST.feature, PASST.version, DEFAULT_PASST_CONFIG.to_dict(),
                              lambda y: passt_mel(y, DEFAULT_PASST_CONFIG))
 
 

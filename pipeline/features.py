@@ -1,9 +1,9 @@
 """The one PANNs log-mel definition of the project (the CP-JKU DCASE 2022 front end).
 
 Used by `prep audio` to fill the cache and, through it, for new files at retrieval, so a model always sees the
-features it was trained on. The numbers are the contract: 32 kHz, n_fft = window = 1024 (Hann), hop 320, 64 Slaney
-mel bins 50–14000 Hz, 10·log10(max(x, 1e-10)) (docs/data.md). Bump FEATURE_CODE_VERSION whenever the numbers
-this module produces change: it is part of every audio cache key.
+features it was trained on. The numbers: 32 kHz, n_fft = window = 1024 (Hann), hop 320, 64 Slaney mel bins
+50–14000 Hz, 10·log10(max(x, 1e-10)) (docs/data.md). Name, version, bins, rate, hop and floor are the cache's
+feature contract (cache/feature_contract.py `PANNS`): bump the version there when these numbers change.
 """
 from __future__ import annotations
 
@@ -13,25 +13,24 @@ from typing import Callable
 
 import numpy as np
 
-NAME = "panns-logmel"  # the feature name a cache records and an encoder asks for (trainer/data.py)
-FEATURE_CODE_VERSION = "logmel-2"  # 2: own float32 STFT (≤ 6e-6 dB from librosa.stft)
-FLOOR_DB = -100.0  # 10*log10(1e-10): silence and padding
+from audioret.cache.feature_contract import PANNS
+
 CHUNK_FRAMES = 6000  # log-mel frames per STFT call (60 s): clips up to a minute take exactly one call
 
 
 @dataclass(frozen=True)
 class LogMelConfig:
-    sample_rate: int = 32000
+    sample_rate: int = PANNS.sample_rate
     n_fft: int = 1024
     win_length: int = 1024
-    hop_length: int = 320
-    n_mels: int = 64
+    hop_length: int = PANNS.hop_length
+    n_mels: int = PANNS.n_mels
     fmin: float = 50.0
     fmax: float = 14000.0
     window: str = "hann"
     center: bool = True
     pad_mode: str = "reflect"
-    amin: float = 1e-10
+    amin: float = 1e-10  # 10·log10(amin) is the contract's FLOOR_DB: silence and padding
     resampler: str = "soxr_hq"
     dtype: str = "float16"
 
@@ -50,7 +49,7 @@ DEFAULT_CONFIG = LogMelConfig()
 def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     """librosa.filters.mel's default filterbank (Slaney mel scale, Slaney area norm), float32 (n_mels, bins).
 
-    Written out here (and checked against librosa in tests/test_features.py) so that `prep audio` workers need
+    Written out here (and checked against librosa in tests/pipeline/test_features.py) so that `prep audio` workers need
     neither librosa nor scipy.signal: importing them cost each spawned worker over a second."""
     def hz_to_mel(f: np.ndarray) -> np.ndarray:
         f = np.asarray(f, dtype=np.float64)
@@ -147,7 +146,7 @@ def power_spectrogram(y: np.ndarray, n_fft: int, hop_length: int, window: np.nda
                       pad_mode: str = "reflect") -> np.ndarray:
     """|STFT|² as (frames, 1 + n_fft/2) float32: librosa.stft's / torch.stft's framing (centred, `pad_mode`
     padding; `window` already zero-padded to n_fft), computed with a strided frame view and scipy's float32 real
-    FFT. It matches librosa.stft within 6e-6 dB after the log (tests/test_features.py) at about half the time,
+    FFT. It matches librosa.stft within 6e-6 dB after the log (tests/pipeline/test_features.py) at about half the time,
     which is most of `prep audio`'s per-clip cost."""
     import scipy.fft
     from numpy.lib.stride_tricks import sliding_window_view

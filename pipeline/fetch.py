@@ -27,6 +27,11 @@ TIMEOUT = (15.0, 60.0)  # (connect, read) seconds: a stalled read is retried, no
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
 
+class RetryableStatus(Exception):
+    """An HTTP answer worth retrying (a 5xx, or 408/429 where the caller has no better name for it): the server is
+    there but busy. Downloads (here) and the Google translator (pipeline/translate/google.py) retry on it."""
+
+
 class DownloadError(Exception):
     """A one-line, user-facing reason why one file could not be fetched."""
 
@@ -133,7 +138,7 @@ def fetch(session: requests.Session, url: str, dest: Path, remote: RemoteFile, o
             _stream_to_part(session, url, part, remote, opts)
             break
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                urllib3.exceptions.HTTPError, _RetryableStatus) as exc:
+                urllib3.exceptions.HTTPError, RetryableStatus) as exc:
             have = part.stat().st_size if part.exists() else 0
             attempt = 1 if have > best >= 0 else attempt + 1  # a drop after progress starts a fresh count
             best = max(best, have)
@@ -153,10 +158,6 @@ def fetch(session: requests.Session, url: str, dest: Path, remote: RemoteFile, o
         raise ChecksumError(f"{remote.name}: checksum mismatch ({problem}); bad copy kept as {bad}", bad)
     os.replace(part, dest)
     return "downloaded"
-
-
-class _RetryableStatus(Exception):
-    """A 5xx/429 answer: the server is there but busy; worth retrying."""
 
 
 def _no_connect(exc: BaseException) -> bool:
@@ -188,7 +189,7 @@ def _stream_to_part(session: requests.Session, url: str, part: Path, remote: Rem
         if resp.status_code == 416 and have:
             return  # the server says there is nothing after `have`: the part is complete; the check decides
         if resp.status_code in RETRY_STATUS:
-            raise _RetryableStatus(f"HTTP {resp.status_code} from {url}")
+            raise RetryableStatus(f"HTTP {resp.status_code} from {url}")
         if resp.status_code not in (200, 206):
             raise DownloadError(f"{remote.name}: HTTP {resp.status_code} {resp.reason} from {url}")
         if resp.status_code == 206:

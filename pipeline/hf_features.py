@@ -13,11 +13,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from audioret.cache.feature_contract import AST_FRAME, AST_HOP, hf_extractor_spec
 from audioret.cache.hub import PretrainedSourceError, check_source, unreachable_hint
 from audioret.pipeline.feature_defs import FeatureDefinition, FeatureSpecError
 from audioret.pipeline.features import frames_in_chunks
 
-HF_CODE_VERSION = "hf-features-1"
 CHUNK_FRAMES = 6000  # frames per extractor call on long clips (60 s at 100 frames/s): bounded memory
 
 
@@ -27,7 +27,7 @@ def _drop_arrays(d: dict) -> dict:
 
 
 def _ast(extractor: Any) -> tuple[dict, Callable[[np.ndarray], np.ndarray]]:
-    frame, hop = 400, 160  # both of its paths (numpy spectrogram, torchaudio kaldi.fbank): 25 ms / 10 ms, no centring
+    frame, hop = AST_FRAME, AST_HOP  # both of its paths (numpy spectrogram, torchaudio kaldi.fbank), no centring
 
     def fbank(y: np.ndarray) -> np.ndarray:
         if len(y) < frame:
@@ -104,5 +104,5 @@ def hf_definition(source: str) -> FeatureDefinition:
     versions = {"transformers": transformers.__version__, "torchaudio_path": bool(is_speech_available())}
     # Keyed by what the extractor does (class + settings), not by how its name was typed: "/abs/clap", "/abs/clap/"
     # and "clap" from /abs are one cache; the name stays recorded (messages, `cache ls`).
-    return FeatureDefinition(f"hf:{source}", HF_CODE_VERSION, config, compute, versions,
-                             unkeyed=("feature", "extractor"))
+    spec = hf_extractor_spec(source, kind, config["n_mels"], config["sample_rate"], config["hop_length"])
+    return FeatureDefinition(spec.feature, spec.version, config, compute, versions, unkeyed=("feature", "extractor"))

@@ -3,8 +3,8 @@ cache instead of on every training step.
 
 Written from hear21passt's preprocessing and torchaudio's kaldi mel banks, not imported, because torchaudio
 cannot be installed beside this project's torch. Random parts of its training mode cannot be cached; the trainer's
-augmentations stand in. The formula, float16 storage and the silence value: docs/data.md. Bump
-PASST_CODE_VERSION whenever the numbers change: it is part of every PaSST cache key.
+augmentations stand in. The formula and float16 storage: docs/data.md. Name, version, bins, rate, hop and stored
+silence are the feature contract (cache/feature_contract.py `PASST`): bump the version there when they change.
 """
 from __future__ import annotations
 
@@ -13,19 +13,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from audioret.cache.feature_contract import PASST
 from audioret.pipeline.features import frames_in_chunks, power_spectrogram
-
-NAME = "passt-mel"
-PASST_CODE_VERSION = "passt-mel-1"
 
 
 @dataclass(frozen=True)
 class PasstMelConfig:
-    sample_rate: int = 32000
+    sample_rate: int = PASST.sample_rate
     n_fft: int = 1024
     win_length: int = 800
-    hop_length: int = 320
-    n_mels: int = 128
+    hop_length: int = PASST.hop_length
+    n_mels: int = PASST.n_mels
     fmin: float = 0.0
     fmax: float = 15000.0  # sr/2 − fmax_aug_range/2 with hear21passt's fmax_aug_range 2000 (eval mode)
     preemphasis: float = 0.97

@@ -50,7 +50,7 @@ def _definition(features: str):
     return feature_definition(features)
 
 
-def _versions(defn) -> dict:
+def _audio_versions(defn) -> dict:
     """Decoder versions plus the feature definition's own (e.g. transformers for `hf:` extractors)."""
     from audioret.pipeline.audio_io import decoder_versions
 
@@ -75,7 +75,7 @@ def compute_key(records: list[ClipRecord], root: Path, dataset: str, name: str, 
     if exclude_sha256:
         sources.append({"exclude_sha256": exclude_sha256})
     defn = _definition(features)
-    return cache_key(KIND, defn.key_config(), defn.version, _versions(defn), sources)
+    return cache_key(KIND, defn.key_config(), defn.version, _audio_versions(defn), sources)
 
 
 def _one_blas_thread() -> None:
@@ -168,7 +168,7 @@ def _new_manifest(key: str, name: str, dataset: str, records: list[ClipRecord], 
                     clip_ids=[r.clip_id for r in records], clip_splits=[r.split for r in records],
                     shard_size=shard_size, shards=plan_shards(len(records), shard_size),
                     config=defn.cache_config(), code_version=defn.version,
-                    versions=_versions(defn), extra={"durations": {}, "failures": [], "problems": []})
+                    versions=_audio_versions(defn), extra={"durations": {}, "failures": [], "problems": []})
 
 
 def _stderr(line: str) -> None:
@@ -299,17 +299,14 @@ def _prep_locked(cache_dir: Path, key: str, name: str, dataset: str, records: li
     return result
 
 
-def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers: int, progress: bool,
-                report: Callable[[str], None] | None, scheduler: str | None = None,
-                features: str = "panns") -> PrepResult:
-    """Skip finished shards, run the rest in a bounded process pool, re-publish the manifest after each shard."""
-    from tqdm import tqdm
-
+def _shard_tasks(m: Manifest, records: list[ClipRecord], cache_dir: Path, features: str,
+                 result: PrepResult) -> list[dict]:
+    """One worker task per shard still to write; shards already on disk and intact are marked complete in `m` and
+    counted as skipped in `result` (their failures are kept, those of shards to redo are dropped)."""
     by_id = {r.clip_id: r for r in records}
     durations: dict = m.extra.setdefault("durations", {})
     failures: list = m.extra.setdefault("failures", [])
     todo: list[dict] = []
-    result = PrepResult(cache_dir, m.key, len(m.clip_ids))
     for entry in m.shards:
         ids = m.clip_ids[entry.start:entry.start + entry.count]
         if entry.complete and entry.sha256 and (cache_dir / entry.file).is_file():
@@ -326,6 +323,19 @@ def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers
         todo.append({"path": str(cache_dir / entry.file), "clip_ids": ids, "key": m.key, "config": m.config,
                      "features": features,
                      "splits": [by_id[i].split for i in ids], "paths": [str(by_id[i].path) for i in ids]})
+    return todo
+
+
+def _run_shards(m: Manifest, records: list[ClipRecord], cache_dir: Path, workers: int, progress: bool,
+                report: Callable[[str], None] | None, scheduler: str | None = None,
+                features: str = "panns") -> PrepResult:
+    """Skip finished shards, run the rest in a bounded process pool, re-publish the manifest after each shard."""
+    from tqdm import tqdm
+
+    durations: dict = m.extra.setdefault("durations", {})
+    failures: list = m.extra.setdefault("failures", [])
+    result = PrepResult(cache_dir, m.key, len(m.clip_ids))
+    todo = _shard_tasks(m, records, cache_dir, features, result)
     if result.shards_skipped:
         m.write(cache_dir)
     if not todo:

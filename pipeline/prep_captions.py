@@ -48,7 +48,7 @@ class CaptionPrepResult:
     excluded: ExclusionReport | None = None  # what --exclude removed (None: no list given)
 
 
-def _versions(backend: str) -> dict:
+def _translator_versions(backend: str) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     pkg = {"google": "deep-translator", "marian": "transformers"}.get(backend)
@@ -199,17 +199,10 @@ def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | N
     records, dropped = drop_empty_captions(records)
     problems += dropped
     name = name or dataset
-    options: dict = {}
-    if translator == "marian":
-        options = {"device": device, "batch_size": batch_size}
-        if marian_template:
-            options["template"] = marian_template
-    elif translator == "google":
-        options = dict(google or {})
-    backend = make_backend(translator, **options)
+    backend = make_backend(translator, **_backend_options(translator, batch_size, device, marian_template, google))
     config = caption_config(name, translator, backend, pivots, shard_size)
     sources = [records_fingerprint(records)] + ([{"exclude_sha256": excluded.sha256}] if excluded else [])
-    key = cache_key(KIND, config, CODE_VERSION, _versions(translator), sources)
+    key = cache_key(KIND, config, CODE_VERSION, _translator_versions(translator), sources)
     cache_dir = cache_dir_for(cache_root, KIND, key)
     result = CaptionPrepResult(cache_dir, key, len(records), sum(len(r.captions) for r in records),
                                problems=problems, dropped=dropped, excluded=excluded)
@@ -218,44 +211,63 @@ def prep_captions(dataset: str, root: Path, cache_root: Path, manifest: Path | N
         result.noop = True
         return result
     with CacheLock(cache_dir, wait=wait_lock, owner_only=True):  # dies with this process (pipeline/prep_audio.py)
-        m = finished_manifest(cache_dir, allow_failed=False)
-        if m is not None:
+        if finished_manifest(cache_dir, allow_failed=False) is not None:
             result.noop = True
             return result
-        m = _load_or_plan(cache_dir, key, name, dataset, records, config)
-        pending = [s for s in m.shards if not (s.complete and s.n_failed == 0 and (cache_dir / s.file).is_file())]
-        todo = [r for s in pending for r in records[s.start:s.start + s.count]]
-        fwd: dict = {}
-        back: dict = {}
-        if backend is not None and todo:
-            store = TranslationStore.for_cache(cache_root)
-            try:
-                fwd, back = _translate(backend, store, [c.strip() for r in todo for c in r.captions],
-                                       config["pivots"], batch_size, progress)
-            finally:
-                store.close()
-            result.n_requested = sum(x.n_requested for d in (fwd, back) for x in d.values())
-        for entry in pending:
-            recs = records[entry.start:entry.start + entry.count]
-            shard_failures: list[dict] = []
-            bt, bt_raw = _shard_payload(recs, config["pivots"], fwd, back, shard_failures)
-            entry.sha256 = write_caption_shard(
-                cache_dir / entry.file, [r.clip_id for r in recs], [r.split for r in recs],
-                [r.captions for r in recs], [[normalise_caption(c) for c in r.captions] for r in recs],
-                bt, bt_raw, key, config)
-            entry.complete, entry.n_failed = True, len(shard_failures)
-            m.extra["failures"] = [f for f in m.extra.get("failures", []) if f.get("shard") != entry.file] + [
-                {**f, "shard": entry.file} for f in shard_failures]
-            result.shards_done += 1
-            m.write(cache_dir)
-        m.extra["problems"] = problems
-        if excluded:
-            m.extra["exclude"] = excluded.to_dict()
-        m.complete = all(s.complete for s in m.shards)
-        result.failures = list(m.extra.get("failures", []))
-        publish_failures(cache_dir, problems + result.failures)
-        m.write(cache_dir)
+        _fill_cache(cache_root, cache_dir, name, dataset, records, config, backend, batch_size, progress, result)
     return result
+
+
+def _backend_options(translator: str, batch_size: int, device: str, marian_template: str | None,
+                     google: dict | None) -> dict:
+    """The keyword arguments `make_backend` takes for `translator` from prep_captions' options."""
+    options: dict = {}
+    if translator == "marian":
+        options = {"device": device, "batch_size": batch_size}
+        if marian_template:
+            options["template"] = marian_template
+    elif translator == "google":
+        options = dict(google or {})
+    return options
+
+
+def _fill_cache(cache_root: Path, cache_dir: Path, name: str, dataset: str, records: list[ClipRecord], config: dict,
+                backend, batch_size: int, progress: bool, result: CaptionPrepResult) -> None:
+    """Under the cache's lock: translate what the unfinished shards need (through the shared translation store),
+    write those shards, then publish the failures and the manifest (complete when every shard is)."""
+    m = _load_or_plan(cache_dir, result.key, name, dataset, records, config)
+    pending = [s for s in m.shards if not (s.complete and s.n_failed == 0 and (cache_dir / s.file).is_file())]
+    todo = [r for s in pending for r in records[s.start:s.start + s.count]]
+    fwd: dict = {}
+    back: dict = {}
+    if backend is not None and todo:
+        store = TranslationStore.for_cache(cache_root)
+        try:
+            fwd, back = _translate(backend, store, [c.strip() for r in todo for c in r.captions],
+                                   config["pivots"], batch_size, progress)
+        finally:
+            store.close()
+        result.n_requested = sum(x.n_requested for d in (fwd, back) for x in d.values())
+    for entry in pending:
+        recs = records[entry.start:entry.start + entry.count]
+        shard_failures: list[dict] = []
+        bt, bt_raw = _shard_payload(recs, config["pivots"], fwd, back, shard_failures)
+        entry.sha256 = write_caption_shard(
+            cache_dir / entry.file, [r.clip_id for r in recs], [r.split for r in recs],
+            [r.captions for r in recs], [[normalise_caption(c) for c in r.captions] for r in recs],
+            bt, bt_raw, result.key, config)
+        entry.complete, entry.n_failed = True, len(shard_failures)
+        m.extra["failures"] = [f for f in m.extra.get("failures", []) if f.get("shard") != entry.file] + [
+            {**f, "shard": entry.file} for f in shard_failures]
+        result.shards_done += 1
+        m.write(cache_dir)
+    m.extra["problems"] = result.problems
+    if result.excluded:
+        m.extra["exclude"] = result.excluded.to_dict()
+    m.complete = all(s.complete for s in m.shards)
+    result.failures = list(m.extra.get("failures", []))
+    publish_failures(cache_dir, result.problems + result.failures)
+    m.write(cache_dir)
 
 
 def _load_or_plan(cache_dir: Path, key: str, name: str, dataset: str, records: list[ClipRecord],
@@ -270,7 +282,7 @@ def _load_or_plan(cache_dir: Path, key: str, name: str, dataset: str, records: l
     m = Manifest(kind=KIND, key=key, name=name, dataset=dataset, splits=sorted({r.split for r in records}),
                  clip_ids=[r.clip_id for r in records], clip_splits=[r.split for r in records],
                  shard_size=config["shard_size"], shards=plan_shards(len(records), config["shard_size"]),
-                 config=config, code_version=CODE_VERSION, versions=_versions(config["backend"]),
+                 config=config, code_version=CODE_VERSION, versions=_translator_versions(config["backend"]),
                  extra={"n_captions": sum(len(r.captions) for r in records), "failures": [], "problems": []})
     m.write(cache_dir)
     return m

@@ -11,12 +11,13 @@ import json
 import os
 from pathlib import Path
 
+from audioret.cache.splits import split_role
 from audioret.pipeline.datasets import (AUDIO_EXTENSIONS, DATASET_KINDS, MISSING_AUDIO, ClipRecord, DatasetError, Problems,
                                problem, read_dataset_text, register_dataset)
 
 WAVCAPS_SPLIT = "train"
-#: The role the trainer gives WavCaps' one split (Clotho names), as pipeline/audiocaps.py's table does.
-SPLIT_ROLES = {WAVCAPS_SPLIT: "development"}
+#: The role the trainer gives WavCaps' one split (Clotho names, cache/splits.py), as pipeline/audiocaps.py's does.
+SPLIT_ROLES = {WAVCAPS_SPLIT: split_role(WAVCAPS_SPLIT)}
 #: --subsets name → (source folder under json_files/ and Audio/, metadata file name)
 SOURCES: dict[str, tuple[str, str]] = {
     "freesound": ("FreeSound", "fsd_final.json"),

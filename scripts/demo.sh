@@ -19,7 +19,7 @@ start=$(date +%s)
 rm -rf "$OUT" && mkdir -p "$OUT"
 
 step "1/7 generate a synthetic captioned dataset (two sound events per clip, compositional captions)"
-$PY -m audioret.pipeline.demo_data --out "$OUT/data" --clips 240,60,60 --seconds 3 --seed 0
+$PY -m audioret.cli.demo_data --out "$OUT/data" --clips 240,60,60 --seconds 3 --seed 0
 head -3 "$OUT/data/clotho_captions_evaluation.csv" | cut -c1-150
 
 step "2/7 prep audio: log-mels once into HDF5 shards"

@@ -1,47 +1,20 @@
-"""Shared test helpers: run the real CLI in a subprocess, and find the bundled real audio clips."""
+"""Fixtures shared by every layer's tests (helpers to import are in tests/support/).
+
+The one demo cache: a tiny generated Clotho-layout dataset (pipeline/demo_data.py) prepped by the real CLI into an
+audio + captions cache named "demo", built once per test session. Tests read it as it is; a test that changes a
+cache (damages a shard, adds a cache, gc's it) copies it first (shutil.copytree: milliseconds, where prepping takes
+subprocesses), as tests/cli/test_integrity.py does. Training runs register themselves under the cache root's runs/,
+which no test of the shared cache reads.
+"""
 from __future__ import annotations
 
-import csv
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / "tests" / "data"
-AUDIO = DATA / "audio"
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def cli_env(extra: dict | None = None) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    env["PYTHONUNBUFFERED"] = "1"
-    if extra:
-        env.update(extra)
-    return env
-
-
-def cli_cmd(*args: str) -> list[str]:
-    """argv for `audioret ARGS` run from this checkout (`python -m audioret`)."""
-    return [sys.executable, "-m", "audioret", *map(str, args)]
-
-
-def run_cli(*args: str, check: bool = False, timeout: float = 300, env: dict | None = None,
-            cwd: str | Path | None = None) -> subprocess.CompletedProcess:
-    """Run `audioret ARGS` in a real subprocess and capture its output."""
-    proc = subprocess.run(cli_cmd(*args), capture_output=True, text=True, timeout=timeout,
-                          env=cli_env(env), cwd=cwd)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"audioret {' '.join(map(str, args))} exited {proc.returncode}\n"
-                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc
+from support import AUDIO
+from support.demo import build_demo_cache
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -57,14 +30,8 @@ def audio_dir() -> Path:
     return AUDIO
 
 
-def real_clips() -> list[Path]:
-    return sorted(p for p in AUDIO.rglob("*") if p.suffix.lower() in {".mp3", ".flac", ".wav", ".ogg"})
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    """A UTF-8 CSV as the csv module writes it (quoting commas, quotes and newlines)."""
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory) -> Path:
+    """Cache root holding the session's demo audio (PANNs log-mel) and captions caches, both named "demo";
+    the dataset they were made from is `demo_cache.parent / "data"`. Read-only by convention."""
+    return build_demo_cache(tmp_path_factory.getbasetemp())

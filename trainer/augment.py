@@ -3,32 +3,16 @@
 Why here and not in the cache: they are cheap and random, so they run on the device per batch while the
 expensive, deterministic features stay in immutable shards. Every function is vectorised over the batch, draws
 all randomness from an explicit `torch.Generator` (reproducible runs and resumes) and never modifies its input in
-place. x is (B, T, F), padding after `lengths[b]` at the feature's floor. Semantics and order: docs/training.md.
+place. x is (B, T, F), padding after `lengths[b]` at the feature's floor (its `FeatureScale`,
+cache/feature_contract.py). Semantics and order: docs/training.md.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-FLOOR_DB = -100.0  # 10*log10(1e-10); the same floor pipeline/features.py writes (trainer never imports pipeline)
-
-
-@dataclass(frozen=True)
-class FeatureScale:
-    """Where silence sits in a cached feature and how far 1 dB of gain moves it.
-
-    The PANNs log-mel is in dB with a −100 dB floor (gain g adds g). The PaSST mel is (ln(P + 1e-5) + 4.5) / 5, so
-    gain g dB adds g·ln(10)/50 (exact above the 1e-5 offset, an approximation near it) and silence is
-    (ln 1e-5 + 4.5) / 5 ≈ −1.40. Padding is written at `floor` and the gain never moves a value below it.
-    """
-
-    floor: float = FLOOR_DB
-    per_db: float = 1.0
-
-
-DB_SCALE = FeatureScale()
+from audioret.cache.feature_contract import DB_SCALE, FeatureScale
 
 
 def valid_mask(lengths: torch.Tensor, n_frames: int) -> torch.Tensor:

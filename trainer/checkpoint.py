@@ -18,6 +18,7 @@ import torch
 
 from audioret.cache.publish import publish_file
 
+RUN_INFO = "run.json"  # RUN_DIR/run.json: the caches a run reads (by key), written when it starts
 CHECKPOINT_DIR = "checkpoints"
 TEXT_PREFIX = "text.transformer."  # BiEncoder state-dict keys of the pretrained text transformer
 RUN_STATE_KEYS = ("epoch", "config", "best_map10", "best_epoch", "bad_epochs", "val", "stopped", "frozen_text")

@@ -18,6 +18,7 @@ from typing import Any
 import tomli_w
 
 from audioret.cache.publish import publish_file
+from audioret.cache.splits import split_names
 
 
 class ConfigError(ValueError):
@@ -115,22 +116,13 @@ CHOICES: dict[str, tuple[str, ...]] = {"resident": ("auto", "ram", "gpu", "strea
                                       "optimizer": ("adam", "adamw"), "schedule": ("step", "cosine"),
                                       "text_normalisation": ("audioret", "dcase2025")}
 
-# Split names the trainer accepts per role (Clotho's names first; manifests may use the short ones).
-SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
-    "train": ("development", "train"),
-    "validation": ("validation", "val"),
-    "evaluation": ("evaluation", "test"),
-}
-
-
 def resolve_split(role_or_name: str, available: list[str] | set[str]) -> str:
-    """The split name present in a cache for a role ("train"/"validation"/"evaluation") or an alias of one."""
+    """The split name present in a cache for a role ("train"/"validation"/"evaluation") or an alias of one
+    (cache/splits.py: Clotho's names first; manifests may use the short ones)."""
     available = set(available)
-    for role, names in SPLIT_ALIASES.items():
-        if role_or_name == role or role_or_name in names:
-            for n in names:
-                if n in available:
-                    return n
+    for n in split_names(role_or_name):
+        if n in available:
+            return n
     if role_or_name in available:
         return role_or_name
     raise ConfigError(f"split {role_or_name!r} not found; the cache has {sorted(available)}")

@@ -16,74 +16,13 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from audioret.trainer.augment import FLOOR_DB, FeatureScale
+from audioret.cache.feature_contract import FLOOR_DB, FeatureScale
 from audioret.trainer.caption_text import caption_view
 from audioret.trainer.config import ConfigError, TrainConfig
 from audioret.trainer.encoders import feature_spec
 from audioret.trainer.source_ids import find_duplicates
-from audioret.trainer.sources import ConcatAudio, Source, epoch_rows, epoch_size, weight_problem, weighted_count
-
-LEGACY_FEATURE = "panns-logmel"  # caches written before the feature name was recorded hold the PANNs log-mel
-
-
-class DataError(ValueError):
-    """The caches cannot feed this model (wrong features, no captions for a split, ...)."""
-
-
-def cache_feature(config: dict) -> str:
-    """The feature definition a cache holds, as "name (version)" where a version is recorded."""
-    name = str(config.get("feature", LEGACY_FEATURE))
-    return f"{name} ({config['feature_version']})" if config.get("feature_version") else name
-
-
-def feature_fits(config: dict, encoder: str = "cnn10") -> bool:
-    """Whether a cache's recorded feature definition is the one `encoder` needs (numbers checked separately)."""
-    return feature_mismatch(config, encoder) is None
-
-
-def feature_mismatch(config: dict, encoder: str = "cnn10") -> str | None:
-    """None when a cache holds the features `encoder` needs, else what differs (the middle of the error line).
-
-    By name for panns / passt; for an `hf:` encoder by the extractor's class and resolved settings as the cache
-    records them, so a cache prepped with another spelling of the same folder ("clap", "/abs/clap/") fits and a
-    folder of the same name whose extractor computes something else does not."""
-    need = feature_spec(encoder)
-    got = str(config.get("feature", LEGACY_FEATURE))
-    kind = need.extractor["extractor_class"] if need.extractor else None
-    if kind is None or not got.startswith("hf:") or config.get("extractor_class") != kind:
-        return None if got == need.feature else \
-            f"holds {cache_feature(config)} features, the {encoder} encoder needs {need.feature}"
-    theirs, ours = config.get("extractor_settings") or {}, need.extractor["extractor_settings"]
-    differ = [f"{k} {theirs.get(k)!r} ≠ {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
-              if theirs.get(k) != ours.get(k)]
-    if not differ:
-        return None
-    return (f"holds {got} features of other {kind} settings than the {encoder} encoder's (cache ≠ encoder): "
-            f"{', '.join(differ)}")
-
-
-def check_audio_config(config: dict, source: str, encoder: str = "cnn10") -> float:
-    """Refuse a cache whose features differ from what `encoder` is built for; returns frames per second.
-
-    First the recorded feature definition (a PaSST mel cache has a plausible shape but other numbers), then the
-    numbers the encoder's shapes depend on."""
-    need = feature_spec(encoder)
-    mismatch = feature_mismatch(config, encoder)
-    if mismatch is not None:
-        raise DataError(f"{source}: audio cache {mismatch} (re-run `audioret prep audio {need.prep}`)")
-    for key, value in need.numbers().items():
-        got = config.get(key)
-        if got is None or int(got) != value:
-            raise DataError(f"{source}: audio cache has {key}={got!r}, the model needs {key}={value} "
-                            f"(re-run `audioret prep audio {need.prep}`)")
-    return float(config["sample_rate"]) / float(config["hop_length"])
-
-
-def check_sources(sources: Sequence[Source], encoder: str = "cnn10") -> float:
-    """Every cache of a run must hold the features `encoder` needs; returns frames per second. One frame rate
-    for all follows (crops are counted in frames): check_audio_config pins each cache's sample_rate and
-    hop_length to the encoder's."""
-    return [check_audio_config(s.audio.config, str(s.audio.directory), encoder) for s in sources][0]
+from audioret.trainer.sources import (ConcatAudio, DataError, Source, check_sources, epoch_rows, epoch_size,
+                                      weight_problem, weighted_count)
 
 
 @dataclass

@@ -1,10 +1,9 @@
 """Optional multi-process (DDP) training support, kept out of the single-process trainer's way.
 
 Why a module of its own: a one-GPU run must not pay for (or be able to break on) process groups, so everything here
-is a no-op when the world size is 1 and the trainer calls only a handful of hooks. The contrastive loss gathers
-embeddings with gradient and scores each rank's local rows against the global batch; why that gradient equals one
-process on the whole batch, and why the loss is neither divided nor multiplied by the world size:
-docs/training.md.
+is a no-op when the world size is 1 and the trainer calls only a handful of hooks. The global-batch contrastive
+loss (all-gather with gradient, local rows against the global batch) sits beside the loss, in
+trainer/loss_distributed.py. Starting ranks: audioret/cli/launch.py.
 """
 from __future__ import annotations
 
@@ -16,8 +15,6 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 import torch.distributed as dist
 from torch import nn
-
-from audioret.trainer.loss import mask_from_clip_ids, nt_xent
 
 #: Environment variables that mean "a launcher started this process as one rank of several".
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE")
@@ -162,133 +159,6 @@ def cleanup() -> None:
     """Leave the process group so the launcher sees a clean exit."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-LAUNCHER_OPTIONS = ("--nproc", "--nnodes", "--rdzv-endpoint")
-
-
-def _without_launcher_options(argv: Sequence[str]) -> list[str]:
-    """The CLI arguments minus the launcher's own (`--nproc 2`, `--nnodes=1`, ...): the ranks do not need them."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in LAUNCHER_OPTIONS:
-            skip = True
-        elif not arg.startswith(tuple(o + "=" for o in LAUNCHER_OPTIONS)):
-            out.append(arg)
-    return out
-
-
-def launch_local(nproc: int, argv: Sequence[str], module: str = "audioret", nnodes: str = "1",
-                 rdzv_endpoint: str = "", max_restarts: int = 0) -> int:
-    """Re-run `python -m MODULE ARGV` as `nproc` ranks through torch's elastic launcher (what `torchrun` does).
-
-    Why in-process instead of exec'ing `torchrun`: the console script may not be on PATH (tests, `python -m`),
-    and the same interpreter is guaranteed. Single node uses `--standalone` (rendezvous on a free port, so two
-    jobs on one machine never collide); multi-node passes `nnodes` and `rdzv_endpoint` (c10d rendezvous).
-    The children find RANK/WORLD_SIZE in their environment, so `launched_distributed()` stops recursion.
-    Returns the exit status to use (0 ok, 1 when any rank failed).
-    """
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser, run
-
-    opts = [f"--nproc-per-node={nproc}", f"--nnodes={nnodes}", f"--max-restarts={max_restarts}"]
-    if rdzv_endpoint:
-        opts += ["--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}"]
-    else:
-        opts += ["--standalone"]
-    parser = get_args_parser()
-    parser.allow_abbrev = False  # our own options (e.g. --nproc) must never be read as torchrun's abbreviations
-    args = parser.parse_args([*opts, "--module", module, *_without_launcher_options(argv)])
-    try:
-        run(args)
-    except ChildFailedError as exc:
-        first = next(iter(exc.failures.values()), None)
-        code = getattr(first, "exitcode", 1) if first is not None else 1
-        return code if isinstance(code, int) and code > 0 else 1
-    return 0
-
-
-class _GatherWithGrad(torch.autograd.Function):
-    """all_gather whose backward sums every rank's gradient for this rank's slot.
-
-    Written out (all_reduce of the full gradient, then the own slice) instead of relying on
-    `torch.distributed.nn.functional.all_gather`, whose backward takes different code paths per backend; this
-    one is the same on gloo and NCCL, and the cost (W·B×D floats per step) is negligible next to the encoders.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        world, rank = dist.get_world_size(), dist.get_rank()
-        parts = [torch.empty_like(x) for _ in range(world)]
-        dist.all_gather(parts, x.contiguous())
-        ctx.rank, ctx.batch = rank, x.shape[0]
-        return torch.cat(parts, dim=0)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad[ctx.rank * ctx.batch:(ctx.rank + 1) * ctx.batch]
-
-
-def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """(B, ...) per rank → (W·B, ...) in rank order, differentiable; identity for one process.
-
-    Every rank must pass the same B (the sampler guarantees it).
-    """
-    if not current().enabled:
-        return x
-    return _GatherWithGrad.apply(x)
-
-
-def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
-    """all_gather of a tensor that needs no gradient (e.g. clip indices for the duplicate mask)."""
-    if not current().enabled:
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts, dim=0)
-
-
-def local_block_loss(audio_local: torch.Tensor, text_local: torch.Tensor, audio_all: torch.Tensor,
-                     text_all: torch.Tensor, logit_scale: torch.Tensor | float, offset: int,
-                     clip_local: torch.Tensor | None = None,
-                     clip_all: torch.Tensor | None = None) -> torch.Tensor:
-    """Symmetric NT-Xent of B local rows against N global columns; the target of row i is column offset + i.
-
-    With offset 0 and local == all this is exactly the single-process N×N loss. `clip_*` (clip indices) mask
-    other captions of the same clip out of the negatives (DESIGN: they are not negatives of each other).
-    The loss itself is trainer.loss.nt_xent; this only supplies the global columns.
-    """
-    mask = mask_from_clip_ids(clip_local, clip_all) if clip_local is not None and clip_all is not None else None
-    return nt_xent(audio_local, text_local, logit_scale, mask, audio_all=audio_all, text_all=text_all,
-                   offset=offset)
-
-
-def distributed_nt_xent(audio_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float,
-                        clip_index: torch.Tensor | None = None) -> torch.Tensor:
-    """This rank's contrastive loss against the global batch (see the module docstring for the scaling).
-
-    Use it *unscaled* with DDP (gradient averaging). With one process it equals the plain N×N symmetric loss.
-    """
-    info = current()
-    audio_all, text_all = gather_with_grad(audio_emb), gather_with_grad(text_emb)
-    clip_all = gather_no_grad(clip_index) if clip_index is not None else None
-    return local_block_loss(audio_emb, text_emb, audio_all, text_all, logit_scale,
-                            info.rank * audio_emb.shape[0], clip_index, clip_all)
-
-
-def contrastive_loss(audio_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float,
-                     clip_index: torch.Tensor) -> torch.Tensor:
-    """The loop's one loss call: the global-batch loss in a distributed run, else the plain NT-Xent.
-
-    `clip_index` (one int per row) keeps captions of the same clip from being each other's negatives.
-    """
-    if current().enabled:
-        return distributed_nt_xent(audio_emb, text_emb, logit_scale, clip_index)
-    return nt_xent(audio_emb, text_emb, logit_scale, mask_from_clip_ids(clip_index))
 
 
 def wrap_model(model: nn.Module, device: torch.device | None = None) -> nn.Module:

@@ -7,7 +7,6 @@ never serves old embeddings (trainer/embedding_cache.py). Metrics: trainer/metri
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import tempfile
@@ -20,40 +19,16 @@ import torch
 
 from audioret.cache.publish import publish_file, publish_json
 from audioret.trainer.caption_text import caption_view, model_texts
-from audioret.trainer.checkpoint import checkpoint_path, load_checkpoint, load_model_state
-from audioret.trainer.config import TrainConfig, from_dict, resolve_split
-from audioret.trainer.data import caption_table, check_audio_config, pad_arrays
+from audioret.trainer.checkpoint import RUN_INFO, checkpoint_path, load_checkpoint, load_model_state
+from audioret.trainer.config import from_dict, resolve_split
+from audioret.trainer.data import caption_table, pad_arrays
+from audioret.trainer.device import autocast, resolve_device
 from audioret.trainer.encoders import feature_spec
 from audioret.trainer.embedding_cache import is_not_writable, load_embeddings, run_cache_dir, save_embeddings
 from audioret.trainer.metrics import MAP_CUTOFFS, chance_average_precision, multi_positive_metrics, top_k
+from audioret.trainer.models import build_model
 from audioret.trainer.relevance import Relevance, RelevanceMatch, match_relevance
-
-RUN_INFO = "run.json"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (the paper's GPU recipe); full fp32 on CPU, where bf16 is slow and not needed."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def build_model(cfg: TrainConfig, n_mels: int = 64):
-    """The bi-encoder a config describes (trainer/encoders/: audio encoder by `audio_encoder`, pretrained text
-    transformer from `text_model`; audio checkpoints are loaded by the training loop)."""
-    from audioret.trainer.encoders import build_audio_encoder, build_text_encoder
-    from audioret.trainer.models import BiEncoder
-
-    return BiEncoder(build_audio_encoder(cfg, n_mels), build_text_encoder(cfg), temperature=cfg.temperature,
-                     learn_temperature=cfg.learn_temperature)
+from audioret.trainer.sources import check_audio_config
 
 
 @torch.no_grad()

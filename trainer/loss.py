@@ -3,7 +3,7 @@
 Why its own module: the loss has two traps the rest of the trainer must not re-implement. Two captions of the same
 clip in one batch are both true matches, so neither may be the other's negative (`same_clip_mask`); and under DDP
 each rank must score its local rows against the gathered global columns (`audio_all`/`text_all` and `offset`),
-so trainer/distributed.py only gathers and calls `nt_xent`.
+so trainer/loss_distributed.py only gathers and calls `nt_xent`.
 """
 from __future__ import annotations
 

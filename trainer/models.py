@@ -11,6 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from audioret.trainer.config import TrainConfig
+from audioret.trainer.encoders import build_audio_encoder, build_text_encoder
+
+
 class BiEncoder(nn.Module):
     """Audio and text encoders with L2-normalised outputs and a logit scale (1/temperature).
 
@@ -51,3 +55,10 @@ class BiEncoder(nn.Module):
         """→ (audio_emb, text_emb, logit_scale); `texts` is a list of strings or a `tokenize` batch."""
         text = self.encode_tokens(texts) if isinstance(texts, dict) else self.encode_text(texts)
         return self.encode_audio(x, lengths, generator), text, self.logit_scale
+
+
+def build_model(cfg: TrainConfig, n_mels: int = 64) -> BiEncoder:
+    """The bi-encoder a config describes (trainer/encoders/: audio encoder by `audio_encoder`, pretrained text
+    transformer from `text_model`; audio checkpoints are loaded by the training loop)."""
+    return BiEncoder(build_audio_encoder(cfg, n_mels), build_text_encoder(cfg), temperature=cfg.temperature,
+                     learn_temperature=cfg.learn_temperature)

@@ -1,21 +1,26 @@
-"""A picture of what the audio encoder sees: cached log-mels before and after the augmentation chain.
+"""What training sees, for a person: cached log-mels before and after the augmentation chain (a PNG), and
+captions with their back-translations and augmented draws.
 
 Why: augmentation bugs (wrong axis, gain on padding, stripes wider than asked) are invisible in a loss curve but
-obvious in a spectrogram. The chain is the training one — the config's random crop, then `augment_batch` (gain →
-Freq-MixStyle) and SpecAugment's stripes — except that the stripes, which the model zero-fills after bn0 (i.e. at
-the per-bin mean), are drawn here at each clip's per-bin mean in dB so the picture stays readable.
+obvious in a spectrogram. The chain is the training one (crop, gain, Freq-MixStyle, SpecAugment), except that the
+stripes the model zero-fills after bn0 are drawn at each clip's per-bin mean in dB, so the picture stays readable.
+Caption draws come from the trainer's own TextAugmenter.
 """
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
 
 from audioret.trainer.augment import augment_batch, spec_augment
 from audioret.trainer.config import TrainConfig, resolve_split
-from audioret.trainer.data import check_audio_config, crop_windows, pad_arrays
+from audioret.trainer.data import crop_windows, pad_arrays
 from audioret.trainer.encoders import feature_spec
+from audioret.trainer.sources import check_audio_config
 
 
 def render_audio_preview(cfg: TrainConfig, cache_root: Path, name: str | None, out_file: Path, n_clips: int = 4,
@@ -26,7 +31,7 @@ def render_audio_preview(cfg: TrainConfig, cache_root: Path, name: str | None, o
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from audioret.trainer.loop import open_audio_cache
+    from audioret.trainer.sources import open_audio_cache
 
     audio = open_audio_cache(cache_root, name, encoder=cfg.audio_encoder)
     fps = check_audio_config(audio.config, str(audio.directory), cfg.audio_encoder)
@@ -65,3 +70,55 @@ def render_audio_preview(cfg: TrainConfig, cache_root: Path, name: str | None, o
     fig.savefig(out_file, dpi=80)
     plt.close(fig)
     return out_file
+
+
+@dataclass
+class CaptionDraws:
+    """One caption of a clip: as given, in the form the model trains on, per pivot its back-translation (as
+    cached), and augmented draws."""
+
+    raw: str
+    trained_form: str
+    back_translations: dict[str, str]
+    draws: list[str]
+
+
+@dataclass
+class CaptionPreview:
+    """The previewed captions cache and, per clip shown (sorted by id), its split and captions."""
+
+    directory: Path
+    backend: str
+    pivots: list[str]
+    clips: list[tuple[str, str, list[CaptionDraws]]]
+
+
+def caption_preview(cache_root: Path, name: str | None, key: str | None, n_clips: int, draws: int,
+                    probabilities: Mapping[str, float], text_normalisation: str = "audioret",
+                    seed: int = 0) -> CaptionPreview:
+    """`n_clips` random clips of a captions cache with `draws` augmented draws per caption, on the caption form
+    `text_normalisation` trains on (trainer/caption_text.py).
+
+    `probabilities`: p_eda, p_syn, p_swp, p_del, p_ins and p_bt (p_bt counts as 0 for a cache without
+    back-translations). The clip choice and the draws follow from `seed` alone.
+    """
+    from audioret.cache.caption_shards import CaptionCache
+    from audioret.trainer.caption_text import caption_view
+    from audioret.trainer.eda import EDA, TextAugmenter, vocabulary_of
+
+    p = probabilities
+    cc = CaptionCache.open(cache_root, name=name, key=key)
+    seen = caption_view(cc, text_normalisation)  # what the text encoder trains on
+    train_ids = cc.ids_for_split("development") or cc.ids_for_split("train") or cc.clip_ids
+    vocab = vocabulary_of(c for cid in train_ids for c in seen.captions(cid))
+    eda = EDA(vocab, p["p_eda"], p["p_syn"], p["p_swp"], p["p_del"], p["p_ins"], seed=seed)
+    rng = random.Random(seed)
+    aug = TextAugmenter(seen, p["p_bt"] if cc.backend != "none" else 0.0, eda)
+    clips = []
+    for cid in sorted(rng.sample(cc.clip_ids, min(n_clips, len(cc.clip_ids)))):
+        bts = cc.back_translations(cid)
+        rows = [CaptionDraws(raw, cap, {pivot: bts[pivot][i] for pivot in cc.pivots},
+                             [aug.pick(cid, i, rng) for _ in range(draws)])
+                for i, (raw, cap) in enumerate(zip(cc.raw(cid), seen.captions(cid)))]
+        clips.append((cid, cc.splits[cc.index_of(cid)], rows))
+    return CaptionPreview(cc.directory, cc.backend, list(cc.pivots), clips)

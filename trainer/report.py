@@ -37,7 +37,10 @@ class Hit:
 
 
 @dataclass
-class Query:
+class RankedQuery:
+    """One caption of the split as a query, with where its correct clip ranked (not pipeline/queries.py's `Query`,
+    a free-text query read from a file)."""
+
     row: int  # row of the similarity matrix
     caption: str
     clip_id: str  # its correct clip
@@ -47,7 +50,7 @@ class Query:
     hits: list[Hit] = field(default_factory=list)  # top clips, then the correct clip when outside them
 
 
-def rank_queries(scores: SplitScores, captions: Sequence[str], top: int = 5) -> list[Query]:
+def rank_queries(scores: SplitScores, captions: Sequence[str], top: int = 5) -> list[RankedQuery]:
     """Every caption of a split with its correct clip's rank, AP@10, margin and top clips (same tie order as the
     metrics: score descending, then clip index)."""
     sim = scores.similarity.float()
@@ -68,12 +71,13 @@ def rank_queries(scores: SplitScores, captions: Sequence[str], top: int = 5) -> 
                 for r, (j, s) in enumerate(zip(idx[row].tolist(), top_scores[row].tolist()), start=1)]
         if rank > len(hits):
             hits.append(Hit(scores.clip_ids[t], float(target_score[row]), rank, True))
-        queries.append(Query(row, captions[row], scores.caption_clip[row], rank,
+        queries.append(RankedQuery(row, captions[row], scores.caption_clip[row], rank,
                              1.0 / rank if rank <= 10 else 0.0, float(margin[row]), hits))
     return queries
 
 
-def select_queries(queries: Sequence[Query], n_worst: int = 20, n_best: int = 10) -> tuple[list[Query], list[Query]]:
+def select_queries(queries: Sequence[RankedQuery], n_worst: int = 20,
+                   n_best: int = 10) -> tuple[list[RankedQuery], list[RankedQuery]]:
     """(worst, best) as the module docstring defines them; the best never repeat a worst query."""
     worst = sorted(queries, key=lambda q: (-q.rank, q.margin, q.row))[:n_worst]
     shown = {q.row for q in worst}
@@ -201,7 +205,7 @@ def build_report(run, split: str = "evaluation", copy_audio: bool = False, audio
     return ReportResult(final / "index.html", len(media.media) - len(media.missing), media.missing, media.copied)
 
 
-def _render(run, split: str, metrics: dict, context: dict, worst: list[Query], best: list[Query],
+def _render(run, split: str, metrics: dict, context: dict, worst: list[RankedQuery], best: list[RankedQuery],
             media: dict[str, report_html.ClipMedia], top: int, has_curves: bool) -> str:
     run_dir = Path(run.run_dir)
     meta = (f"{run_dir.resolve()} · split {split} · {run.checkpoint} checkpoint (epoch {run.epoch}) · "

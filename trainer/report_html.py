@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 if TYPE_CHECKING:  # report.py builds the queries and imports this module
-    from audioret.trainer.report import Query
+    from audioret.trainer.report import RankedQuery
 
 # Readable names of the metric keys trainer.metrics (and its extensions) produce; unknown keys show as they are.
 METRIC_LABELS = {
@@ -83,7 +83,7 @@ def _media(media: ClipMedia) -> str:
     return '<span class="note">no source recorded</span>'
 
 
-def query_block(number: int, query: "Query", media: Mapping[str, ClipMedia], top: int) -> str:
+def query_block(number: int, query: "RankedQuery", media: Mapping[str, ClipMedia], top: int) -> str:
     """One query: caption, rank of its correct clip, its top clips (and the correct one when outside them)."""
     stats = f"correct clip at rank {query.rank} · AP@10 {query.ap10:.3f} · margin {query.margin:+.4f}"
     rows = ["<tr><th>rank</th><th>score</th><th>clip</th><th>listen</th></tr>"]

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 
-def make_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
+def make_torch_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
     """Adam (paper) or AdamW (baseline) with two groups: the pretrained text transformer at text_lr, everything
     else (audio encoder, projection heads, a learned temperature) at lr. text_lr = 0 freezes the transformer (no
     gradients computed for it). Betas (0.9, 0.999) and eps 1e-8 are torch's defaults and the baseline's."""

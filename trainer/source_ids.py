@@ -48,6 +48,12 @@ class Duplicates:
     identity: np.ndarray
     pairs: list[tuple[tuple[str, str], tuple[str, str]]] = field(default_factory=list)
 
+    def summary(self) -> str:
+        """The stderr line: how many training clips are a recording another cache of the run holds too."""
+        pairs = ", ".join(f"{k} ({n})" for k, n in (self.report() or {}).get("by_datasets", {}).items())
+        return (f"{len(self.pairs)} training clip(s) are one recording in two caches, by source id: {pairs}; each "
+                "pair is one clip to the loss (not each other's negatives)")
+
     def report(self, examples: int = 3) -> dict[str, Any] | None:
         """What run.json keeps (None when there are none): the count, per "later ~ earlier" dataset pair, and a
         few (later clip id, earlier clip id) examples."""

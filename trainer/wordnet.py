@@ -53,6 +53,12 @@ def _complete(corpus: Path) -> bool:
     return all((corpus / n).is_file() for n in NEEDED) and (corpus / "lexnames").is_file()
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def setup_wordnet(target: Path | None = None, source: Path | None = None) -> Path:
     """Make `<target>/corpora/wordnet` (copy + lexnames) once; return the NLTK data dir holding it."""
     target = Path(target or data_dir())
@@ -68,6 +74,9 @@ def setup_wordnet(target: Path | None = None, source: Path | None = None) -> Pat
     # Build in a temp dir and rename, so concurrent first runs never see a half-copied corpus.
     tmp = Path(tempfile.mkdtemp(prefix=".wordnet-", dir=corpus.parent))
     try:
+        # mkdtemp makes the dir 0700: after the rename, another user (the image's uid 1000 reading the corpus root
+        # built at image build time) could not list it. Give it the mode a mkdir would.
+        tmp.chmod(0o777 & ~_umask())
         for f in source.iterdir():
             if f.is_file():
                 shutil.copyfile(f, tmp / f.name)

@@ -14,14 +14,14 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from audioret.cache.feature_contract import FeatureSpec
 from audioret.trainer.caption_text import verbatim_captions
 from audioret.trainer.config import resolve_split
-from audioret.trainer.encoders import FeatureSpec
+from audioret.trainer.device import resolve_device
 from audioret.trainer.encoders.hf import check_clap_pair, hf_feature_spec, load_feature_extractor
 from audioret.trainer.encoders.hf_inputs import ClapBatching
 from audioret.trainer.encoders.loading import ModelLoadError, model_load_error, quiet_transformers
-from audioret.trainer.evaluate import (SplitScores, check_writable, resolve_device, score_split,
-                                        write_eval_reports)
+from audioret.trainer.evaluate import SplitScores, check_writable, score_split, write_eval_reports
 from audioret.trainer.models import BiEncoder
 from audioret.trainer.relevance import Relevance
 
@@ -93,7 +93,7 @@ def score_zero_shot(model: str, cache_root: str | Path, name: str | None, split:
                     batch_size: int = 64) -> tuple[str, SplitScores]:
     """(the cache's split name, its scores) of the pretrained CLAP `model` ("<name or path>" or "hf:<...>") on
     the caches named `name` under `cache_root`: the audio cache must hold `hf:<model>` features."""
-    from audioret.trainer.loop import open_caches
+    from audioret.trainer.sources import open_caches
 
     source = model.strip().removeprefix("hf:").strip()
     audio, captions = open_caches(Path(cache_root), name, None, None, f"hf:{source}")  # refuses other features

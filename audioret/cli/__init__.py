@@ -1,18 +1,23 @@
-"""The `audioret` command line: groups live in `groups.py`, each command in the module of its stage.
+"""The `audioret` command line: the groups and shared options live in `groups.py`, one module per command group.
 
-Importing a command module registers its commands on the groups; `main` is the console-script entry point.
+`prep_cmd` (prep audio, prep captions), `cache_cmd`, `download_cmd`, `train_cmd` (with `launch` for --nproc),
+`eval_cmd`, `retrieve_cmd` (retrieve, predict), `preview_cmd`, `search_cmd` (search, sweep), `report_cmd`. Handlers
+are named `<group>_<command>_command` (`prep_audio_command`) or `<command>_command` for the top level
+(`train_command`). Importing a command module registers its commands on the groups; `main` is the console-script
+entry point.
 """
 from audioret.cli.groups import main  # noqa: F401
 
 # Each module below attaches its commands to the groups when imported.
 from audioret.cli import (  # noqa: F401,E402
-    prep_audio_cmd,
+    prep_cmd,
     cache_cmd,
-    prep_captions_cmd,
-    train_cmd,
-    search_cmd,
     download_cmd,
-    predict_cmd,
+    train_cmd,
+    eval_cmd,
+    retrieve_cmd,
+    preview_cmd,
+    search_cmd,
     report_cmd,
 )
 

@@ -7,16 +7,15 @@ from pathlib import Path
 import click
 
 from audioret.cache.gc import HOLDS_FOREIGN, garbage, remove
-from audioret.cache.manifest import iter_caches
 from audioret.cache.publish import human_bytes as _human
 from audioret.cache.runs import read_runs, users
-from audioret.cache.verify import summarise, verify_cache
+from audioret.cache.verify import caches_matching, summarise, verify_cache
 from audioret.cli.groups import EXIT_FAILURE, cache_group
 
 
 @cache_group.command("ls")
 @click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def ls_cmd(cache_dir: Path) -> None:
+def cache_ls_command(cache_dir: Path) -> None:
     """List every cache under CACHE_DIR (kind, name, dataset, features — the audio feature definition or the
     captions' translator —, splits, clips, hours, size, key, state, how many existing runs use it, and the folder
     the clips were read from), then the runs registered there with every cache each one used.
@@ -56,7 +55,7 @@ def _echo_table(table: list[tuple[str, ...]], indent: str = "") -> None:
 @cache_group.command("verify")
 @click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("key", required=False)
-def verify_cmd(cache_dir: Path, key: str | None) -> None:
+def cache_verify_command(cache_dir: Path, key: str | None) -> None:
     """Re-read every shard and check it against its manifest (checksums, shapes, offsets, attributes).
 
     Checks every cache under CACHE_DIR, or only the one whose key starts with KEY. Exit 1 names each bad shard.
@@ -65,8 +64,7 @@ def verify_cmd(cache_dir: Path, key: str | None) -> None:
     Example:
       audioret cache verify caches/ 3f2a9c1e
     """
-    dirs = [d for d, m in iter_caches(cache_dir)
-            if key is None or d.name.startswith(key) or (m is not None and m.key.startswith(key))]
+    dirs = caches_matching(cache_dir, key)
     if not dirs:
         click.echo(f"{cache_dir}: no cache" + (f" with key {key}" if key else ""), err=True)
         sys.exit(EXIT_FAILURE)
@@ -87,7 +85,7 @@ def verify_cmd(cache_dir: Path, key: str | None) -> None:
 @cache_group.command("gc")
 @click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--yes", is_flag=True, help="Delete; without it, only list what would be deleted.")
-def gc_cmd(cache_dir: Path, yes: bool) -> None:
+def cache_gc_command(cache_dir: Path, yes: bool) -> None:
     """Remove temp files of dead writers, incomplete caches nobody is writing, folder caches superseded by a newer
     cache of the same folder (`predict` / `retrieve --audio-dir` after files changed), and the records of runs
     whose directory is gone. A cache a registered run still uses is never removed (listed as "in use").

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from audioret.cli.groups import CONTEXT, EXIT_USAGE, download
+from audioret.cli.groups import CONTEXT, EXIT_USAGE, download_group
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 
@@ -69,13 +69,13 @@ def _download(root: Path, splits: list[str] | None, table, default_url: str, wha
     sys.exit(code)
 
 
-@download.command("clotho", context_settings=CONTEXT)
+@download_group.command("clotho", context_settings=CONTEXT)
 @click.option("--root", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to fill: ROOT/{development,validation,evaluation}/*.wav + ROOT/clotho_*.csv.")
 @click.option("--splits", default="development,validation,evaluation", show_default=True,
               help="Comma-separated splits to fetch (the LICENSE comes with any).")
 @_fetch_options
-def clotho(root: Path, splits: str, **transfer) -> None:
+def download_clotho_command(root: Path, splits: str, **transfer) -> None:
     """Download Clotho v2.1 (Zenodo 4783391), verify size+md5, extract into the layout `prep` reads.
 
     Resumable: kill it at any point and run it again; partial files continue with HTTP Range requests,
@@ -99,11 +99,11 @@ def clotho(root: Path, splits: str, **transfer) -> None:
     _download(root, split_list, CLOTHO_FILES, CLOTHO_URL, f"clotho: {', '.join(split_list)}", **transfer)
 
 
-@download.command("dcase2022-retrieval", context_settings=CONTEXT)
+@download_group.command("dcase2022-retrieval", context_settings=CONTEXT)
 @click.option("--root", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to fill: ROOT/retrieval_audio/*.wav + ROOT/retrieval_captions.csv (+ metadata CSV).")
 @_fetch_options
-def dcase2022_retrieval(root: Path, **transfer) -> None:
+def download_dcase2022_retrieval_command(root: Path, **transfer) -> None:
     """Download the DCASE 2022 task 6b evaluation set (Zenodo 6590983): audio to rank and the query captions.
 
     Same guarantees as `download clotho`: resumable, md5-verified (a mismatch is kept as NAME.bad-md5), an

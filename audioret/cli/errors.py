@@ -11,8 +11,9 @@ import errno
 import os
 import select
 import sys
+import warnings
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, NoReturn, TypeVar
 
 import click
 
@@ -90,3 +91,14 @@ def invoke_reporting_errors(invoke: Callable[[], T]) -> T:
             raise
         click.echo(f"error: {describe(exc)}", err=True)
         raise click.exceptions.Exit(1) from None
+
+
+def fail(msg: str, code: int = 1) -> NoReturn:
+    """A failure a command reports itself: `error: <msg>` on stderr and exit `code` (e.g. 2 for a bad config)."""
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(code)
+
+
+def one_line_warnings() -> None:
+    """Warnings (e.g. "p_bt treated as 0") as one `warning: ...` line on stderr, without a source-code echo."""
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"

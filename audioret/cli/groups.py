@@ -1,4 +1,4 @@
-"""The Click groups every command module attaches to.
+"""The Click groups every command module attaches to, and the options several commands share.
 
 Exit codes across the CLI: 0 ok, 1 failure, 2 usage (Click's default), 3 partial (some inputs failed; the
 failures are listed in a report file named on stderr). Any failure a command does not handle itself becomes one
@@ -59,7 +59,7 @@ def main() -> None:
     """audioret: language-based audio retrieval (text query → ranked recordings).
 
     \b
-    Typical session:
+    Example (a typical session):
       audioret download clotho --root data/clotho
       audioret prep audio    --dataset clotho --root data/clotho --cache caches/
       audioret prep captions --dataset clotho --root data/clotho --cache caches/ --translator marian
@@ -69,8 +69,8 @@ def main() -> None:
     """
 
 
-@main.group(context_settings=CONTEXT)
-def prep() -> None:
+@main.group("prep", context_settings=CONTEXT)
+def prep_group() -> None:
     """Precompute deterministic work once (log-mels, back-translations) into HDF5 shards.
 
     \b
@@ -89,8 +89,8 @@ def cache_group() -> None:
     """
 
 
-@main.group(context_settings=CONTEXT)
-def preview() -> None:
+@main.group("preview", context_settings=CONTEXT)
+def preview_group() -> None:
     """Show what training will see (augmented captions or log-mels).
 
     \b
@@ -99,8 +99,8 @@ def preview() -> None:
     """
 
 
-@main.group(context_settings=CONTEXT)
-def download() -> None:
+@main.group("download", context_settings=CONTEXT)
+def download_group() -> None:
     """Fetch public datasets into the layout `prep` reads.
 
     \b

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
+from audioret.cli.errors import fail
 from audioret.cli.groups import CONTEXT, EXIT_USAGE, main, no_verify_option
-from audioret.cli.train_cmd import _fail
 
 
 @main.command("report", context_settings=CONTEXT)
@@ -45,7 +45,7 @@ def report_command(run_dir: Path, split: str, checkpoint: str, device: str | Non
         result = build_report(run, split, copy_audio=copy_audio, audio_root=audio_root, n_worst=n_worst,
                               n_best=n_best)
     except ConfigError as exc:
-        _fail(str(exc), EXIT_USAGE)
+        fail(str(exc), EXIT_USAGE)
     if result.missing:
         click.echo(f"warning: {len(result.missing)} of {result.linked + len(result.missing)} clips shown have no "
                    f"source recording (e.g. {result.missing[0]}); their log-mel is shown instead", err=True)

@@ -16,14 +16,6 @@ import click
 from audioret.cli.groups import CONTEXT, EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main, no_verify_option
 
 
-def _config_error() -> type[Exception]:
-    try:
-        from audioret.trainer.config import ConfigError
-    except ImportError:  # trainer.config not in this checkout yet: only --objective runs are possible
-        return click.UsageError
-    return ConfigError
-
-
 def _gpus(text: str | None) -> list[int] | None:
     if not text:
         return None
@@ -51,33 +43,9 @@ def _objective(cache: Path | None, name: str | None, config: Path | None, overri
         return _custom_objective(custom), f"custom {custom}"
     if cache is None:
         raise click.UsageError("--cache is required (unless --objective is given)")
-    from audioret.trainer.config import check_audio_checkpoint, load_config
-    from audioret.trainer.search.trials import TrainObjective
+    from audioret.trainer.search.trials import train_objective
 
-    # Unknown keys, bad values, a missing PANNs file: usage errors before any trial starts.
-    check_audio_checkpoint(load_config(config, list(overrides)))
-    obj = TrainObjective(str(cache.resolve()), name, str(config.resolve()) if config else None, tuple(overrides),
-                         audio_key, caption_key, evaluate_split=evaluate)
-    # What a resume must match: the caches, the split scored, and the base config's content (not just its path).
-    from audioret.cache.keys import sha256_file
-
-    config_sha = sha256_file(config)[:16] if config else None
-    return obj, (f"train cache={obj.cache_root} name={name} config={obj.base_config} config_sha256={config_sha} "
-                 f"set={list(overrides)} audio_key={audio_key} caption_key={caption_key} split={evaluate}")
-
-
-def _check_space(space: list, config: Path | None, overrides: tuple[str, ...]) -> None:
-    """Each dimension's low and high must be valid values of the training config (catches typos early)."""
-    from skopt.space import Categorical
-
-    from audioret.trainer.config import ConfigError, load_config
-
-    for d in space:
-        for v in (d.categories if isinstance(d, Categorical) else (d.low, d.high)):
-            try:
-                load_config(config, [*overrides, f"{d.name}={v}"])
-            except ConfigError as exc:
-                raise ConfigError(f"search space dimension {d.name!r} = {v!r}: {exc}") from None
+    return train_objective(cache, name, config, overrides, audio_key, caption_key, evaluate)
 
 
 def _finish(n_failed: int, n_finished: int, report: Path) -> None:
@@ -127,7 +95,7 @@ def _common(fn: Any) -> Any:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--keep-best", type=click.IntRange(min=0), default=3, show_default=True,
               help="Finished trials that keep their weights (the best K); the others keep config and metrics.")
-def search_cmd(cache: Path | None, name: str | None, out: Path, overrides: tuple[str, ...], workers: int,
+def search_command(cache: Path | None, name: str | None, out: Path, overrides: tuple[str, ...], workers: int,
                gpus: str | None, scheduler: str | None, audio_key: str | None, caption_key: str | None,
                custom: str | None, config: Path | None, space: Path | None, trials: int, initial: int,
                estimator: str, acq: str, seed: int, keep_best: int) -> None:
@@ -142,15 +110,15 @@ def search_cmd(cache: Path | None, name: str | None, out: Path, overrides: tuple
       audioret search --cache caches/ --name clotho --out searches/s1 --scheduler tcp://head:8786 --workers 8
       audioret train --cache caches/ --name clotho --out runs/best --config searches/s1/best.toml
     """
-    ConfigError = _config_error()
+    from audioret.trainer.config import ConfigError
     from audioret.trainer.search.smbo import SearchError, run_search
-    from audioret.trainer.search.space import SpaceError, load_space
+    from audioret.trainer.search.space import SpaceError, check_against_config, load_space
 
     try:
         dims = load_space(space)
         objective, ident = _objective(cache, name, config, overrides, audio_key, caption_key, custom)
         if not custom:
-            _check_space(dims, config, overrides)
+            check_against_config(dims, config, overrides)
         journal = run_search(objective, out, trials, space=dims, initial=initial, estimator=estimator, acq=acq,
                              seed=seed, workers=workers, scheduler=scheduler, gpus=_gpus(gpus),
                              objective_id=ident, base_config=config,
@@ -171,7 +139,7 @@ def search_cmd(cache: Path | None, name: str | None, out: Path, overrides: tuple
               help="A table row: a name and its config changes (repeatable); 'baseline' alone = no change.")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Seeds 0..N-1 per variant.")
 @click.option("--split", default="evaluation", show_default=True, help="Split every run is evaluated on.")
-def sweep_cmd(cache: Path | None, name: str | None, out: Path, overrides: tuple[str, ...], workers: int,
+def sweep_command(cache: Path | None, name: str | None, out: Path, overrides: tuple[str, ...], workers: int,
               gpus: str | None, scheduler: str | None, audio_key: str | None, caption_key: str | None,
               custom: str | None, config: Path | None, variants: tuple[str, ...], seeds: int, split: str) -> None:
     """Run every variant × seed, evaluate each, and write OUT/table.md + OUT/table.csv (mean ± std over seeds).
@@ -183,17 +151,14 @@ def sweep_cmd(cache: Path | None, name: str | None, out: Path, overrides: tuple[
         --variant no_mixstyle:p_ms=0 --variant no_specaugment:n_t=0,n_f=0 --variant no_bt:p_bt=0 \\
         --variant no_eda:p_eda=0 --variant no_text_aug:p_bt=0,p_eda=0
     """
-    ConfigError = _config_error()
-    from audioret.trainer.search.sweep import SweepError, parse_variant, run_sweep
+    from audioret.trainer.config import ConfigError
+    from audioret.trainer.search.sweep import SweepError, check_variants, parse_variant, run_sweep
 
     try:
         parsed = [parse_variant(v) for v in variants]
         objective, ident = _objective(cache, name, config, overrides, audio_key, caption_key, custom, split)
         if not custom:
-            from audioret.trainer.config import load_config
-
-            for _, over in parsed:
-                load_config(config, [*overrides, *(f"{k}={v}" for k, v in over.items())])
+            check_variants(parsed, config, overrides)
         rows = run_sweep(objective, out, parsed, seeds=seeds, workers=workers, scheduler=scheduler,
                             gpus=_gpus(gpus), objective_id=ident)
     except (SweepError, ConfigError) as exc:

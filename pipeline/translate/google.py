@@ -18,13 +18,10 @@ from deep_translator import GoogleTranslator
 from deep_translator.constants import BASE_URLS
 from deep_translator.exceptions import TooManyRequests, TranslationNotFound
 
+from audioret.pipeline.fetch import RetryableStatus
 from audioret.pipeline.translate import TranslationFailed, TranslatorUnavailable
 
 DEFAULT_URL = BASE_URLS["GOOGLE_TRANSLATE"]
-
-
-class _RetryableStatus(Exception):
-    """HTTP 5xx: the service hiccupped; try again later."""
 
 
 class _TimedGoogleTranslator(GoogleTranslator):
@@ -47,7 +44,7 @@ class _TimedGoogleTranslator(GoogleTranslator):
             if response.status_code == 429:
                 raise TooManyRequests()
             if response.status_code >= 500:
-                raise _RetryableStatus(f"HTTP {response.status_code}")
+                raise RetryableStatus(f"HTTP {response.status_code}")
             if not 200 <= response.status_code < 300:
                 raise TranslationFailed(f"HTTP {response.status_code} from {self._base_url}")
             soup = BeautifulSoup(response.text, "html.parser")
@@ -133,7 +130,7 @@ class GoogleBackend:
             timeout = min(self.timeout, max(deadline - time.monotonic(), 0.01))
             try:
                 return client.translate(text, timeout=timeout)
-            except (TooManyRequests, _RetryableStatus, requests.Timeout) as exc:
+            except (TooManyRequests, RetryableStatus, requests.Timeout) as exc:
                 last = "HTTP 429 (rate limited)" if isinstance(exc, TooManyRequests) else (
                     f"timed out after {timeout:.1f} s" if isinstance(exc, requests.Timeout) else str(exc))
             except requests.ConnectionError as exc:

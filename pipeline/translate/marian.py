@@ -15,7 +15,7 @@ from audioret.pipeline.translate import TranslationFailed, TranslatorUnavailable
 DEFAULT_TEMPLATE = "Helsinki-NLP/opus-mt-{src}-{tgt}"
 
 
-def resolve_device(device: str) -> str:
+def marian_device(device: str) -> str:
     """auto → cuda when available, else cpu; cuda without a GPU is a clear error."""
     import torch
 
@@ -36,7 +36,7 @@ class MarianBackend:
     def __init__(self, template: str = DEFAULT_TEMPLATE, device: str = "auto", batch_size: int = 64,
                  max_new_tokens: int = 128):
         self.template = template
-        self.device = resolve_device(device)
+        self.device = marian_device(device)
         self.max_batch = max(1, batch_size)
         self.max_new_tokens = max_new_tokens
         self._models: dict[str, tuple[object, object]] = {}

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audioret.trainer.augment import DB_SCALE, spec_augment, valid_mask
+from audioret.cache.feature_contract import DB_SCALE
+from audioret.trainer.augment import spec_augment, valid_mask
 from audioret.trainer.encoders.loading import copy_matching, read_state_dict
 from audioret.trainer.encoders.long_clips import LongInputs
 

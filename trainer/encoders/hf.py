@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import warnings
 from typing import Any
 
@@ -17,34 +16,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from audioret.trainer.augment import DB_SCALE, FeatureScale
-from audioret.trainer.encoders import FeatureSpec
+from audioret.cache.feature_contract import (AST_HOP, AST_SCALE, CLAP_SCALE, HF_EXTRACTOR_SCALES, FeatureSpec,
+                                            hf_extractor_spec)
 from audioret.trainer.encoders.hf_inputs import ASTBatching, ClapBatching
 from audioret.trainer.encoders.loading import ModelLoadError, check_model_source, model_load_error, quiet_transformers
 from audioret.trainer.encoders.long_clips import LongInputs
 from audioret.trainer.encoders.text import projection_head
 
-AST_HOP = 160  # 10 ms at 16 kHz: both of ASTFeatureExtractor's paths (numpy spectrogram, torchaudio kaldi.fbank)
-AST_MEL_FLOOR = 1.192092955078125e-07  # float32 eps: the floor both paths put under the mel energies before ln
-AST_SCALE = FeatureScale(floor=float(np.float16(math.log(AST_MEL_FLOOR))), per_db=math.log(10.0) / 10.0)
-"""The cached AST fbank is ln(max(mel energy, eps)) of a power spectrum (pipeline/hf_features.py caches it before
-the extractor's (x − mean) / (2·std), which `ASTBatching` applies in the encoder). Gain g dB scales power by
-10^(g/10), so it adds g·ln(10)/10 ≈ 0.2303 per dB (exact above the floor: DC removal, pre-emphasis and the window
-are linear). Silence is ln(eps) = −15.9424, which the float16 cache stores as −15.9453: that stored value is the
-floor (no cached value lies below it), so silent frames are recognised as silence and never moved by the gain. (On the normalised scale the model sees, silence is
-(−15.94 + 4.27) / 9.14 ≈ −1.28 and 1 dB is 0.0252; the extractor's zero padding normalises to +0.47.)"""
-CLAP_SCALE = DB_SCALE
-"""The cached CLAP log-mel is `power_to_db`: 10·log10(max(P, 1e-10)), so 1 dB of gain adds 1 and silence (and
-the extractor's zero-padded waveform) is −100 dB: the PANNs scale."""
-
-EXTRACTORS = {"ASTFeatureExtractor": AST_SCALE, "ClapFeatureExtractor": CLAP_SCALE}
 MODEL_TYPES = {"ASTFeatureExtractor": ("audio-spectrogram-transformer",),
                "ClapFeatureExtractor": ("clap", "clap_audio_model")}
 
 
 @functools.lru_cache(maxsize=8)
 def load_feature_extractor(source: str) -> Any:
-    """The feature extractor of `source` (hub name or local folder), one of `EXTRACTORS`; ModelLoadError else."""
+    """The feature extractor of `source` (hub name or local folder), a kind in `HF_EXTRACTOR_SCALES`; ModelLoadError
+    else."""
     from transformers import AutoFeatureExtractor
 
     check_model_source("audio model", source, f"hf:{source}")
@@ -55,25 +41,24 @@ def load_feature_extractor(source: str) -> Any:
     except (OSError, ValueError, KeyError) as exc:
         raise model_load_error("audio model", f"hf:{source}", exc) from None
     kind = type(extractor).__name__
-    if kind not in EXTRACTORS:
+    if kind not in HF_EXTRACTOR_SCALES:
         raise ModelLoadError(f"audio model 'hf:{source}': its {kind} is not supported; supported: "
-                             f"{', '.join(sorted(EXTRACTORS))}")
+                             f"{', '.join(sorted(HF_EXTRACTOR_SCALES))}")
     return extractor
 
 
 def hf_feature_spec(source: str) -> FeatureSpec:
     """The cached feature `hf:<source>` needs: exactly what `prep audio --features hf:<source>` records (name, bins,
-    sample rate, hop, extractor class and settings; tests/test_hf_encoders.py checks the two agree), plus the scale
-    of the cached values."""
+    sample rate, hop, extractor class and settings; tests/trainer/test_hf_encoders.py checks the two agree), plus the scale
+    of the cached values (both from cache/feature_contract.py `hf_extractor_spec`)."""
     extractor = load_feature_extractor(source)
     kind = type(extractor).__name__
     if kind == "ASTFeatureExtractor":
         bins, hop = int(extractor.num_mel_bins), AST_HOP
     else:
         bins, hop = int(extractor.feature_size), int(extractor.hop_length)
-    name = f"hf:{source}"
-    return FeatureSpec(name, name, bins, int(extractor.sampling_rate), hop, EXTRACTORS[kind],
-                       {"extractor_class": kind, "extractor_settings": extractor_settings(extractor)})
+    return hf_extractor_spec(source, kind, bins, int(extractor.sampling_rate), hop,
+                             {"extractor_class": kind, "extractor_settings": extractor_settings(extractor)})
 
 
 def extractor_settings(extractor: Any) -> dict[str, Any]:

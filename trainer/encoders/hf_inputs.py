@@ -14,7 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from audioret.trainer.augment import FLOOR_DB, valid_mask
+from audioret.cache.feature_contract import CLAP_SCALE
+from audioret.trainer.augment import valid_mask
 
 CLAP_PADDINGS = ("repeatpad", "repeat", "pad")
 
@@ -89,7 +90,7 @@ class ClapBatching:
     fusion: bool
     padding: str
     chunk: int
-    floor: float = FLOOR_DB  # the dB of a zero-padded waveform: power_to_db's 1e-10 floor
+    floor: float = CLAP_SCALE.floor  # the dB of a zero-padded waveform: power_to_db's 1e-10 floor
 
     @classmethod
     def from_extractor(cls, extractor: Any) -> "ClapBatching":

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from audioret.cache.feature_contract import PASST_SCALE
 from audioret.trainer.augment import spec_augment, valid_mask
-from audioret.trainer.encoders import PASST_SCALE, feature_spec
+from audioret.trainer.encoders import feature_spec
 from audioret.trainer.encoders.loading import copy_matching, read_state_dict
 from audioret.trainer.encoders.long_clips import LongInputs
 from audioret.trainer.encoders.text import projection_head

@@ -36,9 +36,10 @@ def trial_dir_name(number: int) -> str:
     return f"{number:03d}"
 
 
-def make_optimizer(space: list[Dimension], estimator: str, n_initial: int, acq: str, seed: int,
-                   number: int) -> Optimizer:
-    """A fresh optimiser whose randomness depends only on (seed, trial number)."""
+def make_skopt_optimizer(space: list[Dimension], estimator: str, n_initial: int, acq: str, seed: int,
+                         number: int) -> Optimizer:
+    """A fresh scikit-optimize optimiser (the search's, not the model's: trainer/schedule.py
+    `make_torch_optimizer`) whose randomness depends only on (seed, trial number)."""
     rng = np.random.RandomState([int(seed) & 0xFFFFFFFF, int(number)])
     return Optimizer(space, base_estimator=estimator, n_initial_points=n_initial, acq_func=acq,
                      initial_point_generator="random", random_state=rng)
@@ -51,7 +52,8 @@ def propose(space: list[Dimension], settings: dict[str, Any], finished: list[Tri
     `taken` holds every params dict already tried or running; a proposal equal to one of them (small discrete
     spaces) is replaced by a random draw, up to 20 times, so no trial repeats another's parameters.
     """
-    opt = make_optimizer(space, settings["estimator"], settings["initial"], settings["acq"], settings["seed"], number)
+    opt = make_skopt_optimizer(space, settings["estimator"], settings["initial"], settings["acq"], settings["seed"],
+                               number)
     xs = [params_to_point(space, t.params) for t in finished]
     ys = [float(t.objective) for t in finished]
     lie = min(ys) if ys else 0.0

@@ -11,7 +11,7 @@ from typing import Any
 
 from skopt.space import Categorical, Dimension, Integer, Real
 
-from audioret.trainer.config import read_toml
+from audioret.trainer.config import ConfigError, load_config, read_toml
 
 
 class SpaceError(ValueError):
@@ -117,3 +117,14 @@ def point_to_params(space: list[Dimension], point: list[Any]) -> dict[str, Any]:
 
 def params_to_point(space: list[Dimension], params: dict[str, Any]) -> list[Any]:
     return [params[d.name] for d in space]
+
+
+def check_against_config(space: list[Dimension], config: str | Path | None, overrides: tuple[str, ...] = ()) -> None:
+    """Each dimension's low and high (or each category) must be a valid value of the training config, so a typo
+    fails before the first trial (ConfigError naming the dimension)."""
+    for d in space:
+        for v in (d.categories if isinstance(d, Categorical) else (d.low, d.high)):
+            try:
+                load_config(config, [*overrides, f"{d.name}={v}"])
+            except ConfigError as exc:
+                raise ConfigError(f"search space dimension {d.name!r} = {v!r}: {exc}") from None

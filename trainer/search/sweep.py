@@ -183,3 +183,12 @@ def _pump(journal: Journal, objective: Objective, out: Path, todo: list[TrialSta
                                                if isinstance(shown[k], (int, float))) + f" {res['wall_s']:.1f} s")
     finally:
         executor.shutdown()
+
+
+def check_variants(variants: list[tuple[str, dict[str, Any]]], config: str | Path | None,
+                   overrides: tuple[str, ...] = ()) -> None:
+    """Every variant's changes must give a valid training config (ConfigError) before any run starts."""
+    from audioret.trainer.config import load_config
+
+    for _, changes in variants:
+        load_config(config, [*overrides, *(f"{k}={v}" for k, v in changes.items())])

@@ -106,3 +106,22 @@ class TrainObjective:
             ev = evaluate_run(trial_dir, split=self.evaluate_split, checkpoint="best")
             result.update({f"eval_{k}": v for k, v in plain_metrics(ev).items()})
         return result
+
+
+def train_objective(cache_root: Path, name: str | None = None, config: Path | None = None,
+                    overrides: tuple[str, ...] = (), audio_key: str | None = None, caption_key: str | None = None,
+                    evaluate_split: str | None = None) -> tuple[TrainObjective, str]:
+    """The training objective of a search or sweep, and the identity string its journal checks on resume.
+
+    The identity names what a resume must match: the caches, the split scored, and the base config's content (not
+    just its path). Unknown keys, bad values or a missing audio checkpoint raise ConfigError before any trial.
+    """
+    from audioret.cache.keys import sha256_file
+    from audioret.trainer.config import check_audio_checkpoint, load_config
+
+    check_audio_checkpoint(load_config(config, list(overrides)))
+    obj = TrainObjective(str(Path(cache_root).resolve()), name, str(Path(config).resolve()) if config else None,
+                         tuple(overrides), audio_key, caption_key, evaluate_split=evaluate_split)
+    config_sha = sha256_file(config)[:16] if config else None
+    return obj, (f"train cache={obj.cache_root} name={name} config={obj.base_config} config_sha256={config_sha} "
+                 f"set={list(overrides)} audio_key={audio_key} caption_key={caption_key} split={evaluate_split}")
