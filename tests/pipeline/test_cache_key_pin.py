@@ -79,7 +79,7 @@ HF_PINNED = {  # what an hf: definition records beyond the extractor's own setti
 
 @pytest.mark.parametrize("kind", sorted(HF_PINNED))
 def test_hf_definition_records_what_it_recorded(tmp_path: Path, kind: str) -> None:
-    from hf_fixtures import tiny_ast, tiny_clap
+    from support.hf_models import tiny_ast, tiny_clap
 
     folder = (tiny_ast if kind == "ast" else tiny_clap)(tmp_path / kind)
     defn = feature_definition(f"hf:{folder}")
