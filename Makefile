@@ -51,6 +51,7 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
 
 lint: venv
+	$(BIN)/ruff check .
 	$(BIN)/hadolint --failure-threshold warning Dockerfile
 
 # The Dockerfile built with buildah on a debootstrapped Debian + CPU torch base and run with podman as the docs

@@ -45,7 +45,7 @@ class EmptyQueryError(ValueError):
 def normalise_queries(queries: Sequence[str]) -> list[str]:
     """Each query normalised like the training captions (pipeline/text.py); EmptyQueryError for one left empty."""
     normalised = [normalise_caption(q) for q in queries]
-    for query, text in zip(queries, normalised):
+    for query, text in zip(queries, normalised, strict=False):
         if not text:
             raise EmptyQueryError(query)
     return normalised

@@ -1,8 +1,9 @@
 """Cost of the on-the-fly audio augmentations against the CNN10 training step they feed, measured in one run.
 
-Why: the design (docs/training.md, "Augmentations") moves gain, Freq-MixStyle and SpecAugment out of the cache and onto the batch; that is only sound
-if they are a small share of a step. This times the chain (gain → Freq-MixStyle → SpecAugment, the paper's best
-parameters) and the CNN10 forward + backward on the same batch, and prints the augmentation share.
+Why: the design (docs/training.md, "Augmentations") moves gain, Freq-MixStyle and SpecAugment out of the cache and
+onto the batch; that is only sound if they are a small share of a step. This times the chain (gain → Freq-MixStyle →
+SpecAugment, the paper's best parameters) and the CNN10 forward + backward on the same batch, and prints the
+augmentation share.
 
     python benchmarks/augment.py                      # B=30, 1000 frames (10 s), width 1, CPU
     python benchmarks/augment.py --device cuda --repeats 20

@@ -27,8 +27,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-from audioret.trainer.checkpoint import (finished_state, frozen_text_record, gather_rank_rng, model_weights,  # noqa: E402
-                                weights_sha256)
+from audioret.trainer.checkpoint import (  # noqa: E402
+    finished_state,
+    frozen_text_record,
+    gather_rank_rng,
+    model_weights,
+    weights_sha256,
+)
 from audioret.trainer.config import TrainConfig  # noqa: E402
 from audioret.trainer.models import build_model  # noqa: E402
 from audioret.trainer.schedule import make_torch_optimizer  # noqa: E402

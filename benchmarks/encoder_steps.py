@@ -30,8 +30,6 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.augment import sync  # noqa: E402
-from benchmarks.random_models import random_ast_model, random_text_model  # noqa: E402
 from audioret.trainer.config import load_config  # noqa: E402
 from audioret.trainer.data import Batch  # noqa: E402
 from audioret.trainer.device import resolve_device  # noqa: E402
@@ -39,6 +37,8 @@ from audioret.trainer.encoders import feature_spec  # noqa: E402
 from audioret.trainer.loop import train_step  # noqa: E402
 from audioret.trainer.models import build_model  # noqa: E402
 from audioret.trainer.schedule import Schedule, make_torch_optimizer  # noqa: E402
+from benchmarks.augment import sync  # noqa: E402
+from benchmarks.random_models import random_ast_model, random_text_model  # noqa: E402
 
 CAPTIONS = ["a dog barks while rain falls on a tin roof", "birds chirp in the forest as the wind blows",
             "a car engine idles and then drives past", "people talk and laugh in a crowded room",
@@ -131,7 +131,8 @@ def main() -> int:
     p.add_argument("--text-model", default=None, help="an existing text model folder instead of --text")
     p.add_argument("--compile", choices=["off", "on", "both"], default=None,
                    help="torch.compile the audio encoder and the text transformer (default: both on CUDA, off on CPU)")
-    p.add_argument("--tiny", action="store_true", help="tiny text model, CNN10 (width 0.125), PaSST (width 64, 1 block) and AST: a smoke test")
+    p.add_argument("--tiny", action="store_true",
+                   help="tiny text model, CNN10 (width 0.125), PaSST (width 64, 1 block) and AST: a smoke test")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every encoder (repeatable), e.g. patchout_t=0")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")

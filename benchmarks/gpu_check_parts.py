@@ -86,7 +86,7 @@ def marian(args) -> int:
     if not all(isinstance(t, str) and t for t in got):
         print(f"FAILED: empty or failed translations on {args.device}")
         return 1
-    same = sum(a == b for a, b in zip(got, out["cpu"]))
+    same = sum(a == b for a, b in zip(got, out["cpu"], strict=False))
     print(f"marian {args.device} vs cpu: {same}/{len(texts)} translations identical")
     return 0 if same >= len(texts) - 1 else 1  # one near-tie in greedy decoding may flip under other kernels
 
@@ -134,7 +134,7 @@ def evaluate(args) -> int:
         clips = [audio.get(int(i)) for i in audio.indices_for_split("evaluation")]
         texts = [t for _, _, t in captions.all_captions("evaluation")]
         emb[device] = (run.embed_features(clips), run.embed_texts(texts))
-    diff = max(float((a - b).abs().max()) for d in emb for a, b in zip(emb[d], emb["cpu"]))
+    diff = max(float((a - b).abs().max()) for d in emb for a, b in zip(emb[d], emb["cpu"], strict=False))
     metric_diff = max(abs(results[d][k] - results["cpu"][k]) for d in results for k in keys)
     print(f"max |embedding {args.device} − cpu| {diff:.2e} (clips and captions; bf16 autocast on CUDA, fp32 on "
           f"CPU) · max |metric {args.device} − cpu| {metric_diff:.4f} · map10 {results[args.device]['map10']:.3f}")

@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{len(files) / t_pipe:6.1f} clips/s  {seconds / t_pipe:7.1f} audio-s/s")
     steady = t_naive / max(t_pipe - t_fixed, 1e-9)
     print(f"fixed start-up cost of one prep run: {t_fixed:.2f} s; speed-up without it: {steady:.2f}x")
-    print(f"speed-up: {t_naive / t_pipe:.2f}x (target >= 1.8x on 2 cores); max |diff| > -60 dB on one clip {diff:.3f} dB")
+    print(f"speed-up: {t_naive / t_pipe:.2f}x (target >= 1.8x on 2 cores); "
+          f"max |diff| > -60 dB on one clip {diff:.3f} dB")
 
 
 if __name__ == "__main__":

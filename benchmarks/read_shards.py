@@ -32,7 +32,7 @@ from audioret.pipeline.features import DEFAULT_CONFIG
 def build(root: Path, n: int, shard_size: int, rng: np.random.Generator) -> tuple[Path, Path]:
     ids = [f"clip_{i:06d}.wav" for i in range(n)]
     lengths = rng.integers(1000, 3001, size=n)
-    feats = {c: rng.normal(-40, 20, size=(int(t), 64)).astype(np.float16) for c, t in zip(ids, lengths)}
+    feats = {c: rng.normal(-40, 20, size=(int(t), 64)).astype(np.float16) for c, t in zip(ids, lengths, strict=False)}
     m = build_audio_cache(root, feats, DEFAULT_CONFIG.to_dict(), name="bench", dataset="bench",
                           durations={c: 10.0 for c in ids}, shard_size=shard_size)
     d = cache_dir_for(root, "audio", m.key)

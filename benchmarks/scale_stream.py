@@ -80,7 +80,7 @@ class GeneratedFeatures(Mapping):
     cache is written shard by shard without holding it in memory, and without costing a normal draw per value)."""
 
     def __init__(self, ids: list[str], frames: np.ndarray, seed: int = 0) -> None:
-        self.frames = dict(zip(ids, frames.tolist()))
+        self.frames = dict(zip(ids, frames.tolist(), strict=False))
         self.pool = np.random.default_rng(seed).normal(-40, 20, size=(4096 + 3000, 64)).astype(np.float16)
 
     def __getitem__(self, clip_id: str) -> np.ndarray:
@@ -115,13 +115,13 @@ def build_caches(root: Path, n: int, store_seconds: float, shard_size: int) -> t
     if existing(root, "audio", shape) is None:
         print(f"writing {stats['gb']:.1f} GB of float16 features for {n} clips to {root} ...", flush=True)
         m = build_audio_cache(root, GeneratedFeatures(ids, frames), DEFAULT_CONFIG.to_dict(), name=NAME,
-                              dataset="synthetic-recipe", durations=dict(zip(ids, durs.tolist())),
+                              dataset="synthetic-recipe", durations=dict(zip(ids, durs.tolist(), strict=False)),
                               shard_size=shard_size)
         m.extra["bench_shape"] = shape
         m.write(root / "audio" / m.dir_name)
     if existing(root, "captions", shape) is None:
         caps = {c: [" ".join(WORDS[(i * 7 + j * 3 + k) % len(WORDS)] for k in range(6 + (i + j) % 9))
-                    for j in range(k_caps)] for i, (c, k_caps) in enumerate(zip(ids, n_caps.tolist()))}
+                    for j in range(k_caps)] for i, (c, k_caps) in enumerate(zip(ids, n_caps.tolist(), strict=False))}
         m = build_caption_cache(root, caps, name=NAME, dataset="synthetic-recipe")
         m.extra["bench_shape"] = shape
         m.write(root / "captions" / m.dir_name)
@@ -343,12 +343,14 @@ def main() -> None:
         ("epoch plan (first / best of 3)", f"{s['plan_s']:.3f} / {s['plan_s_best']:.3f} s",
          "< 2 s " + ("met" if s["plan_s"] < 2 else "NOT met")),
         ("first batch (plan + fork + read)", f"{s['first_batch_s']:.2f} s", ""),
-        ("streamed batches/s", f"{s['batches_per_s']:.1f}", ">= 40 " + ("met" if s["batches_per_s"] >= 40 else "NOT met")),
+        ("streamed batches/s", f"{s['batches_per_s']:.1f}",
+         ">= 40 " + ("met" if s["batches_per_s"] >= 40 else "NOT met")),
         ("CPU per batch, main + workers (load-independent)", f"{s['cpu_ms_per_batch']:.1f} ms",
          f"at most {os.cpu_count() / s['cpu_ms_per_batch'] * 1000:.0f} batches/s on {os.cpu_count()} idle cores"),
         ("worker memory growth, private (incl. copy-on-write)", f"{g['Private']:.1f} MB",
          "< 50 MB " + ("met" if g["Private"] < 50 else "NOT met")),
-        ("worker RSS growth (incl. mapped shard pages)", f"{g['Rss']:.1f} MB", f"of which file: {g['Rss_File']:.1f} MB"),
+        ("worker RSS growth (incl. mapped shard pages)", f"{g['Rss']:.1f} MB",
+         f"of which file: {g['Rss_File']:.1f} MB"),
         ("baseline: decode + resample, 1 core", f"{b['clips_per_s']:.1f} clips/s", "44.1-kHz FLAC of real sounds"),
         (f"baseline at {args.workers} workers, {stats['mean_duration_s']:.1f}-s clips", f"{base_bps:.2f} batches/s",
          f"streamed is {s['batches_per_s'] / base_bps:.0f}×"),

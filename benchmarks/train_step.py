@@ -1,10 +1,10 @@
 """Where a training step's time goes: waiting for data, augmenting, and the model, streamed vs resident.
 
-Why: the design promises (docs/benchmarks.md has the numbers) that the shard cache keeps the accelerator fed (data wait < 5 % of a step) and that the
-on-the-fly augmentations are cheap (< 3 % on GPU). This runs real training steps (trainer.loop.train_step) on a
-real cache in three data modes — resident (one tensor in RAM, or on the GPU with --device cuda), streamed through
-DataLoader workers from the memmapped shards, and streamed without workers (the naive way) — and prints the
-shares and the ratios against the naive way, all measured in one run.
+Why: the design promises (docs/benchmarks.md has the numbers) that the shard cache keeps the accelerator fed (data
+wait < 5 % of a step) and that the on-the-fly augmentations are cheap (< 3 % on GPU). This runs real training steps
+(trainer.loop.train_step) on a real cache in three data modes — resident (one tensor in RAM, or on the GPU with
+--device cuda), streamed through DataLoader workers from the memmapped shards, and streamed without workers (the naive
+way) — and prints the shares and the ratios against the naive way, all measured in one run.
 
     python benchmarks/train_step.py                          # builds a generated 10 s-clip cache under /tmp
     python benchmarks/train_step.py --cache cache/ --name clotho --device cuda --width 1 --steps 30
@@ -44,7 +44,8 @@ def generated_cache(root: Path, clips: int, seconds: float) -> Path:
         return cache
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
     run = lambda *a: subprocess.run([sys.executable, *a], check=True, env=env, capture_output=True)  # noqa: E731
-    run("-m", "audioret.cli.demo_data", "--out", str(root / "data"), "--clips", f"{clips},8,8", "--seconds", str(seconds))
+    run("-m", "audioret.cli.demo_data", "--out", str(root / "data"), "--clips", f"{clips},8,8",
+        "--seconds", str(seconds))
     for stage in (["audio"], ["captions", "--translator", "none"]):
         run("-m", "audioret", "prep", *stage, "--dataset", "clotho", "--root", str(root / "data"), "--cache",
             str(cache), "--name", "bench", *(["--no-progress"] if stage == ["audio"] else []))
@@ -56,7 +57,8 @@ def measure(mode: str, workers: int, args, audio, captions, device) -> dict[str,
     from audioret.trainer.data import TrainData
 
     cfg = load_config(None, [f"resident={mode}", f"num_workers={workers}", f"batch_size={args.batch}",
-                             f"max_seconds={args.seconds}", f"audio_width={args.width}", f"text_model={args.text_model}",
+                             f"max_seconds={args.seconds}", f"audio_width={args.width}",
+                             f"text_model={args.text_model}",
                              "p_syn=0", "p_bt=0", f"device={device}", "lr=1e-4"])
     torch.manual_seed(0)
     data = TrainData(audio, captions, "development", cfg, device)

@@ -67,9 +67,9 @@ def rows_of(texts: list[str]) -> list[tuple[str, str, str, str, list[tuple[str, 
     out = []
     for p in PIVOTS:
         mids = [f"{t} <{p}>" for t in texts]
-        out.append((ENGINE.format(src="en", tgt=p), p, direction("en", p), list(zip(texts, mids))))
-        out.append((ENGINE.format(src=p, tgt="en"), p, direction(p, "en"), [(m, f"{t} ({p} back)")
-                                                                             for t, m in zip(texts, mids)]))
+        out.append((ENGINE.format(src="en", tgt=p), p, direction("en", p), list(zip(texts, mids, strict=False))))
+        back = [(m, f"{t} ({p} back)") for t, m in zip(texts, mids, strict=True)]
+        out.append((ENGINE.format(src=p, tgt="en"), p, direction(p, "en"), back))
     return out
 
 

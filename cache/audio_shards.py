@@ -40,7 +40,7 @@ def write_audio_shard(
         raise ValueError("clip_ids, splits, features and durations must have the same length")
     n_mels = int(config.get("n_mels", 64))
     lengths = [int(f.shape[0]) for f in features]
-    for cid, f in zip(clip_ids, features):
+    for cid, f in zip(clip_ids, features, strict=False):
         if f.ndim != 2 or f.shape[1] != n_mels:
             raise ValueError(f"{cid}: features must be (frames, {n_mels}), got {f.shape}")
     offsets = np.zeros(len(features) + 1, dtype=np.int64)
@@ -136,7 +136,8 @@ class AudioCache:
         self._shard_of = np.concatenate(
             [np.full(len(s.clip_ids), i, dtype=np.int64) for i, s in enumerate(self._shards)]
         ) if self._shards else np.zeros(0, dtype=np.int64)
-        self._row_start = np.concatenate([s.offsets[:-1] for s in self._shards]) if self._shards else np.zeros(0, np.int64)
+        self._row_start = (np.concatenate([s.offsets[:-1] for s in self._shards]) if self._shards
+                           else np.zeros(0, np.int64))
         self._row_end = np.concatenate([s.offsets[1:] for s in self._shards]) if self._shards else np.zeros(0, np.int64)
         self._index = {cid: i for i, cid in enumerate(self.clip_ids)}
         if len(self._index) != len(self.clip_ids):
@@ -194,7 +195,7 @@ class AudioCache:
         return np.fromiter((index.get(c, -1) for c in clip_ids), dtype=np.int64, count=len(clip_ids))
 
     def ids_for_split(self, split: str) -> list[str]:
-        return [c for c, s in zip(self.clip_ids, self.splits) if s == split]
+        return [c for c, s in zip(self.clip_ids, self.splits, strict=False) if s == split]
 
     def indices_for_split(self, split: str) -> np.ndarray:
         return np.array([i for i, s in enumerate(self.splits) if s == split], dtype=np.int64)

@@ -151,7 +151,7 @@ class CaptionCache:
         self._caps += caps
         for p in self.pivots:
             # A failed back-translation is stored as "": hand out the original so no caption is ever empty.
-            self._bt[p] += [t or c for t, c in zip(bts[p], caps)]
+            self._bt[p] += [t or c for t, c in zip(bts[p], caps, strict=False)]
         return np.diff(offsets)
 
     def __len__(self) -> int:
@@ -177,7 +177,7 @@ class CaptionCache:
         return {p: self._bt[p][span] for p in self.pivots}
 
     def ids_for_split(self, split: str) -> list[str]:
-        return [cid for cid, s in zip(self.clip_ids, self.splits) if s == split]
+        return [cid for cid, s in zip(self.clip_ids, self.splits, strict=False) if s == split]
 
     def caption_rows(self, split: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Every caption (of `split`) in clip-id order as (clip index per row, caption index within its clip,
@@ -194,7 +194,7 @@ class CaptionCache:
     def all_captions(self, split: str | None = None) -> list[tuple[str, int, str]]:
         """(clip_id, caption_index, normalised text) for every caption (of `split`), in clip-id order."""
         clip, index, texts = self.caption_rows(split)
-        return [(self.clip_ids[c], i, t) for c, i, t in zip(clip.tolist(), index.tolist(), texts)]
+        return [(self.clip_ids[c], i, t) for c, i, t in zip(clip.tolist(), index.tolist(), texts, strict=False)]
 
 
 def build_caption_cache(cache_root: str | Path, captions: dict[str, list[str]], name: str,

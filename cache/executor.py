@@ -141,11 +141,11 @@ class DaskExecutor:
 class RenewingExecutor:
     """An executor whose `submit` replaces a broken pool it owns: what search and sweep drive their runs through.
 
-    Why: when one local pool worker dies (OOM killer, kill -9), ProcessPoolExecutor fails every future it holds
-    and refuses all later submits. The drivers record the lost futures as failed runs (`trainer.search.trials.result_of`)
-    and must go on with the remaining ones, so the next submit shuts the broken pool down and starts a fresh one
-    from `factory`. A borrowed executor (`executor=` given, e.g. a caller's Dask client) is never replaced and
-    never shut down: its BrokenExecutor propagates to the caller who owns it.
+    Why: when one local pool worker dies (OOM killer, kill -9), ProcessPoolExecutor fails every future it holds and
+    refuses all later submits. The drivers record the lost futures as failed runs (`trainer.search.trials.result_of`)
+    and must go on with the remaining ones, so the next submit shuts the broken pool down and starts a fresh one from
+    `factory`. A borrowed executor (`executor=` given, e.g. a caller's Dask client) is never replaced and never shut
+    down: its BrokenExecutor propagates to the caller who owns it.
     """
 
     def __init__(self, factory: Callable[[], Any], executor: Any = None) -> None:

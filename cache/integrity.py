@@ -96,7 +96,8 @@ def _warn_slow_check(cache_dir: Path) -> None:
     if str(cache_dir) not in _WARNED_SLOW:
         _WARNED_SLOW.add(str(cache_dir))
         warnings.warn(f"{cache_dir}: shards predate the fast payload checksum; checking them with sha256 (slower). "
-                      f"Delete it and re-run `audioret prep` for the fast check, or skip checks with --no-verify", stacklevel=3)
+                      f"Delete it and re-run `audioret prep` for the fast check, or skip checks with --no-verify",
+                      stacklevel=3)
 
 
 __all__ = ["NO_VERIFY_ENV", "ShardReadError", "forget_verified", "open_shard", "repair_hint", "verification_enabled",

@@ -11,7 +11,6 @@ import os
 import time
 from pathlib import Path
 
-
 LOCK_NAME = ".lock"
 BUSY_CACHE = ("{dir}: cache is being written by another process (pid {pid}); "
               "wait for it to finish or pass --wait-lock SECONDS")

@@ -37,7 +37,8 @@ def _raw_bytes(ds: h5py.Dataset, h5: h5py.File) -> memoryview | None:
     """The bytes of a contiguous, unfiltered numeric dataset straight from the file `h5` (a read-only memmap at
     its offset: no copy, so hashing runs at the digest's speed), or None where h5py must decode the data."""
     offset = ds.id.get_offset()
-    if h5.driver != "sec2" or offset is None or ds.chunks is not None or ds.compression is not None or ds.dtype.kind not in "biuf":
+    if (h5.driver != "sec2" or offset is None or ds.chunks is not None or ds.compression is not None
+            or ds.dtype.kind not in "biuf"):
         return None
     n = ds.size * ds.dtype.itemsize
     return memoryview(np.memmap(h5.filename, dtype=np.uint8, mode="r", offset=offset, shape=(n,))) if n else None
@@ -95,7 +96,7 @@ def payload_digests(h5: h5py.File, algorithms: Iterable[str] = ("sha256",),
     hashers = [DIGESTS[a]() for a in names]
     for name in _dataset_names(h5):
         _update_with_dataset(hashers, name, h5[name], h5, (strings or {}).get(name))
-    return {a: h.hexdigest() for a, h in zip(names, hashers)}
+    return {a: h.hexdigest() for a, h in zip(names, hashers, strict=False)}
 
 
 def payload_checksum(h5: h5py.File) -> str:

@@ -80,7 +80,7 @@ def read_csv(path: str | Path, text: str | None = None,
         if header is None:
             header = row
             continue
-        record: dict = dict(zip(header, row))
+        record: dict = dict(zip(header, row, strict=False))
         if len(row) > len(header):
             record[None] = row[len(header):]
         for name in header[len(row):]:

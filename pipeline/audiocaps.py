@@ -11,8 +11,17 @@ from collections import defaultdict
 from pathlib import Path
 
 from audioret.cache.splits import split_role
-from audioret.pipeline.datasets import (AUDIO_EXTENSIONS, DATASET_KINDS, MISSING_AUDIO, ClipRecord, DatasetError, Problems,
-                               problem, read_table, register_dataset)
+from audioret.pipeline.datasets import (
+    AUDIO_EXTENSIONS,
+    DATASET_KINDS,
+    MISSING_AUDIO,
+    ClipRecord,
+    DatasetError,
+    Problems,
+    problem,
+    read_table,
+    register_dataset,
+)
 
 AUDIOCAPS_SPLITS = ("train", "val", "test")
 #: The roles the trainer gives these splits (Clotho names, cache/splits.py); documentation and the CLI's summary use it.

@@ -342,5 +342,5 @@ register_dataset("manifest", load_manifest)
 
 # Readers defined in their own modules register themselves on import.
 import audioret.pipeline.audiocaps  # noqa: E402,F401  (registers "audiocaps")
-import audioret.pipeline.wavcaps  # noqa: E402,F401  (registers "wavcaps")
 import audioret.pipeline.folder  # noqa: E402,F401  (registers "folder")
+import audioret.pipeline.wavcaps  # noqa: E402,F401  (registers "wavcaps")

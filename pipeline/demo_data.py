@@ -128,7 +128,7 @@ def generate(out: str | Path, n_clips: tuple[int, int, int] = (240, 60, 60), sec
     rng = np.random.default_rng(seed)
     n = int(seconds * SR)
     counts = {}
-    for split, count in zip(CLOTHO_SPLITS, n_clips):
+    for split, count in zip(CLOTHO_SPLITS, n_clips, strict=False):
         (out / split).mkdir(parents=True, exist_ok=True)
         rows = []
         for i in range(count):

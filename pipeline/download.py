@@ -21,8 +21,17 @@ import py7zr
 from audioret.cache.locks import CacheLock, CacheLockedError
 from audioret.cache.publish import fsync_path, publish_json
 from audioret.pipeline.datasets import CLOTHO_SPLITS
-from audioret.pipeline.fetch import (ChecksumError, DiskSpaceError, DownloadError, FetchOptions, NetworkError, RemoteFile,
-                            fetch, make_session, require_free)
+from audioret.pipeline.fetch import (
+    ChecksumError,
+    DiskSpaceError,
+    DownloadError,
+    FetchOptions,
+    NetworkError,
+    RemoteFile,
+    fetch,
+    make_session,
+    require_free,
+)
 
 CLOTHO_RECORD = "4783391"
 CLOTHO_URL = f"https://zenodo.org/records/{CLOTHO_RECORD}/files/{{name}}?download=1"

@@ -18,7 +18,14 @@ from typing import Callable
 from audioret.cache.executor import make_executor, map_unordered
 from audioret.cache.keys import cache_key, source_fingerprint, source_relpath
 from audioret.cache.locks import CacheLock
-from audioret.cache.manifest import Manifest, ShardEntry, cache_dir_for, finished_manifest, plan_shards, publish_failures
+from audioret.cache.manifest import (
+    Manifest,
+    ShardEntry,
+    cache_dir_for,
+    finished_manifest,
+    plan_shards,
+    publish_failures,
+)
 from audioret.cache.publish import disk_full_error, is_disk_full, stale_temp_files
 from audioret.pipeline.datasets import CLOTHO_SPLITS, ClipRecord, DatasetError, load_records
 from audioret.pipeline.exclude import ExclusionReport, exclude_from
@@ -70,7 +77,7 @@ def compute_key(records: list[ClipRecord], root: Path, dataset: str, name: str, 
     `fingerprints`: the records' `source_fingerprint`s when the caller has them already.
     """
     fingerprints = fingerprints or [source_fingerprint(r.path, root, content_hash) for r in records]
-    sources = [{**fp, "clip_id": r.clip_id, "split": r.split} for r, fp in zip(records, fingerprints)]
+    sources = [{**fp, "clip_id": r.clip_id, "split": r.split} for r, fp in zip(records, fingerprints, strict=False)]
     sources.append({"dataset": dataset, "name": name})
     if exclude_sha256:
         sources.append({"exclude_sha256": exclude_sha256})
@@ -106,7 +113,7 @@ def process_shard(task: dict) -> dict:
     defn = _definition(task.get("features", "panns"))
     ids, splits, feats, durations, failures, messages = [], [], [], [], [], []
     copied = copied_features(task.get("reuse", {}))
-    for clip_id, split, path in zip(task["clip_ids"], task["splits"], task["paths"]):
+    for clip_id, split, path in zip(task["clip_ids"], task["splits"], task["paths"], strict=False):
         if clip_id in copied:  # unchanged since an older cache: its features as decoding would give them
             feats.append(copied[clip_id][0])
             ids.append(clip_id)
@@ -132,7 +139,8 @@ def process_shard(task: dict) -> dict:
     sha, n_frames = write_audio_shard(task["path"], ids, splits, feats, np.asarray(durations, dtype=np.float64),
                                       task["key"], task["config"])
     return {"file": Path(task["path"]).name, "sha256": sha, "n_frames": int(n_frames), "failures": failures,
-            "durations": dict(zip(ids, durations)), "n_clips": len(task["clip_ids"]), "decoder_warnings": messages,
+            "durations": dict(zip(ids, durations, strict=False)), "n_clips": len(task["clip_ids"]),
+            "decoder_warnings": messages,
             "n_reused": sum(c in copied for c in ids)}
 
 
@@ -155,7 +163,7 @@ def _shard_on_disk_ok(cache_dir: Path, entry: ShardEntry, planned_ids: list[str]
                 return None
             entry.sha256 = str(h5.attrs["payload_sha256"])
             entry.n_frames = int(h5["features"].shape[0])
-            return dict(zip(ids, (float(d) for d in h5["durations"][()])))
+            return dict(zip(ids, (float(d) for d in h5["durations"][()]), strict=False))
     except (OSError, KeyError, ValueError):
         return None
 
@@ -281,7 +289,7 @@ def _prep_locked(cache_dir: Path, key: str, name: str, dataset: str, records: li
         # Where each clip came from (`audioret report` links the recordings); not part of the key.
         m.extra["root"] = str(root.resolve())
         m.extra["sources"] = {r.clip_id: source_relpath(r.path, root) for r in records}
-        m.extra[FINGERPRINTS] = {r.clip_id: fingerprint_row(fp) for r, fp in zip(records, fingerprints)}
+        m.extra[FINGERPRINTS] = {r.clip_id: fingerprint_row(fp) for r, fp in zip(records, fingerprints, strict=False)}
         m.complete = False
         m.write(cache_dir)
         for p in problems:

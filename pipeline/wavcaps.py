@@ -12,8 +12,17 @@ import os
 from pathlib import Path
 
 from audioret.cache.splits import split_role
-from audioret.pipeline.datasets import (AUDIO_EXTENSIONS, DATASET_KINDS, MISSING_AUDIO, ClipRecord, DatasetError, Problems,
-                               problem, read_dataset_text, register_dataset)
+from audioret.pipeline.datasets import (
+    AUDIO_EXTENSIONS,
+    DATASET_KINDS,
+    MISSING_AUDIO,
+    ClipRecord,
+    DatasetError,
+    Problems,
+    problem,
+    read_dataset_text,
+    register_dataset,
+)
 
 WAVCAPS_SPLIT = "train"
 #: The role the trainer gives WavCaps' one split (Clotho names, cache/splits.py), as pipeline/audiocaps.py's does.

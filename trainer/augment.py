@@ -29,10 +29,10 @@ def apply_gain(x: torch.Tensor, lengths: torch.Tensor, g_max: float,
                generator: torch.Generator | None = None, scale: FeatureScale = DB_SCALE) -> torch.Tensor:
     """Random gain g ~ U(−g_max, g_max) dB per example, added to the valid frames only.
 
-    Why this is exact: scaling a waveform by 10^(g/20) scales its power spectrogram by 10^(g/10), i.e. adds g to a
-    dB log-mel; only the 1e-10 floor does not move: bins at −100 dB stay there, others clamp at −100 dB. Padded frames stay at the floor so
-    masks and padding semantics survive. g_max ≤ 0 returns x unchanged (and draws nothing). Other features
-    (`scale`) move by g·scale.per_db and clamp at scale.floor.
+    Why this is exact: scaling a waveform by 10^(g/20) scales its power spectrogram by 10^(g/10), i.e. adds g to a dB
+    log-mel; only the 1e-10 floor does not move: bins at −100 dB stay there, others clamp at −100 dB. Padded frames
+    stay at the floor so masks and padding semantics survive. g_max ≤ 0 returns x unchanged (and draws nothing). Other
+    features (`scale`) move by g·scale.per_db and clamp at scale.floor.
     """
     if g_max <= 0:
         return x

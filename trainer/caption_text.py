@@ -47,11 +47,11 @@ class DerivedCaptions:
         """The cache's columns (clip index, caption index, text) with the derived form as the text."""
         clip, index, _ = self.cache.caption_rows(split)
         ids = self.cache.clip_ids
-        return clip, index, [self._texts[ids[c]][i] for c, i in zip(clip.tolist(), index.tolist())]
+        return clip, index, [self._texts[ids[c]][i] for c, i in zip(clip.tolist(), index.tolist(), strict=False)]
 
     def all_captions(self, split: str | None = None) -> list[tuple[str, int, str]]:
         clip, index, texts = self.caption_rows(split)
-        return [(self.cache.clip_ids[c], i, t) for c, i, t in zip(clip.tolist(), index.tolist(), texts)]
+        return [(self.cache.clip_ids[c], i, t) for c, i, t in zip(clip.tolist(), index.tolist(), texts, strict=False)]
 
 
 def caption_view(captions: Any, style: str) -> Any:

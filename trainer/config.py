@@ -4,7 +4,8 @@ Why one flat dataclass: every knob a run or a hyperparameter search can turn is 
 whole into RUN_DIR/config.toml (so a run can be repeated or resumed), and is validated once, up front: an unknown
 key or an out-of-range value is a usage error (`ConfigError`, CLI exit 2) before any model is built.
 
-The augmentation ranges are the paper's search space (Table 4, trainer/search/space.py); the defaults are its best trial.
+The augmentation ranges are the paper's search space (Table 4, trainer/search/space.py); the defaults are its best
+trial.
 """
 from __future__ import annotations
 
@@ -111,6 +112,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "p_ins": (0.0, 0.3), "n_f": (0, 1), "w_f": (1, 32), "n_t": (0, 8), "w_t": (1, 64), "g_max": (0.0, 6.0),
     "p_ms": (0.0, 1.0), "ms_alpha": (0.0, 1.0),
 }
+TRUE_WORDS = ("true", "1", "yes", "on")
 STRICTLY_POSITIVE = {"lr", "lr_gamma", "temperature"}
 CHOICES: dict[str, tuple[str, ...]] = {"resident": ("auto", "ram", "gpu", "stream"), "projection": ("mlp", "linear"),
                                       "optimizer": ("adam", "adamw"), "schedule": ("step", "cosine"),
@@ -144,8 +146,8 @@ def _coerce(key: str, value: Any, type_name: str) -> Any:
         if base == "bool":
             if isinstance(value, bool):
                 return value
-            if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-                return value.strip().lower() in ("true", "1", "yes", "on")
+            if isinstance(value, str) and value.strip().lower() in (*TRUE_WORDS, "false", "0", "no", "off"):
+                return value.strip().lower() in TRUE_WORDS
             raise ValueError
         if base == "int":
             if isinstance(value, bool):

@@ -21,8 +21,16 @@ from audioret.trainer.caption_text import caption_view
 from audioret.trainer.config import ConfigError, TrainConfig
 from audioret.trainer.encoders import feature_spec
 from audioret.trainer.source_ids import find_duplicates
-from audioret.trainer.sources import (ConcatAudio, DataError, Source, check_sources, epoch_rows, epoch_size,
-                                      weight_problem, weighted_count)
+from audioret.trainer.sources import (
+    ConcatAudio,
+    DataError,
+    Source,
+    check_sources,
+    epoch_rows,
+    epoch_size,
+    weight_problem,
+    weighted_count,
+)
 
 
 @dataclass
@@ -62,7 +70,7 @@ def caption_table(audio, captions, split: str) -> CaptionTable:
 
 def join_tables(tables: Sequence[CaptionTable], offsets: Sequence[int]) -> CaptionTable:
     """One table over several datasets: clip positions shifted by each cache's global offset, source per row."""
-    return CaptionTable(np.concatenate([t.clip_pos + int(o) for t, o in zip(tables, offsets)]),
+    return CaptionTable(np.concatenate([t.clip_pos + int(o) for t, o in zip(tables, offsets, strict=False)]),
                         [c for t in tables for c in t.clip_ids],
                         np.concatenate([t.caption_index for t in tables]), [x for t in tables for x in t.texts],
                         np.concatenate([np.full(len(t), i, dtype=np.int64) for i, t in enumerate(tables)]))
@@ -243,10 +251,11 @@ class StreamedBatches(torch.utils.data.Dataset):
         entries = self.plan.batches[k]
         rows = self.plan.rows[entries]
         arrays = [self.audio.get(int(self.table.clip_pos[r]))[s:s + n]
-                  for r, s, n in zip(rows, self.plan.starts[entries], self.plan.sizes[entries])]
+                  for r, s, n in zip(rows, self.plan.starts[entries], self.plan.sizes[entries], strict=False)]
         x, lengths = pad_arrays(arrays, self.audio.n_mels, np.float16, self.floor)
         return {"x": torch.from_numpy(x), "lengths": torch.from_numpy(lengths),
-                "clip_pos": torch.from_numpy(self.table.clip_pos[rows]), "texts": self.text.texts(rows, self.plan.seeds[k])}
+                "clip_pos": torch.from_numpy(self.table.clip_pos[rows]),
+                "texts": self.text.texts(rows, self.plan.seeds[k])}
 
 
 def choose_mode(cfg: TrainConfig, audio, indices: np.ndarray, device: torch.device) -> str:
@@ -277,7 +286,9 @@ class TrainData:
 
     def __init__(self, audio, captions, split: str, cfg: TrainConfig, device: torch.device,
                  extras: Sequence[Source] = (), match_sources: bool = True) -> None:
-        view = lambda c: caption_view(c, cfg.text_normalisation)  # the form of each caption the model sees
+        def view(c):  # the form of each caption the model sees
+            return caption_view(c, cfg.text_normalisation)
+
         self.sources = [Source(audio.manifest.name, audio, view(captions), split),
                         *(dataclasses.replace(e, captions=view(e.captions)) for e in extras)]
         self.fps = check_sources(self.sources, cfg.audio_encoder)

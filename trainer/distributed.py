@@ -228,7 +228,7 @@ def shard_plan(plan: Any, rank: int | None = None, world_size: int | None = None
     if world_size == 1:
         return plan
     batches, seeds = [], []
-    for batch, seed in zip(plan.batches, plan.seeds):
+    for batch, seed in zip(plan.batches, plan.seeds, strict=False):
         part = rank_slice(batch, rank, world_size, slices == "interleaved")
         if part is not None:
             batches.append(part)

@@ -23,8 +23,8 @@ from audioret.trainer.checkpoint import RUN_INFO, checkpoint_path, load_checkpoi
 from audioret.trainer.config import from_dict, resolve_split
 from audioret.trainer.data import caption_table, pad_arrays
 from audioret.trainer.device import autocast, resolve_device
-from audioret.trainer.encoders import feature_spec
 from audioret.trainer.embedding_cache import is_not_writable, load_embeddings, run_cache_dir, save_embeddings
+from audioret.trainer.encoders import feature_spec
 from audioret.trainer.metrics import MAP_CUTOFFS, chance_average_precision, multi_positive_metrics, top_k
 from audioret.trainer.models import build_model
 from audioret.trainer.relevance import Relevance, RelevanceMatch, match_relevance
@@ -90,7 +90,7 @@ def score_split(model, audio, captions, split: str, device: torch.device, batch_
     sim = text_emb @ clip_emb.T
     target = [column[p] for p in table.clip_pos.tolist()]
     clip_ids = [audio.clip_ids[p] for p in positions]
-    raw = [captions.raw(c)[i] for c, i in zip(table.clip_ids, table.caption_index.tolist())]
+    raw = [captions.raw(c)[i] for c, i in zip(table.clip_ids, table.caption_index.tolist(), strict=False)]
     match = None
     if relevance is None:
         rows, relevant = list(range(len(target))), [[t] for t in target]
@@ -176,8 +176,8 @@ class LoadedRun:
         name order."""
         sim = self.embed_texts(queries) @ clip_emb.T
         idx, scores = top_k(sim, k)
-        return [[(names[j], float(s)) for j, s in zip(row_i.tolist(), row_s.tolist())]
-                for row_i, row_s in zip(idx, scores)]
+        return [[(names[j], float(s)) for j, s in zip(row_i.tolist(), row_s.tolist(), strict=False)]
+                for row_i, row_s in zip(idx, scores, strict=False)]
 
 
 def write_submission(path: Path, captions_text: Sequence[str], clip_ids: Sequence[str],
@@ -194,7 +194,7 @@ def write_submission(path: Path, captions_text: Sequence[str], clip_ids: Sequenc
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["caption", *[f"fname_{i + 1}" for i in range(idx.shape[1])]])
-            for text, row in zip(captions_text, idx.tolist()):
+            for text, row in zip(captions_text, idx.tolist(), strict=False):
                 w.writerow([text, *[clip_ids[j] for j in row]])
     return publish_file(path, write)
 

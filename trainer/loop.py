@@ -24,11 +24,28 @@ from audioret.cache.publish import publish_file, publish_json
 from audioret.trainer import distributed as dist_hooks
 from audioret.trainer.augment import augment_batch
 from audioret.trainer.caption_text import caption_view
-from audioret.trainer.checkpoint import (RUN_INFO, checkpoint_path, finished_state, frozen_text_record,
-                                         gather_rank_rng, load_checkpoint, load_model_state, model_weights,
-                                         restore_rank_rng, save_checkpoint, weights_sha256)
-from audioret.trainer.config import (ConfigError, TrainConfig, check_audio_checkpoint, diff, from_dict, resolve_split,
-                                     save_config)
+from audioret.trainer.checkpoint import (
+    RUN_INFO,
+    checkpoint_path,
+    finished_state,
+    frozen_text_record,
+    gather_rank_rng,
+    load_checkpoint,
+    load_model_state,
+    model_weights,
+    restore_rank_rng,
+    save_checkpoint,
+    weights_sha256,
+)
+from audioret.trainer.config import (
+    ConfigError,
+    TrainConfig,
+    check_audio_checkpoint,
+    diff,
+    from_dict,
+    resolve_split,
+    save_config,
+)
 from audioret.trainer.data import Batch, TrainData
 from audioret.trainer.device import autocast, resolve_device
 from audioret.trainer.evaluate import score_split
@@ -87,7 +104,8 @@ def _rewrite_metrics(path: Path, keep_until: int) -> None:
 def train_step(model, batch: Batch, optimizer, cfg: TrainConfig, generator: torch.Generator,
                device: torch.device, schedule: Schedule | None = None) -> float:
     """One optimisation step on a batch already on the device; returns the loss."""
-    x = augment_batch(batch.x, batch.lengths, cfg, generator, dist_hooks.unwrap(model).audio.scale)  # gain → Freq-MixStyle
+    # gain → Freq-MixStyle
+    x = augment_batch(batch.x, batch.lengths, cfg, generator, dist_hooks.unwrap(model).audio.scale)
     tokens = dist_hooks.unwrap(model).text.tokenize(batch.texts)
     with autocast(device):
         audio_emb, text_emb, scale = model(x, batch.lengths, tokens, generator=generator)
@@ -128,7 +146,8 @@ def train_epoch(model, data: TrainData, optimizer, cfg: TrainConfig, epoch: int,
         bar.set_postfix(loss=f"{total / count:.3f}")
     bar.close()
     seconds = time.perf_counter() - start
-    return {"loss": dist_hooks.all_reduce_mean(total / max(1, count)), "seconds": seconds, "data_wait_share": wait / max(seconds, 1e-9)}
+    return {"loss": dist_hooks.all_reduce_mean(total / max(1, count)), "seconds": seconds,
+            "data_wait_share": wait / max(seconds, 1e-9)}
 
 
 def train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume: bool = False,

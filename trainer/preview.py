@@ -41,7 +41,8 @@ def render_audio_preview(cfg: TrainConfig, cache_root: Path, name: str | None, o
     idx = audio.indices_for_split(resolve_split(split, set(audio.splits)))
     pick = np.sort(rng.choice(idx, size=min(n_clips, len(idx)), replace=False))
     starts, sizes = crop_windows(audio.lengths()[pick], max(1, int(round(cfg.max_seconds * fps))), rng)
-    arrays = [np.asarray(audio.get(int(i))[s:s + n], dtype=np.float32) for i, s, n in zip(pick, starts, sizes)]
+    arrays = [np.asarray(audio.get(int(i))[s:s + n], dtype=np.float32)
+              for i, s, n in zip(pick, starts, sizes, strict=True)]
     x_np, lengths_np = pad_arrays(arrays, audio.n_mels, floor=scale.floor)
     x, lengths = torch.from_numpy(x_np), torch.from_numpy(lengths_np)
     gen = torch.Generator().manual_seed(seed)
@@ -56,7 +57,8 @@ def render_audio_preview(cfg: TrainConfig, cache_root: Path, name: str | None, o
         n = int(lengths[row])
         for col, (data, title) in enumerate(((x[row, :n], "cached"), (shown[row, :n], "augmented"))):
             ax = axes[row, col]
-            ax.imshow(data.T.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=-100, vmax=max(0.0, float(x.max())),
+            ax.imshow(data.T.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=-100,
+                      vmax=max(0.0, float(x.max())),
                       extent=(0, n / fps, 0, audio.n_mels))
             ax.set_title(f"{audio.clip_ids[int(i)]} — {title}", fontsize=8)
             ax.set_ylabel("mel bin")
@@ -119,6 +121,6 @@ def caption_preview(cache_root: Path, name: str | None, key: str | None, n_clips
         bts = cc.back_translations(cid)
         rows = [CaptionDraws(raw, cap, {pivot: bts[pivot][i] for pivot in cc.pivots},
                              [aug.pick(cid, i, rng) for _ in range(draws)])
-                for i, (raw, cap) in enumerate(zip(cc.raw(cid), seen.captions(cid)))]
+                for i, (raw, cap) in enumerate(zip(cc.raw(cid), seen.captions(cid), strict=False))]
         clips.append((cid, cc.splits[cc.index_of(cid)], rows))
     return CaptionPreview(cc.directory, cc.backend, list(cc.pivots), clips)

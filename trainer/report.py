@@ -68,7 +68,7 @@ def rank_queries(scores: SplitScores, captions: Sequence[str], top: int = 5) -> 
     for row in range(sim.shape[0]):
         rank, t = int(ranks[row]), int(target[row])
         hits = [Hit(scores.clip_ids[j], float(s), r, j == t)
-                for r, (j, s) in enumerate(zip(idx[row].tolist(), top_scores[row].tolist()), start=1)]
+                for r, (j, s) in enumerate(zip(idx[row].tolist(), top_scores[row].tolist(), strict=False), start=1)]
         if rank > len(hits):
             hits.append(Hit(scores.clip_ids[t], float(target_score[row]), rank, True))
         queries.append(RankedQuery(row, captions[row], scores.caption_clip[row], rank,
@@ -172,7 +172,7 @@ def build_report(run, split: str = "evaluation", copy_audio: bool = False, audio
     audio, captions = run.open_caches()
     split = resolve_split(split, set(audio.splits))
     scores = score_split(run.model, audio, captions, split, run.device, run.cfg.eval_batch_size)
-    texts = [captions.raw(c)[i] for c, i in zip(scores.caption_clip, scores.caption_index)]
+    texts = [captions.raw(c)[i] for c, i in zip(scores.caption_clip, scores.caption_index, strict=False)]
     queries = rank_queries(scores, texts, top)
     worst, best = select_queries(queries, n_worst, n_best)
 

@@ -125,7 +125,7 @@ def epoch_rows(source_of_row: np.ndarray, weights: Sequence[float], seed: int, e
 def epoch_size(source_of_row: np.ndarray, weights: Sequence[float]) -> int:
     """Rows per epoch (the same every epoch): what the lr schedule counts steps by."""
     counts = np.bincount(source_of_row, minlength=len(weights))
-    return sum(weighted_count(int(n), w) for n, w in zip(counts, weights))
+    return sum(weighted_count(int(n), w) for n, w in zip(counts, weights, strict=False))
 
 
 def cache_feature(config: dict) -> str:

@@ -6,19 +6,18 @@ are named `<group>_<command>_command` (`prep_audio_command`) or `<command>_comma
 (`train_command`). Importing a command module registers its commands on the groups; `main` is the console-script
 entry point.
 """
-from audioret.cli.groups import main  # noqa: F401
-
 # Each module below attaches its commands to the groups when imported.
 from audioret.cli import (  # noqa: F401,E402
-    prep_cmd,
     cache_cmd,
     download_cmd,
-    train_cmd,
     eval_cmd,
-    retrieve_cmd,
+    prep_cmd,
     preview_cmd,
-    search_cmd,
     report_cmd,
+    retrieve_cmd,
+    search_cmd,
+    train_cmd,
 )
+from audioret.cli.groups import main  # noqa: F401
 
 __all__ = ["main"]

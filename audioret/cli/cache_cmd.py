@@ -49,7 +49,7 @@ def _echo_table(table: list[tuple[str, ...]], indent: str = "") -> None:
         return
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
-        click.echo(indent + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        click.echo(indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
 
 
 @cache_group.command("verify")

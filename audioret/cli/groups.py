@@ -157,8 +157,8 @@ def dataset_options(cache_help: str):
 
     options = [
         click.option("--dataset", required=True, metavar="KIND",
-                     help="Dataset reader: clotho (Clotho v2.1 layout), manifest (CSV/JSONL), audiocaps, wavcaps, folder, "
-                          "or any registered one."),
+                     help="Dataset reader: clotho (Clotho v2.1 layout), manifest (CSV/JSONL), audiocaps, wavcaps, "
+                          "folder, or any registered one."),
         click.option("--root", type=click.Path(path_type=Path), default=None,
                      help="Dataset root (Clotho: the folder with clotho_captions_*.csv). Manifest: default its "
                           "folder."),

@@ -7,8 +7,15 @@ from pathlib import Path
 
 import click
 
-from audioret.cli.groups import (CONTEXT, EXIT_OK, EXIT_PARTIAL, dataset_options, dataset_root,
-                                 dataset_subsets, prep_group)
+from audioret.cli.groups import (
+    CONTEXT,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    dataset_options,
+    dataset_root,
+    dataset_subsets,
+    prep_group,
+)
 
 
 def _check_features(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -69,9 +69,10 @@ def retrieve_command(run_dir: Path, queries: tuple[str, ...], k: int, split: str
         raise click.UsageError(str(exc)) from None
     if as_json:
         click.echo(json.dumps([{"query": q, "results": [{"clip": n, "score": s} for n, s in r]}
-                               for q, r in zip(found.queries, found.results)], indent=1, ensure_ascii=False))
+                               for q, r in zip(found.queries, found.results, strict=True)],
+                              indent=1, ensure_ascii=False))
     else:
-        for q, r in zip(found.queries, found.results):
+        for q, r in zip(found.queries, found.results, strict=False):
             click.echo(f"query: {q}")
             for rank, (n, s) in enumerate(r, start=1):
                 click.echo(f"  {rank:>3}  {s:+.4f}  {n}")

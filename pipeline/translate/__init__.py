@@ -69,17 +69,17 @@ def translate_all(backend: Backend, store: TranslationStore, texts: Sequence[str
         on_progress(len(res.done))
     missing = [t for t in unique if t not in res.done]
     if backend.max_batch > 1 and len(missing) > 1:
-        length = dict(zip(missing, text_lengths(backend, missing, src, tgt)))
+        length = dict(zip(missing, text_lengths(backend, missing, src, tgt), strict=False))
         missing.sort(key=length.__getitem__)
     batch_size = max(1, min(batch_size, backend.max_batch))
     for i in range(0, len(missing), batch_size):
         batch = missing[i:i + batch_size]
         out = backend.translate_batch(batch, src, tgt)
-        good = [(s, t) for s, t in zip(batch, out) if not isinstance(t, Exception)]
+        good = [(s, t) for s, t in zip(batch, out, strict=False) if not isinstance(t, Exception)]
         store.put_many(backend.name, engine, pivot, direction(src, tgt), good)
         res.n_requested += len(batch)
         res.done.update(good)
-        res.failed.update((s, str(t)) for s, t in zip(batch, out) if isinstance(t, Exception))
+        res.failed.update((s, str(t)) for s, t in zip(batch, out, strict=False) if isinstance(t, Exception))
         if on_progress:
             on_progress(len(batch))
     return res

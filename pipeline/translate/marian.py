@@ -98,7 +98,7 @@ class MarianBackend:
         with torch.inference_mode():
             generated = model.generate(**enc, max_new_tokens=min(self.max_new_tokens, positions - 1))
         decoded = tok.batch_decode(generated, skip_special_tokens=True)
-        for i, text in zip(order, decoded):
+        for i, text in zip(order, decoded, strict=False):
             text = text.strip()
             out[i] = text if text else TranslationFailed(f"marian: empty translation of {texts[i]!r}")
         return out

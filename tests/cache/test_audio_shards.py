@@ -10,8 +10,8 @@ import pytest
 from audioret.cache.audio_shards import AudioCache, CacheIntegrityError
 from audioret.cache.manifest import CacheNotFoundError, cache_dir_for, resolve_cache
 from audioret.cache.shards import file_checksum
-from support import real_clips
 from audioret.pipeline.audio_io import file_log_mel
+from support import real_clips
 from support.shards import build_cache
 
 

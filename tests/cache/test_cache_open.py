@@ -17,8 +17,8 @@ import xxhash
 from audioret.cache.audio_shards import AudioCache, build_audio_cache
 from audioret.cache.caption_shards import CaptionCache, build_caption_cache, write_caption_shard
 from audioret.cache.shards import CHECKSUM_ATTR, FAST_CHECKSUM_ATTR, payload_digests
-from support import REPO
 from audioret.trainer.data import caption_table
+from support import REPO
 
 CONFIG = {"n_mels": 4, "sample_rate": 32000, "hop_length": 320}
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import os
 
+import distributed  # noqa: E402  (a test dependency: a broken install must fail, not skip)
 import pytest
 from skopt.space import Integer, Real
 
 from audioret.cache.executor import DaskExecutor, RenewingExecutor, make_executor, map_unordered
+from audioret.trainer.search.journal import Journal
+from audioret.trainer.search.smbo import run_search
+from audioret.trainer.search.trials import result_of
 from support import real_clips
 from support.search_objectives import Quadratic
-from audioret.trainer.search.smbo import run_search
-from audioret.trainer.search.journal import Journal
-from audioret.trainer.search.trials import result_of
-
-import distributed  # noqa: E402  (a test dependency: a broken install must fail, not skip)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from audioret.cache.manifest import cache_dir_for
-from support import AUDIO, cli_cmd, cli_env, real_clips, run_cli
 from audioret.pipeline.audio_io import file_log_mel
+from support import AUDIO, cli_cmd, cli_env, real_clips, run_cli
 from support.shards import build_cache
 
 

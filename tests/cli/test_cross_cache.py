@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from support import run_cli
-from support.demo import fast_overrides
-from support.three_datasets import shared_id_caches
 from audioret.trainer.config import load_config
 from audioret.trainer.loss import mask_from_clip_ids
 from audioret.trainer.source_ids import source_id
+from support import run_cli
+from support.demo import fast_overrides
+from support.three_datasets import shared_id_caches
 
 
 @pytest.fixture(scope="module")

@@ -86,7 +86,8 @@ def make_clotho(root: Path, encoding: str) -> Path:
     for p in CLIPS:
         shutil.copy(p, root / "development" / p.name)
     return write_rows(root / "clotho_captions_development.csv",
-                      [["file_name", "caption_1"], *[[p.name, k] for p, k in zip(CLIPS, KOREAN)]], encoding)
+                      [["file_name", "caption_1"], *[[p.name, k] for p, k in zip(CLIPS, KOREAN, strict=True)]],
+                      encoding)
 
 
 def test_cp949_csv_names_the_line_and_reads_with_encoding(tmp_path: Path) -> None:

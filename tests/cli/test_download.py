@@ -20,13 +20,14 @@ from pathlib import Path
 import py7zr
 import pytest
 
-from support import AUDIO, cli_cmd, cli_env, run_cli
 from audioret.pipeline.download import CLOTHO_FILES, download_clotho, extract_split, load_checksums
 from audioret.pipeline.fetch import DownloadError, FetchOptions, RemoteFile, fetch, make_session
+from support import AUDIO, cli_cmd, cli_env, run_cli
 from support.download_server import FAST, Server, md5_hex
 
 WAVS = sorted((AUDIO / "fsdd_ccbysa").glob("*.wav"))
-SPLIT_CLIPS = {"development": WAVS[:3], "validation": WAVS[3:5], "evaluation": WAVS[5:]}  # clip ids are unique across splits
+# clip ids are unique across splits
+SPLIT_CLIPS = {"development": WAVS[:3], "validation": WAVS[3:5], "evaluation": WAVS[5:]}
 # The real Clotho archives hold a top-level folder named after the split; evaluation here has none, to cover both.
 TOP_FOLDER = {"development": True, "validation": True, "evaluation": False}
 
@@ -209,7 +210,8 @@ def test_corrupt_archive_without_md5_leaves_no_split_folder_and_is_moved_aside(t
     assert not archive.exists() and not (tmp_path / "development").exists() and not list(tmp_path.glob(".extract-*"))
     archive.write_bytes(data)  # the next run extracts the good copy
     assert extract_split(archive, tmp_path, remote, FetchOptions(min_free=0, progress=False)) == "extracted"
-    assert sorted(p.name for p in (tmp_path / "development").glob("*.wav")) == [c.name for c in SPLIT_CLIPS["development"]]
+    extracted = sorted(p.name for p in (tmp_path / "development").glob("*.wav"))
+    assert extracted == [c.name for c in SPLIT_CLIPS["development"]]
     assert not list(tmp_path.glob(".extract-*"))
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import py7zr
 import pytest
 
-from support import AUDIO, run_cli
 from audioret.pipeline.download import DCASE2022_RETRIEVAL_FILES
+from support import AUDIO, run_cli
 from support.download_server import FAST, Server, md5_hex
 
 WAVS = sorted((AUDIO / "fsdd_ccbysa").glob("*.wav"))[:3]

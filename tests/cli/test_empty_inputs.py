@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from audioret.cache.manifest import Manifest
+from audioret.pipeline.datasets import DatasetError, load_records
 from support import AUDIO, run_cli
 from support.demo import minilm_path
-from audioret.pipeline.datasets import DatasetError, load_records
 from support.prep import write_manifest
 
 WAVS = sorted((AUDIO / "fsdd_ccbysa").glob("*.wav"))  # real 8 kHz speech, 0.3-0.6 s: cheap to prep

@@ -181,7 +181,7 @@ def test_read_only_run_directory(world):
                               text=True, timeout=300)
 
     modes = {}
-    for dirpath, dirnames, filenames in os.walk(world.run):
+    for dirpath, _dirnames, filenames in os.walk(world.run):
         for p in [Path(dirpath), *(Path(dirpath) / n for n in filenames)]:
             modes[p] = p.stat().st_mode
             os.chmod(p, modes[p] & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))

@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
+from audioret.trainer.config import load_config
 from support import run_cli
 from support.demo import VAL_FIELDS, build_demo_cache, fast_overrides, kill_after_first_checkpoint, metrics_rows
 from support.hf_models import tiny_ast, tiny_bert
-from audioret.trainer.config import load_config
 
 EPOCHS = 3
 

@@ -15,11 +15,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from audioret.trainer.config import ConfigError, diff, load_config, save_config
+from audioret.trainer.sources import epoch_rows, weighted_count
 from support import run_cli
 from support.demo import VAL_FIELDS, fast_overrides, kill_after_first_checkpoint
 from support.three_datasets import NAMES
-from audioret.trainer.config import ConfigError, diff, load_config, save_config
-from audioret.trainer.sources import epoch_rows, weighted_count
 
 EXTRAS = ["--extra", "audiocaps", "--extra", "wavcaps:0.5"]
 
@@ -123,7 +123,7 @@ def test_one_plan_over_three_caches_with_global_clip_identity(three_caches):
     entries = np.concatenate(plan.batches)
     assert sorted(plan.rows[entries].tolist()) == list(range(len(table))) == list(range(40 + 10 + 10))
     assert ram.nominal_steps() == -(-60 // 12)
-    for k, (a, b) in enumerate(zip(ram.epoch(3), stream.epoch(3), strict=True)):
+    for a, b in zip(ram.epoch(3), stream.epoch(3), strict=True):
         assert len(set(a.clip_pos.tolist())) == len(a.texts)  # one caption per clip per batch, across caches
         assert torch.equal(a.x, b.x) and torch.equal(a.lengths, b.lengths) and torch.equal(a.clip_pos, b.clip_pos)
         assert a.texts == b.texts
@@ -255,10 +255,10 @@ def test_run_records_every_cache_and_shows_in_cache_ls(three_caches, reference):
     assert record.path == record_path(three_caches, reference)
     assert [(c.role, c.kind, c.name, c.key) for c in record.caches] == [
         (role, kind, n, opened[n][kind == "captions"].key)
-        for n, role in zip(NAMES, ("main", "extra", "extra")) for kind in ("audio", "captions")]
+        for n, role in zip(NAMES, ("main", "extra", "extra"), strict=False) for kind in ("audio", "captions")]
     out = run_cli("cache", "ls", three_caches, check=True).stdout
     listing = out[out.index(f"  {reference.resolve()}\n"):].splitlines()[1:7]
-    for line, c in zip(listing, record.caches):
+    for line, c in zip(listing, record.caches, strict=False):
         assert line.split() == [c.role, c.kind, c.name, c.key[:16]]
     runs = out.splitlines()[0].index(" runs ") + 1  # the column's offset (the table is left-aligned)
     for n in NAMES:  # every cache the run read counts it among its users

@@ -18,10 +18,10 @@ import soundfile as sf
 from audioret.cache.audio_shards import AudioCache
 from audioret.cache.locks import CacheLock, is_locked
 from audioret.cache.manifest import Manifest, cache_dir_for
-from support import AUDIO, cli_cmd, cli_env, run_cli
 from audioret.pipeline.audio_io import file_log_mel
 from audioret.pipeline.datasets import load_records
 from audioret.pipeline.prep_audio import compute_key
+from support import AUDIO, cli_cmd, cli_env, run_cli
 from support.prep import check_cache, make_clips, write_manifest
 
 LOCK_MESSAGE = "cache is being written by another process"

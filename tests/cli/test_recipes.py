@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from audioret.cache.caption_shards import CaptionCache
-from support import AUDIO, REPO, run_cli, write_csv
-from support.demo import VAL_FIELDS, fast_overrides, kill_after_first_checkpoint
 from audioret.trainer.caption_text import caption_view, dcase2025_text
 from audioret.trainer.config import TrainConfig, load_config
 from audioret.trainer.data import caption_table
+from support import AUDIO, REPO, run_cli, write_csv
+from support.demo import VAL_FIELDS, fast_overrides, kill_after_first_checkpoint
 
 CONFIGS = REPO / "configs"
 COSINE = ["schedule=cosine", "optimizer=adamw", "weight_decay=0.01", "warmup_epochs=0.5", "min_lr=1e-4",

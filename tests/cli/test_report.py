@@ -13,12 +13,11 @@ from urllib.parse import unquote
 import pytest
 import torch
 
-from support.browser import check_page, file_url_path, find_chromium
-from support import run_cli
 from audioret.trainer.evaluate import SplitScores
 from audioret.trainer.report import AudioSources, build_report, rank_queries, select_queries
 from audioret.trainer.report_html import ClipMedia, metrics_table, query_block
-
+from support import run_cli
+from support.browser import check_page, file_url_path, find_chromium
 
 needs_chromium = pytest.mark.skipif(
     find_chromium() is None, reason="chromium not installed (`make test` installs Debian's chromium when run as root)")

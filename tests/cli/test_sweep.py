@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from support import cli_cmd, cli_env, run_cli
 from audioret.trainer.search.sweep import SweepError, parse_variant
+from support import cli_cmd, cli_env, run_cli
 
 OBJ = ["--objective", "tests.support.search_objectives:EvalScores"]
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from support import AUDIO, run_cli
 from audioret.trainer.config import load_config
+from support import AUDIO, run_cli
 from support.demo import VAL_FIELDS, build_demo_cache, fast_overrides, kill_after_first_checkpoint, metrics_rows
 
 EPOCHS = 6
@@ -93,7 +93,7 @@ def test_eval_and_submission_match_a_hand_computed_ranking(trained, evaluated):
         sub = list(csv.reader(f))
     assert sub[0] == ["caption"] + [f"fname_{k}" for k in range(1, 11)]
     assert [r[0] for r in sub[1:]] == [captions.raw(c)[i] for c, i, _ in rows]
-    agree = sum(r[1:] == t for r, t in zip(sub[1:], tops))
+    agree = sum(r[1:] == t for r, t in zip(sub[1:], tops, strict=False))
     assert agree >= len(tops) - 2  # float32 CPU batching may swap a near-tie; the ranking is the same
 
 
@@ -128,7 +128,7 @@ def test_resume_after_sigkill_reaches_identical_metrics(demo_cache, tmp_path):
     run_cli(*args, "--resume", check=True)
     got, want = metrics_rows(run), metrics_rows(ref)
     assert [r["epoch"] for r in got] == ["1", "2"]
-    for g, w in zip(got, want):  # stream mode + kill -9 + resume ≡ resident, uninterrupted
+    for g, w in zip(got, want, strict=False):  # stream mode + kill -9 + resume ≡ resident, uninterrupted
         assert {k: g[k] for k in VAL_FIELDS} == {k: w[k] for k in VAL_FIELDS}
 
 

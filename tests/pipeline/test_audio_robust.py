@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from support import AUDIO
 from audioret.pipeline import audio_io, features
 from audioret.pipeline.audio_io import AudioDecodeError, file_log_mel, load_mono
 from audioret.pipeline.features import log_mel, log_mel_chunked
+from support import AUDIO
 
 
 def tone(rate: int, seconds: float, channels: int = 1) -> np.ndarray:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from support import cli_env
 from audioret.pipeline.audiocaps import SPLIT_ROLES, load_audiocaps
 from audioret.pipeline.datasets import DatasetError, load_records
-from support.dataset_layouts import SOURCES, write_audiocaps_csv, make_audiocaps
+from support import cli_env
+from support.dataset_layouts import SOURCES, make_audiocaps, write_audiocaps_csv
 
 
 def test_simple_layout_groups_captions_and_reports_missing(tmp_path: Path) -> None:

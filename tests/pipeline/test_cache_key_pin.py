@@ -46,7 +46,7 @@ def test_feature_definition_enters_the_key_as_pinned(spec: str) -> None:
 def test_key_of_a_fixed_manifest(tmp_path: Path, spec: str) -> None:
     """compute_key over two files of fixed size and mtime: the pinned config, the decoder versions, one
     fingerprint per clip (with its id and split) and the dataset kind + name."""
-    for i, (name, split) in enumerate([("a.wav", "development"), ("b.flac", "val")]):
+    for i, (name, _split) in enumerate([("a.wav", "development"), ("b.flac", "val")]):
         path = tmp_path / name
         path.write_bytes(b"x" * (10 + i))
         os.utime(path, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000 + i))

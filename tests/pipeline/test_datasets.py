@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from audioret.pipeline.datasets import (
+    DATASET_KINDS,
+    ClipRecord,
+    DatasetError,
+    load_records,
+    register_dataset,
+    split_list,
+)
 from support import AUDIO, write_csv
-from audioret.pipeline.datasets import (DATASET_KINDS, ClipRecord, DatasetError, load_records, register_dataset,
-                               split_list)
 
 CAT = AUDIO / "animals_cc0" / "cat.mp3"
 AMEN = AUDIO / "sonic_pi_cc0" / "loop_amen.flac"  # stereo

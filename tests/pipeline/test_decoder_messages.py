@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from support import AUDIO, run_cli
 from audioret.pipeline.audio_io import call_capturing_stderr, load_mono
+from support import AUDIO, run_cli
 from support.prep import write_manifest
 
 HORSE = AUDIO / "animals_cc0" / "horse.mp3"

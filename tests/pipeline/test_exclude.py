@@ -11,9 +11,9 @@ import pytest
 from audioret.cache.audio_shards import AudioCache
 from audioret.cache.caption_shards import CaptionCache
 from audioret.cache.manifest import Manifest
-from support import AUDIO, run_cli
 from audioret.pipeline.datasets import ClipRecord, DatasetError, problem
 from audioret.pipeline.exclude import apply_exclusions, read_exclusion_list
+from support import AUDIO, run_cli
 from support.prep import write_manifest
 
 
@@ -94,7 +94,7 @@ def dataset(tmp_path: Path) -> Path:
     folder.mkdir()
     sources = sorted((AUDIO / "animals_cc0").glob("*.mp3"))[:4]
     names = ["12345.mp3", "cow.mp3", "dog.mp3", "rooster.mp3"]
-    for src, name in zip(sources, names):
+    for src, name in zip(sources, names, strict=False):
         shutil.copy(src, folder / name)
     return write_manifest(folder / "manifest.csv", [folder / n for n in names] + ["gone.mp3"])
 

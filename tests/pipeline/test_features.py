@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from support import real_clips
-from audioret.pipeline.audio_io import file_log_mel, load_mono
 from audioret.cache.feature_contract import FLOOR_DB
-from audioret.pipeline.features import DEFAULT_CONFIG, _mel_basis, _window, log_mel, n_frames
+from audioret.pipeline.audio_io import file_log_mel, load_mono
+from audioret.pipeline.features import _mel_basis, _window, log_mel, n_frames
+from support import real_clips
 
 
 def reference_log_mel(path: Path) -> np.ndarray:
-    """The paper's recipe (pipeline/features.py) written independently with librosa's high-level calls: (frames, 64) dB."""
+    """The paper's recipe (pipeline/features.py) written independently with librosa's high-level calls:
+    (frames, 64) dB."""
     y, _ = librosa.load(str(path), sr=32000, mono=True, res_type="soxr_hq")
     mel = librosa.feature.melspectrogram(y=y, sr=32000, n_fft=1024, win_length=1024, hop_length=320,
                                          window="hann", center=True, pad_mode="reflect", power=2.0,
@@ -91,7 +92,8 @@ def test_own_stft_matches_librosa_stft(n: int) -> None:
     assert np.abs(ours - ref_db).max() < 1e-4
 
 
-@pytest.mark.parametrize("sr,n_fft,n_mels,fmin,fmax", [(32000, 1024, 64, 50.0, 14000.0), (44100, 2048, 128, 0.0, 22050.0)])
+@pytest.mark.parametrize("sr,n_fft,n_mels,fmin,fmax",
+                         [(32000, 1024, 64, 50.0, 14000.0), (44100, 2048, 128, 0.0, 22050.0)])
 def test_mel_basis_and_window_equal_librosa(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> None:
     ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
     assert np.array_equal(_mel_basis(sr, n_fft, n_mels, fmin, fmax), ref)

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from audioret.cache.audio_shards import AudioCache
-from support import AUDIO, run_cli
 from audioret.pipeline.audio_io import load_mono
 from audioret.pipeline.feature_defs import FeatureSpecError, feature_definition
 from audioret.pipeline.prep_audio import prep_audio
+from support import AUDIO, run_cli
 from support.prep import write_manifest
 
 CLIPS = [AUDIO / "animals_cc0" / "cow.mp3", AUDIO / "sonic_pi_cc0" / "loop_amen.flac",

@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers.audio_utils import mel_filter_bank
 
-from support import AUDIO
 from audioret.pipeline.audio_io import load_mono
 from audioret.pipeline.feature_defs import feature_definition
 from audioret.pipeline.passt_features import DEFAULT_PASST_CONFIG, kaldi_mel_banks, n_frames, passt_mel
+from support import AUDIO
 
 CLIPS = [AUDIO / "animals_cc0" / "cat.mp3", AUDIO / "sonic_pi_cc0" / "loop_amen.flac",
          AUDIO / "fsdd_ccbysa" / "0_george_0.wav"]  # MP3 44.1 kHz, stereo FLAC, 8 kHz WAV

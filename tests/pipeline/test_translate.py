@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from support import AUDIO, cli_cmd, cli_env, run_cli
 from audioret.pipeline.translate import TranslatorUnavailable, translate_all
 from audioret.pipeline.translate.google import GoogleBackend
 from audioret.pipeline.translate.marian import MarianBackend
 from audioret.pipeline.translate.store import TranslationStore, store_path
-from support.translate_servers import SENTENCES, GoogleLikeServer, build_tiny_marian, fake_translate
+from support import AUDIO, cli_cmd, cli_env, run_cli
 from support.dataset_layouts import make_clotho
+from support.translate_servers import SENTENCES, GoogleLikeServer, build_tiny_marian, fake_translate
 
 
 def test_google_retries_429_503_and_a_hang_with_backoff() -> None:
@@ -105,7 +105,7 @@ def test_marian_batched_path_store_and_resume(tiny_marian: Path, tmp_path: Path)
         assert part.n_requested == 5
     with TranslationStore(tmp_path / "t.sqlite3") as store:  # a new process would see the same file
         full = translate_all(backend, store, texts, "en", "de", "de", batch_size=4)
-        assert full.n_requested == 4 and full.done == dict(zip(texts, batched))
+        assert full.n_requested == 4 and full.done == dict(zip(texts, batched, strict=False))
         again = translate_all(backend, store, texts, "en", "de", "de", batch_size=4)
         assert again.n_requested == 0 and store.count() == 9
 
@@ -182,7 +182,8 @@ def test_marian_batches_are_cut_from_token_length_sorted_texts(tiny_marian: Path
     backend = _RecordingMarian(template=str(tiny_marian), device="cpu", batch_size=4, max_new_tokens=8)
     texts = [" ".join(s.split()[:k]) for s in SENTENCES for k in (2, 4, 7, 30)]
     tok, _ = backend._load(str(tiny_marian))
-    pieces = {t: len(ids) - 1 for t, ids in zip(texts, tok(texts)["input_ids"])}  # minus the </s> it appends
+    # minus the </s> it appends
+    pieces = {t: len(ids) - 1 for t, ids in zip(texts, tok(texts)["input_ids"], strict=True)}
     assert backend.token_lengths(texts, "en", "de") == [pieces[t] for t in texts]
     with TranslationStore(tmp_path / "t.sqlite3") as store:
         res = translate_all(backend, store, texts, "en", "de", "de", batch_size=4)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from support import run_cli
-from support.dataset_layouts import make_wavcaps
 from audioret.pipeline.datasets import DatasetError, load_records
 from audioret.pipeline.wavcaps import SPLIT_ROLES, load_wavcaps
+from support import run_cli
+from support.dataset_layouts import make_wavcaps
 
 ALL_IDS = ["AudioSet_SL/Yabc-DEF_123_30.000.flac", "BBC_Sound_Effects/07070190.flac",
            "BBC_Sound_Effects/07070191.wav", "FreeSound/180.flac", "FreeSound/2219.flac", "SoundBible/2219.flac"]

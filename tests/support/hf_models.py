@@ -43,8 +43,7 @@ def tiny_clap(folder: Path, fused: bool = True, max_length_s: int = 1, seed: int
     """A tiny ClapModel (HTSAT 2 stages of width 8 / 16, 1-layer text model, projection 16) with its processor
     (ClapFeatureExtractor with `max_length_s`, truncation fusion or rand_trunc, and any other `extractor`
     settings, e.g. frequency_min); returns the folder."""
-    from transformers import (ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor,
-                              ClapTextConfig)
+    from transformers import ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, ClapTextConfig
 
     if (folder / "config.json").exists():
         return folder

@@ -1,4 +1,5 @@
-"""Semantics of the batch augmentations on real log-mels (the paper's gain, Freq-MixStyle, SpecAugment; trainer/augment.py)."""
+"""Semantics of the batch augmentations on real log-mels (the paper's gain, Freq-MixStyle, SpecAugment;
+trainer/augment.py)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -6,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from support.logmel_batches import FLOOR, real_logmel_batch
 from audioret.trainer.augment import apply_gain, augment_batch, freq_mixstyle, sample_beta, spec_augment, valid_mask
+from support.logmel_batches import FLOOR, real_logmel_batch
 
 
 def gen(seed: int = 0, device: str = "cpu") -> torch.Generator:
@@ -135,7 +136,7 @@ def test_spec_augment_stripe_widths_positions_and_identity() -> None:
         widths += [w for _, w in runs] or [0]
         starts += [s for s, _ in runs]
     assert max(widths) == 7 and min(widths) == 0 and set(widths) == set(range(8))  # U{0..w_t}, inclusive
-    assert min(starts) == 0 and max(s + w for s, w in zip(starts, [w for w in widths if w])) == t
+    assert min(starts) == 0 and max(s + w for s, w in zip(starts, [w for w in widths if w], strict=False)) == t
     out_f = spec_augment(x, n_t=0, w_t=0, n_f=2, w_f=4, generator=gen(10))
     freq_drop = (out_f == 0).all(dim=1)
     assert torch.equal((out_f == 0).any(dim=1), freq_drop)

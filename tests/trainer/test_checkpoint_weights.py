@@ -6,11 +6,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from support.demo import minilm_path
-from audioret.trainer.checkpoint import (CheckpointError, TEXT_PREFIX, frozen_text_record, load_checkpoint, load_model_state,
-                                model_weights, save_checkpoint, weights_sha256)
+from audioret.trainer.checkpoint import (
+    TEXT_PREFIX,
+    CheckpointError,
+    frozen_text_record,
+    load_checkpoint,
+    load_model_state,
+    model_weights,
+    save_checkpoint,
+    weights_sha256,
+)
 from audioret.trainer.config import TrainConfig
 from audioret.trainer.models import build_model
+from support.demo import minilm_path
 
 
 def _model(seed: int):

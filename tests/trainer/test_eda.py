@@ -97,7 +97,7 @@ def test_one_operation_chosen_uniformly() -> None:
         else:
             counts["synonym"] += 1
     sd = math.sqrt(n * 0.25 * 0.75)
-    for op, c in counts.items():
+    for c in counts.values():
         assert abs(c - n / 4) < 4 * sd, counts
 
 
@@ -109,7 +109,7 @@ def test_synonyms_come_from_wordnet_at_the_given_rate() -> None:
     for cap in CAPTIONS * 20:
         words = cap.split()
         out = eda._synonym(words, rng)  # aligned with `words`: a multi-word lemma is one spaced element
-        for w, o in zip(words, out):
+        for w, o in zip(words, out, strict=False):
             if not eda.synonyms(w):
                 assert o == w
                 continue

@@ -15,17 +15,17 @@ import pytest
 import torch
 
 from audioret.cache.audio_shards import AudioCache
-from support import AUDIO
-from support.hf_models import tiny_ast, tiny_clap
 from audioret.pipeline.audio_io import load_mono
 from audioret.pipeline.feature_defs import feature_definition
 from audioret.pipeline.prep_audio import prep_audio
-from support.prep import write_manifest
 from audioret.trainer.config import ConfigError, TrainConfig, check_audio_checkpoint
-from audioret.trainer.sources import check_audio_config
 from audioret.trainer.encoders.hf import build_hf_audio_encoder, hf_feature_spec, load_feature_extractor
 from audioret.trainer.encoders.hf_inputs import fusion_thirds
 from audioret.trainer.encoders.loading import ModelLoadError
+from audioret.trainer.sources import check_audio_config
+from support import AUDIO
+from support.hf_models import tiny_ast, tiny_clap
+from support.prep import write_manifest
 
 # 6 s and 1.75 s: longer than the tiny models' inputs (2 s AST, 1 s CLAP) / 0.56 s and 0.92 s: shorter.
 CLIPS = [AUDIO / "animals_cc0" / "cow.mp3", AUDIO / "sonic_pi_cc0" / "loop_amen.flac",

@@ -92,7 +92,7 @@ def test_long_cnn10_clip_is_the_weighted_mean_of_its_pieces_pooled() -> None:
     with torch.no_grad():
         pooled = [enc.pooled(torch.from_numpy(clip[s:e].astype(np.float32))[None], torch.tensor([e - s]))[0]
                   for s, e in ranges]
-        mean = sum((e - s) * p.double() for (s, e), p in zip(ranges, pooled)) / clip.shape[0]
+        mean = sum((e - s) * p.double() for (s, e), p in zip(ranges, pooled, strict=False)) / clip.shape[0]
         expected = nn.functional.normalize(enc.head(mean.float()[None]), dim=-1)[0]
         whole = nn.functional.normalize(enc(torch.from_numpy(clip.astype(np.float32))[None],
                                             torch.tensor([clip.shape[0]])), dim=-1)[0]

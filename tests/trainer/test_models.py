@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from support.logmel_batches import FLOOR, real_logmel_batch
 from audioret.trainer.encoders.cnn10 import AudioEncoder
 from audioret.trainer.encoders.loading import ModelLoadError
 from audioret.trainer.encoders.text import TextEncoder
 from audioret.trainer.models import BiEncoder
+from support.logmel_batches import FLOOR, real_logmel_batch
 
 MINILM = None
 try:
@@ -276,9 +276,8 @@ def test_max_tokens_beyond_the_text_models_positions_is_refused(tmp_path: Path) 
     """A RoBERTa with 64 positions takes 62 tokens (two are reserved before the first): 62 embeds a long caption,
     more is refused when the model is built, not by an index error mid-epoch (the CLI's exit 2:
     tests/cli/test_model_sources.py)."""
-    from support.hf_models import tiny_roberta
-
     from audioret.trainer.config import ConfigError
+    from support.hf_models import tiny_roberta
 
     roberta = tiny_roberta(tmp_path / "roberta")
     long = " ".join(["Rain falls on a tin roof, loudly!"] * 20)

@@ -21,14 +21,14 @@ import numpy as np
 import pytest
 import torch
 
-from support import AUDIO
+from audioret.cache.feature_contract import PASST_SCALE
 from audioret.pipeline.audio_io import load_mono
 from audioret.pipeline.passt_features import passt_mel
 from audioret.trainer.config import ConfigError, load_config
-from audioret.cache.feature_contract import PASST_SCALE
 from audioret.trainer.encoders import build_audio_encoder
 from audioret.trainer.encoders.loading import ModelLoadError
 from audioret.trainer.encoders.passt import MASK_VALUE, PasstEncoder, patch_grid
+from support import AUDIO
 
 FLOOR = PASST_SCALE.floor
 SR = 32000
@@ -150,7 +150,7 @@ def test_segments_are_averaged_over_the_ones_each_clip_covers_as_the_baseline_do
     with torch.no_grad():
         got = enc(x, lengths)
         want = []
-        for clip, n in zip(clips, lengths.tolist()):
+        for clip, n in zip(clips, lengths.tolist(), strict=False):
             duration = len(clip) / SR
             k = 1 if duration <= 10 else 2 if duration <= 20 else 3
             padded = torch.full((3000, 128), FLOOR)

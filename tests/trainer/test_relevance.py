@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from support import write_csv as write
 from audioret.trainer.relevance import RelevanceError, match_relevance, read_relevance
-
+from support import write_csv as write
 
 QUERIES = {"A dog barks. ": ["dog.wav", "kennel, night.wav"], "Rain on a roof": ["rain.wav"],
            "Grüße: birds sing": ["birds.wav", "dog.wav", "forest.wav"]}

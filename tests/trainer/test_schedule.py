@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.random_models import random_text_model
-from support import REPO
 from audioret.trainer.config import load_config
 from audioret.trainer.encoders.loading import ModelLoadError
 from audioret.trainer.encoders.text import TextEncoder
 from audioret.trainer.models import build_model
 from audioret.trainer.schedule import Schedule, make_torch_optimizer, resume_problem
+from benchmarks.random_models import random_text_model
+from support import REPO
 
 BASELINE = REPO / "configs" / "dcase2025_baseline.toml"
 
@@ -33,7 +33,7 @@ def baseline_lr(step: int, steps_per_epoch: int, max_lr: float = 2e-5, min_lr: f
 def scheduled_rates(cfg, steps_per_epoch: int, groups: list[float] | None = None) -> list[list[float]]:
     """The rate of each parameter group before every step of a whole run, from a real optimiser + Schedule."""
     params = [nn.Parameter(torch.zeros(1)) for _ in groups or [cfg.lr]]
-    opt = torch.optim.AdamW([{"params": [p], "lr": lr} for p, lr in zip(params, groups or [cfg.lr])])
+    opt = torch.optim.AdamW([{"params": [p], "lr": lr} for p, lr in zip(params, groups or [cfg.lr], strict=False)])
     schedule = Schedule(opt, cfg, steps_per_epoch)
     rates = []
     for _ in range(cfg.epochs):
@@ -51,7 +51,7 @@ def test_cosine_is_the_baselines_curve_step_by_step() -> None:
     steps = 7
     got = [r[0] for r in scheduled_rates(cfg, steps)]
     want = [baseline_lr(k, steps) for k in range(len(got))]
-    assert max(abs(a - b) for a, b in zip(got, want)) < 1e-18
+    assert max(abs(a - b) for a, b in zip(got, want, strict=False)) < 1e-18
     assert got[0] == pytest.approx(1e-7) and got[steps] == pytest.approx(2e-5)  # warm-up: min_lr → lr in 1 epoch
     assert got[1] > got[0] and got[steps + 1] < got[steps]  # updated every step, not every epoch
     assert got[16 * steps:] == [pytest.approx(1e-7)] * (4 * steps + 1)  # epochs 17-20 at min_lr, as the baseline
@@ -62,7 +62,7 @@ def test_cosine_without_decay_epochs_ends_at_min_lr_and_scales_every_group() -> 
     rates = scheduled_rates(cfg, 10, groups=[1e-3, 4e-4])
     main = [r[0] for r in rates]
     assert main[0] == pytest.approx(1e-5) and main[5] == pytest.approx(1e-3)  # half an epoch of warm-up
-    assert all(a > b for a, b in zip(main[5:-1], main[6:]))  # then strictly down to the last step
+    assert all(a > b for a, b in zip(main[5:-1], main[6:], strict=False))  # then strictly down to the last step
     assert main[-1] == pytest.approx(1e-5, rel=1e-9)  # = min_lr exactly at the end of the run
     assert all(r[1] == pytest.approx(r[0] * 0.4) for r in rates)  # the text group follows the same shape
 
@@ -102,7 +102,7 @@ def test_adamw_decays_weights_decoupled_from_the_gradient_adam_adds_them_to_it(t
     for p in params:
         p.grad = torch.zeros_like(p)  # no loss gradient: only the weight decay moves anything
     opt.step()
-    for p, b in zip(params, before):
+    for p, b in zip(params, before, strict=False):
         if kind == "adamw":  # decoupled: p ← p (1 − lr·wd), whatever Adam's moments
             torch.testing.assert_close(p.detach(), b * (1 - 0.1 * 0.5), rtol=1e-6, atol=0)
         else:  # L2: wd·p enters the gradient and Adam normalises it: a step of lr·sign(p)

@@ -12,12 +12,12 @@ import pytest
 from skopt.space import Integer, Real
 
 from audioret.cache.publish import pid_alive
-from support import REPO, cli_cmd, cli_env, run_cli
-from support.search_objectives import Quadratic
 from audioret.trainer import config
 from audioret.trainer.search.journal import Journal
 from audioret.trainer.search.smbo import SearchError, propose, run_search
 from audioret.trainer.search.space import PAPER_BEST, SpaceError, default_space, load_space
+from support import cli_cmd, cli_env, run_cli
+from support.search_objectives import Quadratic
 
 SPACE_TOML = "p_eda = [0.0, 1.0]\nw_t = [1, 64]\n"
 

@@ -6,9 +6,15 @@ import tomllib
 import pytest
 import torch
 
+from audioret.trainer.config import (
+    ConfigError,
+    check_audio_checkpoint,
+    diff,
+    load_config,
+    resolve_split,
+    save_config,
+)
 from support import run_cli
-from audioret.trainer.config import (ConfigError, TrainConfig, check_audio_checkpoint, diff, load_config, resolve_split,
-                            save_config)
 
 
 def test_defaults_are_the_papers_best_trial_and_recipe():

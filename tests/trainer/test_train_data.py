@@ -13,8 +13,8 @@ from audioret.cache.audio_shards import AudioCache
 from audioret.cache.caption_shards import CaptionCache
 from audioret.cache.feature_contract import FLOOR_DB
 from audioret.trainer.config import load_config
-from audioret.trainer.encoders import feature_spec
 from audioret.trainer.data import StreamedBatches, TrainData, crop_windows, pad_arrays, plan_batches
+from audioret.trainer.encoders import feature_spec
 from audioret.trainer.sources import DataError, check_audio_config
 
 
@@ -36,8 +36,8 @@ def test_plan_is_seeded_and_varies_by_epoch():
     a = plan_batches(clip_of_row, 30, np.random.default_rng([0, 1]))
     b = plan_batches(clip_of_row, 30, np.random.default_rng([0, 1]))
     c = plan_batches(clip_of_row, 30, np.random.default_rng([0, 2]))
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=False))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=False))
 
 
 def test_crop_windows_stay_inside_clips_and_are_uniform():
@@ -172,6 +172,6 @@ def test_text_augmentation_is_seeded_and_changes_some_captions(caches):
     assert first == again
     plan_rows = np.concatenate(data.plan(1).batches)
     originals = [data.table.texts[r] for r in plan_rows]
-    changed = sum(a != b for a, b in zip(first, originals))
+    changed = sum(a != b for a, b in zip(first, originals, strict=False))
     assert 0 < changed < len(first)
     assert Counter(data.table.clip_ids[r] for r in plan_rows) == Counter(data.table.clip_ids)

@@ -64,7 +64,7 @@ class AudioEncoder(nn.Module):
         channels = [max(1, round(c * width)) for c in CNN10_CHANNELS]
         self.bn0 = nn.BatchNorm2d(n_mels)
         ins = [1] + channels[:-1]
-        for i, (cin, cout) in enumerate(zip(ins, channels), start=1):
+        for i, (cin, cout) in enumerate(zip(ins, channels, strict=False), start=1):
             self.add_module(f"conv_block{i}", ConvBlock(cin, cout))
         if projection not in ("mlp", "linear"):
             raise ValueError(f"projection must be mlp or linear, got {projection!r}")

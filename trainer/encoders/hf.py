@@ -16,8 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from audioret.cache.feature_contract import (AST_HOP, AST_SCALE, CLAP_SCALE, HF_EXTRACTOR_SCALES, FeatureSpec,
-                                            hf_extractor_spec)
+from audioret.cache.feature_contract import (
+    AST_HOP,
+    AST_SCALE,
+    CLAP_SCALE,
+    HF_EXTRACTOR_SCALES,
+    FeatureSpec,
+    hf_extractor_spec,
+)
 from audioret.trainer.encoders.hf_inputs import ASTBatching, ClapBatching
 from audioret.trainer.encoders.loading import ModelLoadError, check_model_source, model_load_error, quiet_transformers
 from audioret.trainer.encoders.long_clips import LongInputs
@@ -49,8 +55,8 @@ def load_feature_extractor(source: str) -> Any:
 
 def hf_feature_spec(source: str) -> FeatureSpec:
     """The cached feature `hf:<source>` needs: exactly what `prep audio --features hf:<source>` records (name, bins,
-    sample rate, hop, extractor class and settings; tests/trainer/test_hf_encoders.py checks the two agree), plus the scale
-    of the cached values (both from cache/feature_contract.py `hf_extractor_spec`)."""
+    sample rate, hop, extractor class and settings; tests/trainer/test_hf_encoders.py checks the two agree), plus the
+    scale of the cached values (both from cache/feature_contract.py `hf_extractor_spec`)."""
     extractor = load_feature_extractor(source)
     kind = type(extractor).__name__
     if kind == "ASTFeatureExtractor":

@@ -134,7 +134,7 @@ class ClapBatching:
             draws = torch.rand((b, 4), generator=generator, device=device)
         host = None if draws is None else draws.to("cpu", torch.float64).tolist()
         inputs, longer = zip(*(self.clip(x[i, :n], None if host is None else host[i][:3])
-                               for i, n in enumerate(lengths)))
+                               for i, n in enumerate(lengths)), strict=False)
         is_longer = torch.tensor(longer, dtype=torch.bool, device=x.device).unsqueeze(1)
         if self.fusion and host is not None and not any(longer):
             is_longer[min(int(host[0][3] * b), b - 1)] = True  # the extractor's stand-in, drawn

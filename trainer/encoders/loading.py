@@ -64,7 +64,7 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     except ModelLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - one line naming the file is the contract
-        raise ModelLoadError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})".splitlines()[0])
+        raise ModelLoadError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})".splitlines()[0]) from exc
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):

@@ -50,7 +50,7 @@ def pieces(length: int, rule: LongInputs) -> list[tuple[int, int]]:
         return [(0, length)]
     n, units = math.ceil(length / chunk), math.ceil(length / rule.align)  # units ≤ n × chunk / align
     bounds = [(i * units // n) * rule.align for i in range(n)] + [length]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(zip(bounds[:-1], bounds[1:], strict=False))
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, budget_frames: int,
@@ -117,7 +117,7 @@ def _pooled_long(encoder: nn.Module, arrays: Sequence[np.ndarray], long: list[in
         vectors = _run(encoder, [arrays[long[k]][s:e] for k, s, e in parts], device, pad, precision, pooled=True)
         if sums is None:
             sums = torch.zeros(len(long), vectors.shape[1], dtype=torch.float64)
-        for (k, s, e), v in zip(parts, vectors):
+        for (k, s, e), v in zip(parts, vectors, strict=False):
             w = math.ceil((e - s) / rule.align)
             sums[k] += w * v.double()
             weights[k] += w

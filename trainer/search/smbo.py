@@ -18,12 +18,13 @@ from skopt import Optimizer
 from skopt.space import Dimension
 
 from audioret.cache.executor import RenewingExecutor, make_executor
-from audioret.trainer.search.journal import Journal, JournalError, driver_lock, TrialState
+from audioret.trainer.search.journal import Journal, JournalError, TrialState, driver_lock
 from audioret.trainer.search.space import default_space, describe, params_to_point, point_to_params
 from audioret.trainer.search.trials import Objective, result_of, run_trial
 
 METRIC = "best_map10"
-ESTIMATORS = ("GP", "RF", "ET")  # GBRT is broken in skopt 0.10 on scikit-learn >= 1.6 (checked on this project's machines)
+# GBRT is broken in skopt 0.10 on scikit-learn >= 1.6 (checked on this project's machines)
+ESTIMATORS = ("GP", "RF", "ET")
 ACQ_FUNCS = ("gp_hedge", "EI", "PI", "LCB")
 MUST_MATCH = ("space", "estimator", "initial", "acq", "seed", "objective")
 

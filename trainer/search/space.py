@@ -105,7 +105,7 @@ def to_plain(value: Any) -> Any:
 def point_to_params(space: list[Dimension], point: list[Any]) -> dict[str, Any]:
     """An optimiser point → {config key: plain value}, ints for Integer dimensions and floats for Real."""
     params: dict[str, Any] = {}
-    for d, v in zip(space, point):
+    for d, v in zip(space, point, strict=False):
         v = to_plain(v)
         if isinstance(d, Integer):
             v = int(v)

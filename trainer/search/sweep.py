@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from audioret.cache.executor import RenewingExecutor, make_executor
 from audioret.cache.publish import publish_file
-from audioret.trainer.search.journal import Journal, JournalError, driver_lock, TrialState
+from audioret.trainer.search.journal import Journal, JournalError, TrialState, driver_lock
 from audioret.trainer.search.trials import Objective, result_of, run_trial
 
 METRICS = (("r1", "R@1"), ("r5", "R@5"), ("r10", "R@10"), ("map10", "mAP@10"))
@@ -89,7 +89,8 @@ def summarise(journal: Journal, names: list[str]) -> list[dict[str, Any]]:
 def write_tables(journal: Journal, out: Path, names: list[str]) -> list[dict[str, Any]]:
     """table.md (the paper's format, mean ± std) and table.csv (plain numbers), published atomically."""
     rows = summarise(journal, names)
-    md = ["| variant | seeds | " + " | ".join(label for _, label in METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
+    md = ["| variant | seeds | " + " | ".join(label for _, label in METRICS) + " |",
+          "|---|---|" + "---|" * len(METRICS)]
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["variant", "seeds", "failed"] + [f"{k}_{s}" for k, _ in METRICS for s in ("mean", "std")])
