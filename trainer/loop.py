@@ -7,7 +7,6 @@ metrics.csv rows as one never interrupted.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import random
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from audioret.cache.publish import publish_file, publish_json
+from audioret.cache.publish import publish_json
 from audioret.trainer import distributed as dist_hooks
 from audioret.trainer.augment import augment_batch
 from audioret.trainer.caption_text import caption_view
@@ -50,13 +49,18 @@ from audioret.trainer.data import Batch, TrainData
 from audioret.trainer.device import autocast, resolve_device
 from audioret.trainer.evaluate import score_split
 from audioret.trainer.loss_distributed import contrastive_loss
+from audioret.trainer.metrics_log import (
+    METRICS_CSV,
+    append_metrics_row,
+    rewrite_metrics,
+    tensorboard_writer,
+    write_scalars,
+)
 from audioret.trainer.models import BiEncoder, build_model
 from audioret.trainer.run_lock import run_dir_lock
 from audioret.trainer.schedule import Schedule, make_torch_optimizer, resume_problem
 from audioret.trainer.sources import Source, open_caches, open_extras, register_caches
 
-METRICS_CSV = "metrics.csv"
-METRIC_FIELDS = ["epoch", "loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr", "seconds", "data_wait_share"]
 # run.json "clip_identity": clips of several caches are one clip when their source ids match (trainer/source_ids.py);
 # a run.json without it is from before, and its resume keeps the masks it began with (bit-exact)
 CLIP_IDENTITY = "source-id"
@@ -76,29 +80,6 @@ def _log(progress: bool, msg: str) -> None:
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, 0xA06]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional; metrics.csv always exists
-        return None
-    return SummaryWriter(str(run_dir / "tb"))
-
-
-def _rewrite_metrics(path: Path, keep_until: int) -> None:
-    """On resume: drop rows of epochs after the checkpoint (written before a kill, about to be redone)."""
-    rows = []
-    if path.exists():
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= keep_until]
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, METRIC_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-    publish_file(path, write)
 
 
 def train_step(model, batch: Batch, optimizer, cfg: TrainConfig, generator: torch.Generator,
@@ -213,7 +194,7 @@ def _train(cfg: TrainConfig, cache_root: Path, name: str, run_dir: Path, resume:
     frozen_text = frozen_text_record(run.model, cfg.text_model, run.pretrained_text)  # stored by name when unchanged
     dist_hooks.barrier()
     ddp_model = dist_hooks.wrap_model(run.model, run.device)
-    writer = _tensorboard(run_dir) if run.main else None
+    writer = tensorboard_writer(run_dir) if run.main else None
     t_run = time.perf_counter()
     epoch, stopped = _run_epochs(run, tally, ddp_model, frozen_text, writer)
     if writer is not None:
@@ -333,7 +314,7 @@ def _start_or_restore(run: _Run, cache_root: Path, name: str, state: dict | None
                                           "rank_slices": dist_hooks.RANK_SLICES[0], "clip_identity": CLIP_IDENTITY,
                                           **({"duplicate_clips": shared} if shared else {})})
         save_config(run.cfg, run_dir / "config.toml")
-        _rewrite_metrics(metrics_path, 0)
+        rewrite_metrics(metrics_path, 0)
     elif state is not None:
         load_model_state(run.model, state, checkpoint_path(run_dir, "last"))
         run.optimizer.load_state_dict(state["optimizer"])
@@ -346,7 +327,7 @@ def _start_or_restore(run: _Run, cache_root: Path, name: str, state: dict | None
                        int(state["epoch"]) + 1)
         if run.main:
             save_config(run.cfg, run_dir / "config.toml")
-            _rewrite_metrics(metrics_path, int(state["epoch"]))
+            rewrite_metrics(metrics_path, int(state["epoch"]))
         _log(run.progress, f"resuming {run_dir} after epoch {state['epoch']} "
                            f"(best mAP@10 {tally.best:.4f} @ {tally.best_epoch})")
     if run.main:
@@ -396,8 +377,7 @@ def _record_epoch(run: _Run, tally: _Tally, row: dict, val: dict, improved: bool
     run_state = {"epoch": epoch, "config": cfg.to_dict(), "best_map10": tally.best, "best_epoch": tally.best_epoch,
                  "bad_epochs": tally.bad_epochs, "val": val, "stopped": stopped, "frozen_text": frozen_text}
     if run.main:
-        with open(run.run_dir / METRICS_CSV, "a", newline="", encoding="utf-8") as f:  # before the checkpoint: a
-            csv.DictWriter(f, METRIC_FIELDS).writerow(row)  # kill in between redoes this epoch and rewrites its row
+        append_metrics_row(run.run_dir / METRICS_CSV, row)  # before the checkpoint (trainer/metrics_log.py)
         weights = model_weights(run.model, frozen_text)
         if improved:  # weights only: optimiser state serves a resume, and that reads last.pt
             save_checkpoint(checkpoint_path(run.run_dir, "best"), {"model": weights, **run_state})
@@ -407,7 +387,4 @@ def _record_epoch(run: _Run, tally: _Tally, row: dict, val: dict, improved: bool
             save_checkpoint(last_path, {"model": weights, "optimizer": run.optimizer.state_dict(),
                                         "scheduler": run.scheduler.state_dict(), "rng": rng_ranks[0],
                                         "rng_ranks": rng_ranks, **run_state})
-    if writer is not None:
-        for k in ("loss", "val_map10", "val_r1", "val_r5", "val_r10", "lr", "data_wait_share"):
-            writer.add_scalar(k, float(row[k]), epoch)
-        writer.flush()
+    write_scalars(writer, row, epoch)
